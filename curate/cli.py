@@ -1,0 +1,137 @@
+"""The `curate` command line: a thin Click layer over the library.
+
+Exit codes: 0 ok; 1 data problems over a threshold (or a data error); 2 usage error.
+Each command parses options, calls one library function, and renders its result.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from curate import __version__
+from curate.console import console, print_json
+from curate.errors import CurateError
+
+EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
+
+
+class CurateGroup(click.Group):
+    """Turns CurateError into `Error: ...` and its exit code; --debug keeps the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CurateError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            console.print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=CurateGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="curate")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """curate: turn raw examples into a fine-tuning dataset you can trust."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def json_option(f):
+    return click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON summary on stdout.")(f)
+
+
+def fail_over(rate: float, bad: int, total: int, what: str) -> None:
+    """Exit 1 when the share of bad records exceeds the user's threshold."""
+    if total and bad / total > rate:
+        console.print(f"[bold red]{bad}/{total} {what} ({bad / total:.1%}) exceeds the allowed {rate:.1%}[/]")
+        sys.exit(EXIT_DATA)
+
+
+# ---------------------------------------------------------------- ingest / export
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Canonical Parquet to write.")
+@click.option(
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
+    help="auto, mixed (each record by its own format), or one of: openai, sharegpt, alpaca, "
+    "prompt-completion, preference, qa, mtbench, self-instruct, canonical.",
+)
+@click.option("--origin", default=None, help="Origin of these rows: production, seed, eval, ... (default: seed).")
+@click.option("--rejects", type=click.Path(path_type=Path), help="Where rejected records go (default: OUTPUT.rejects.jsonl).")
+@click.option("--max-reject-rate", default=0.0, show_default=True, help="Exit 1 when more than this share is rejected.")
+@json_option
+def ingest(inputs, output, fmt, origin, rejects, max_reject_rate, as_json):
+    """Read any supported INPUTS and write one canonical Parquet dataset."""
+    from curate.ingest import ingest as run
+
+    s = run(inputs, output, fmt=fmt, origin=origin, rejects=rejects)
+    if as_json:
+        print_json(s.as_dict())
+    else:
+        console.print(f"read {s.read} = written {s.written} + rejected {s.rejected}  ->  {s.output}")
+        for file, counts in s.formats.items():
+            console.print(f"  {file}: {', '.join(f'{k} {v}' for k, v in counts.items()) or 'no records'}")
+        if s.reasons:
+            table = Table("reason", "count", title=f"rejected (details in {s.rejects_file})")
+            for reason, n in sorted(s.reasons.items(), key=lambda kv: -kv[1]):
+                table.add_row(reason, str(n))
+            console.print(table)
+        for w in s.warnings:
+            console.print(f"[yellow]warning:[/] {w}")
+    if s.read == 0:
+        console.print("[bold red]no records read[/]")
+        sys.exit(EXIT_DATA)
+    fail_over(max_reject_rate, s.rejected, s.read, "records rejected")
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
+@click.option("--to", type=click.Choice(["openai", "sharegpt", "alpaca"]), default="openai", show_default=True)
+@json_option
+def export(dataset, output, to, as_json):
+    """Export a canonical DATASET as OpenAI chat JSONL, ShareGPT or Alpaca."""
+    from curate.ingest import export as run
+
+    s = run(dataset, output, to=to)
+    if as_json:
+        print_json(s.as_dict())
+    else:
+        console.print(f"read {s.read} = written {s.written} + rejected {s.rejected}  ->  {s.output}")
+        if s.rejects_file:
+            console.print(f"[yellow]rows that {to} cannot hold:[/] {s.rejects_file}")
+
+
+# ---------------------------------------------------------------- stage commands
+# Each stage's command is defined in its own section below.
+
+# ---- dedupe
+
+# ---- validate
+
+# ---- report
+
+# ---- synth
+
+# ---- train / merge / eval
+
+# ---- run
+
+
+def main() -> None:
+    cli(obj={})
+
+
+if __name__ == "__main__":
+    main()
