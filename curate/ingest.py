@@ -95,7 +95,7 @@ def iter_canonical(
         obj = item.obj
         detected = formats.detect(obj)
         use = detected if fmt == "mixed" else file_fmt
-        if use in (None, "auto"):
+        if use in (None, "auto") or (fmt == "auto" and detected is None):
             keys = ", ".join(sorted(obj)[:8]) or "none"
             yield Reject(file, item.line, item.row, f"record fits no known format (keys: {keys})", _raw(obj))
             continue
@@ -104,7 +104,7 @@ def iter_canonical(
                 file,
                 item.line,
                 item.row,
-                f"record is {detected or 'of no known format'} but the file is {use} "
+                f"record is {detected} but the file is {use} "
                 "(use --format mixed to accept both)",
                 _raw(obj),
             )
