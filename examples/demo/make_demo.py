@@ -1,0 +1,111 @@
+"""Regenerate the bundled demo data (written by hand for curate; no third-party text).
+
+    python examples/demo/make_demo.py
+
+A support-ticket triage task: the user sends a ticket, the assistant answers with JSON
+{"category", "priority", "summary"}. The files are planted with what curate should find:
+train.jsonl   seed data: billing and shipping tickets, 3 exact and 2 near duplicates,
+              2 records that fail validation, 1 copy of an eval ticket (contamination)
+production.jsonl  what users really send: billing, shipping and account/login tickets
+              (account tickets are absent from train: the coverage gap)
+eval.jsonl    held-out tickets with reference replies
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SYSTEM = "You triage customer support tickets. Reply with JSON only: category, priority, summary."
+
+BILLING = [
+    ("I was charged twice for my {plan} subscription this month.", "high", "Double charge on {plan} subscription"),
+    ("Can I get an invoice for my {plan} plan for {month}?", "low", "Invoice request for {month}"),
+    ("My card was declined when renewing the {plan} plan.", "medium", "Card declined at {plan} renewal"),
+    ("Please refund the {plan} upgrade, I clicked it by mistake.", "medium", "Refund for accidental {plan} upgrade"),
+    ("Why did my bill go up in {month}? I am on the {plan} plan.", "low", "Question about higher bill in {month}"),
+]
+SHIPPING = [
+    ("My order {order} has not arrived after {days} days.", "high", "Order {order} late by {days} days"),
+    ("The package for order {order} arrived damaged.", "high", "Damaged package, order {order}"),
+    ("Can I change the delivery address for order {order}?", "medium", "Change address for order {order}"),
+    ("Tracking for order {order} has not updated in {days} days.", "medium", "Tracking stuck for order {order}"),
+    ("I received the wrong item in order {order}.", "high", "Wrong item in order {order}"),
+]
+ACCOUNT = [
+    ("I cannot log in, the password reset email never arrives.", "high", "Password reset email not received"),
+    ("My account was locked after too many login attempts.", "high", "Account locked after failed logins"),
+    ("How do I turn on two-factor authentication for my account?", "low", "How to enable two-factor authentication"),
+    ("I want to change the email address on my account to {email}.", "medium", "Change account email to {email}"),
+    ("Please delete my account and all my data.", "medium", "Account deletion request"),
+    ("Someone logged into my account from {city}, it was not me.", "high", "Suspicious login from {city}"),
+]
+PLANS = ["Basic", "Pro", "Team", "Enterprise"]
+MONTHS = ["January", "February", "March", "April", "May", "June"]
+CITIES = ["Lisbon", "Oslo", "Denver", "Nairobi", "Osaka"]
+
+
+def fill(template: str, rng: random.Random) -> dict[str, str]:
+    values = {
+        "plan": rng.choice(PLANS),
+        "month": rng.choice(MONTHS),
+        "order": f"#{rng.randint(10000, 99999)}",
+        "days": str(rng.randint(4, 21)),
+        "email": f"user{rng.randint(1, 999)}@example.com",
+        "city": rng.choice(CITIES),
+    }
+    return values
+
+
+def ticket(category: str, spec: tuple[str, str, str], rng: random.Random) -> dict:
+    prompt, priority, summary = spec
+    v = fill(prompt, rng)
+    reply = {"category": category, "priority": priority, "summary": summary.format(**v)}
+    return {
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": prompt.format(**v)},
+            {"role": "assistant", "content": json.dumps(reply)},
+        ]
+    }
+
+
+def batch(n: int, kinds: list[tuple[str, list]], rng: random.Random) -> list[dict]:
+    out = []
+    for i in range(n):
+        category, specs = kinds[i % len(kinds)]
+        out.append(ticket(category, specs[(i // len(kinds)) % len(specs)], rng))
+    return out
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def main() -> None:
+    rng = random.Random(7)
+    train = batch(40, [("billing", BILLING), ("shipping", SHIPPING)], rng)
+    production = batch(36, [("billing", BILLING), ("shipping", SHIPPING), ("account", ACCOUNT)], rng)
+    evaluation = batch(12, [("billing", BILLING), ("shipping", SHIPPING), ("account", ACCOUNT)], rng)
+
+    train += [json.loads(json.dumps(train[i])) for i in (0, 5, 9)]  # exact duplicates
+    for i in (2, 7):  # near duplicates: same ticket, a word added
+        near = json.loads(json.dumps(train[i]))
+        near["messages"][1]["content"] = near["messages"][1]["content"].replace(".", " please.", 1)
+        train.append(near)
+    prose = json.loads(json.dumps(train[3]))
+    prose["messages"][2]["content"] = "This looks like a billing issue, high priority."  # not JSON
+    train.append(prose)
+    train.append({"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hello?"}]})
+    train.append(json.loads(json.dumps(evaluation[1])))  # an eval ticket leaked into training
+    rng.shuffle(train)
+
+    write_jsonl(HERE / "train.jsonl", train)
+    write_jsonl(HERE / "production.jsonl", [{"messages": r["messages"][:2]} for r in production])
+    write_jsonl(HERE / "eval.jsonl", evaluation)
+
+
+if __name__ == "__main__":
+    main()
