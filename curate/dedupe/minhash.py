@@ -1,0 +1,101 @@
+"""Batched MinHash signatures bit-identical to datasketch 2.x's default `affine32` scheme.
+
+datasketch's MinHash(num_perm, seed) draws `a` (odd) and `b` from numpy.random.RandomState(seed),
+pre-mixes each 32-bit input hash with the MurmurHash3 32-bit finaliser, and keeps
+min(a * h + b mod 2**32) per permutation as uint32. The same arithmetic runs here over whole
+batches of documents: one pass per permutation over every shingle of the batch, then a segmented
+minimum, with no Python call per shingle.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from curate.dedupe.shingle import fmix64
+
+EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's initial hash value: what a document with no shingles keeps
+
+
+@lru_cache(maxsize=8)
+def permutations(num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) as datasketch.MinHash(num_perm, seed, scheme='affine32') generates them."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser, as datasketch applies it before the permutations."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def signatures(hash32: np.ndarray, offsets: np.ndarray, num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """(ndocs, num_perm) uint32 signatures; hash32[offsets[d]:offsets[d+1]] are document d's shingle hashes."""
+    ndocs = len(offsets) - 1
+    sig = np.full((ndocs, num_perm), EMPTY, dtype=np.uint32)
+    counts = np.diff(offsets)
+    nonempty = np.flatnonzero(counts > 0)
+    if len(nonempty) == 0:
+        return sig
+    hv = fmix32(np.asarray(hash32, dtype=np.uint32))
+    a, b = permutations(num_perm, seed)
+    starts = offsets[:-1][nonempty]
+    buf = np.empty_like(hv)
+    out = np.empty((num_perm, len(nonempty)), dtype=np.uint32)
+    for k in range(num_perm):
+        np.multiply(hv, a[k], out=buf)
+        np.add(buf, b[k], out=buf)
+        out[k] = np.minimum.reduceat(buf, starts)
+    sig[nonempty] = out.T
+    return sig
+
+
+def collision_probability(j: float, bands: int, rows: int) -> float:
+    """P(a pair with Jaccard j shares at least one band) = 1 - (1 - j^r)^b."""
+    return 1.0 - (1.0 - j**rows) ** bands
+
+
+def choose_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[int, int]:
+    """(bands, rows) with the most rows per band (fewest false candidates) that still catch a pair
+    at exactly `threshold` with probability >= `recall`. Candidates are verified afterwards, so
+    false candidates cost time, never correctness."""
+    best = (num_perm, 1)
+    for rows in range(1, num_perm + 1):
+        bands = num_perm // rows
+        if bands < 1:
+            break
+        if collision_probability(threshold, bands, rows) >= recall:
+            best = (bands, rows)
+    return best
+
+
+def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(ndocs, bands) uint64 keys: two documents share key i iff (barring 2^-64 collisions) band i matches."""
+    if bands * rows > sig.shape[1]:
+        raise ValueError(f"bands*rows = {bands * rows} exceeds num_perm = {sig.shape[1]}")
+    out = np.empty((sig.shape[0], bands), dtype=np.uint64)
+    s64 = sig.astype(np.uint64)
+    for i in range(bands):
+        h = np.full(sig.shape[0], np.uint64(i * 0x9E3779B97F4A7C15 % (1 << 64)), dtype=np.uint64)
+        for j in range(rows):
+            h = fmix64((h ^ s64[:, i * rows + j]) * np.uint64(0xBF58476D1CE4E5B9))
+        out[:, i] = h
+    return out
+
+
+def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
+    """Row-wise share of equal signature values (datasketch's MinHash.jaccard)."""
+    return (sig_a == sig_b).mean(axis=1)
+
+
+def expected_error(num_perm: int, j: float) -> float:
+    """Standard deviation of the MinHash Jaccard estimate at similarity j."""
+    return math.sqrt(j * (1 - j) / num_perm)

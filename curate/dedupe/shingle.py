@@ -1,0 +1,283 @@
+"""Vectorised normalisation, tokenisation and shingle hashing over Arrow string arrays.
+
+Normalisation: Unicode lower case; ASCII punctuation and whitespace separate tokens (other bytes
+belong to words, so non-Latin scripts survive). A shingle is a run of `n` consecutive tokens
+(`word`) or of `n` code points of the tokens joined by single spaces (`char`). Every shingle gets a
+64-bit hash; its top 32 bits feed MinHash, all 64 bits are used for exact Jaccard.
+
+`hashfunc(shingle, ngram)` is the same hash as a plain Python function of the shingle's bytes, so
+datasketch's `MinHash(hashfunc=...)` reproduces curate's signatures exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+M64 = (1 << 64) - 1
+_SEED_TOKEN = np.uint64(0x9E3779B97F4A7C15)
+_SEED_SHINGLE = np.uint64(0x243F6A8885A308D3)
+_MUL_A = np.uint64(0xBF58476D1CE4E5B9)
+_MUL_B = np.uint64(0x94D049BB133111EB)
+_S33 = np.uint64(33)
+
+# True for bytes that belong to a token: everything except ASCII whitespace, control and punctuation.
+WORD_BYTE = np.ones(256, dtype=bool)
+WORD_BYTE[:48] = False  # controls, space, !"#$%&'()*+,-./
+WORD_BYTE[58:65] = False  # :;<=>?@
+WORD_BYTE[91:97] = False  # [\]^_`
+WORD_BYTE[123:128] = False  # {|}~ DEL
+
+
+def fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser (wrapping uint64 arithmetic)."""
+    h = h ^ (h >> _S33)
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> _S33)
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> _S33)
+
+
+def _fmix64_int(h: int) -> int:
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & M64
+    return h ^ (h >> 33)
+
+
+@dataclass
+class Tokens:
+    """Tokens of a batch of documents, flattened in document order."""
+
+    hashes: np.ndarray  # uint64 per token
+    doc: np.ndarray  # int64 document index per token
+    ndocs: int
+    data: np.ndarray  # normalised (lower-cased) bytes the tokens point into
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def text(self, i: int, j: int) -> str:
+        """The tokens i..j-1 joined by spaces (for evidence shown to users)."""
+        return " ".join(bytes(self.data[self.starts[k] : self.ends[k]]).decode("utf-8", "replace") for k in range(i, j))
+
+
+def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets int64, data uint8) of a non-null string array."""
+    arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
+def tokenize(texts: pa.Array, doc: np.ndarray, ndocs: int) -> Tokens:
+    """Tokenise text pieces; piece k belongs to document doc[k] (pieces of a document are adjacent)."""
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
+    lower = pc.utf8_lower(pc.fill_null(texts, ""))
+    offsets, data = _string_buffers(lower)
+    base = offsets[0]
+    n = int(offsets[-1] - base)
+    data = data[base : base + n]
+    rel = offsets - base
+    word = WORD_BYTE[data]
+    # token edges alternate start, end, start, ... in the transitions of the word mask
+    edges = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
+    starts, ends = edges[0::2], edges[1::2]
+    inner = rel[1:-1]
+    inner = inner[(inner > 0) & (inner < n)]
+    glued = np.unique(inner[word[inner - 1] & word[inner]]) if len(inner) else inner
+    if len(glued):
+        # two pieces (turns) touch without a separator: split the token at the piece boundary
+        starts = np.sort(np.concatenate([starts, glued]))
+        ends = np.sort(np.concatenate([ends, glued]))
+    piece = np.searchsorted(rel, starts, side="right") - 1
+    tok_doc = np.asarray(doc, dtype=np.int64)[piece]
+    return Tokens(_hash_tokens(data, word, starts, ends), tok_doc, ndocs, data, starts, ends)
+
+
+def _hash_tokens(data: np.ndarray, word: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """64-bit hash of each token's bytes, in 8-byte little-endian chunks (see `token_hash`)."""
+    ntok = len(starts)
+    if ntok == 0:
+        return np.zeros(0, dtype=np.uint64)
+    lengths = ends - starts
+    # Hash each distinct token once: runs of text repeat words far more often than they introduce them.
+    compact = data[word]
+    coff = np.zeros(ntok + 1, dtype=np.int64)
+    np.cumsum(lengths, out=coff[1:])
+    tok_arr = pa.LargeStringArray.from_buffers(ntok, pa.py_buffer(coff), pa.py_buffer(compact))
+    enc = pc.dictionary_encode(tok_arr)
+    uoff, udata = _string_buffers(enc.dictionary)
+    uh = _chunk_hash(udata, uoff[:-1], uoff[1:])
+    return uh[np.asarray(enc.indices, dtype=np.int64)]
+
+
+def _chunk_hash(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    lengths = (ends - starts).astype(np.int64)
+    nchunks = (lengths + 7) // 8
+    order = np.argsort(-nchunks, kind="stable")
+    s_sorted, l_sorted = starts[order], lengths[order]
+    padded = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
+    h = np.full(len(starts), _SEED_TOKEN, dtype=np.uint64)
+    lane = np.arange(8)
+    desc = nchunks[order]
+    for c in range(int(desc[0]) if len(desc) else 0):
+        k = _active(desc, c)
+        pos = s_sorted[:k, None] + 8 * c + lane
+        chunk = padded[pos]
+        chunk[lane[None, :] >= (l_sorted[:k] - 8 * c)[:, None]] = 0
+        word = np.ascontiguousarray(chunk).view("<u8").ravel()
+        h[:k] = fmix64((h[:k] ^ word) * _MUL_A)
+    h = fmix64(h ^ (l_sorted.astype(np.uint64) * _MUL_B))
+    out = np.empty_like(h)
+    out[order] = h
+    return out
+
+
+def _active(sorted_desc: np.ndarray, c: int) -> int:
+    """How many leading entries of a descending array exceed c."""
+    return int(np.searchsorted(-sorted_desc, -c, side="left"))
+
+
+def token_hash(token: bytes) -> int:
+    """Pure-Python mirror of the vectorised token hash."""
+    h = int(_SEED_TOKEN)
+    for c in range(0, len(token), 8):
+        word = int.from_bytes(token[c : c + 8].ljust(8, b"\0"), "little")
+        h = _fmix64_int(((h ^ word) * int(_MUL_A)) & M64)
+    return _fmix64_int(h ^ ((len(token) * int(_MUL_B)) & M64))
+
+
+@dataclass
+class Shingles:
+    """Shingle hashes of a batch: hashes[offsets[d]:offsets[d+1]] belong to document d."""
+
+    hashes: np.ndarray  # uint64
+    offsets: np.ndarray  # int64, ndocs + 1
+
+    @property
+    def doc(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
+
+
+def _fold(parts: list[np.ndarray]) -> np.ndarray:
+    # token hashes are already well mixed: a multiply-xor chain plus one finaliser suffices
+    s = np.full(len(parts[0]), _SEED_SHINGLE, dtype=np.uint64)
+    for p in parts:
+        s *= _MUL_A
+        s ^= p
+    return fmix64(s)
+
+
+def word_shingles(tok: Tokens, n: int) -> Shingles:
+    """Word n-gram hashes per document; a document shorter than n tokens is one shingle of them all."""
+    counts = np.bincount(tok.doc, minlength=tok.ndocs) if len(tok.doc) else np.zeros(tok.ndocs, np.int64)
+    tstart = np.zeros(tok.ndocs + 1, dtype=np.int64)
+    np.cumsum(counts, out=tstart[1:])
+    nsh = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1))
+    off = np.zeros(tok.ndocs + 1, dtype=np.int64)
+    np.cumsum(nsh, out=off[1:])
+    out = np.empty(int(off[-1]), dtype=np.uint64)
+    long_docs = counts >= n
+    if long_docs.any():
+        # window k of long document d starts at token tstart[d] + k and lands at off[d] + k
+        nl = nsh[long_docs]
+        seg = np.zeros(len(nl) + 1, dtype=np.int64)
+        np.cumsum(nl, out=seg[1:])
+        within = np.arange(int(seg[-1])) - np.repeat(seg[:-1], nl)
+        pos = np.repeat(tstart[:-1][long_docs], nl) + within
+        dest = np.repeat(off[:-1][long_docs], nl) + within
+        out[dest] = _fold([tok.hashes[pos + j] for j in range(n)])
+    short = np.flatnonzero((counts > 0) & (counts < n))
+    if len(short):
+        # fold a variable number of tokens: process position j for documents that have one
+        s = np.full(len(short), _SEED_SHINGLE, dtype=np.uint64)
+        for j in range(n - 1):
+            has = counts[short] > j
+            s[has] = (s[has] * _MUL_A) ^ tok.hashes[tstart[short[has]] + j]
+        out[off[short]] = fmix64(s)
+    return Shingles(out, off)
+
+
+def char_shingles(tok: Tokens, n: int) -> Shingles:
+    """Character n-gram hashes over each document's tokens joined by single spaces."""
+    docs_text = _joined_codepoints(tok)
+    offs = [0]
+    chunks = []
+    for cps in docs_text:
+        if len(cps) >= n:
+            chunks.append(_fold([cps[j : len(cps) - n + 1 + j] for j in range(n)]))
+        elif len(cps):
+            chunks.append(_fold([cps[j : j + 1] for j in range(len(cps))]))
+        else:
+            chunks.append(np.zeros(0, np.uint64))
+        offs.append(offs[-1] + len(chunks[-1]))
+    hashes = np.concatenate(chunks) if chunks else np.zeros(0, np.uint64)
+    return Shingles(hashes, np.asarray(offs, dtype=np.int64))
+
+
+def _joined_codepoints(tok: Tokens) -> list[np.ndarray]:
+    """Per document, the code points (uint64) of its tokens joined by single spaces."""
+    out: list[np.ndarray] = []
+    order_start = np.searchsorted(tok.doc, np.arange(tok.ndocs + 1))
+    for d in range(tok.ndocs):
+        a, b = order_start[d], order_start[d + 1]
+        text = " ".join(bytes(tok.data[tok.starts[k] : tok.ends[k]]).decode("utf-8") for k in range(a, b))
+        out.append(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64))
+    return out
+
+
+def shingle_hash_py(shingle: bytes, kind: str) -> int:
+    """64-bit hash of one shingle's bytes, identical to the vectorised one."""
+    if kind == "word":
+        parts = [token_hash(t) for t in shingle.split(b" ") if t]
+    else:
+        parts = [ord(ch) for ch in shingle.decode("utf-8")]
+    s = int(_SEED_SHINGLE)
+    for p in parts:
+        s = ((s * int(_MUL_A)) & M64) ^ p
+    return _fmix64_int(s)
+
+
+def hashfunc(shingle: str = "word") -> Callable[[bytes], int]:
+    """A datasketch `hashfunc` giving curate's 32-bit shingle hash for one shingle's UTF-8 bytes."""
+    if shingle not in ("word", "char"):
+        raise ValueError(f"shingle must be 'word' or 'char', got {shingle!r}")
+
+    def _hash(b: bytes) -> int:
+        return shingle_hash_py(b, shingle) >> 32
+
+    return _hash
+
+
+def shingles_py(text: str, shingle: str = "word", ngram: int = 5) -> list[bytes]:
+    """The shingles of one text as bytes, as curate forms them (for datasketch's MinHash.update)."""
+    tokens = [t for t in _py_tokens(text)]
+    if shingle == "word":
+        if len(tokens) < ngram:
+            return [" ".join(tokens).encode()] if tokens else []
+        return [" ".join(tokens[i : i + ngram]).encode() for i in range(len(tokens) - ngram + 1)]
+    joined = " ".join(tokens)
+    if len(joined) < ngram:
+        return [joined.encode()] if joined else []
+    return [joined[i : i + ngram].encode() for i in range(len(joined) - ngram + 1)]
+
+
+def _py_tokens(text: str) -> list[str]:
+    data = text.lower().encode("utf-8")
+    out, cur = [], bytearray()
+    for byte in data:
+        if WORD_BYTE[byte]:
+            cur.append(byte)
+        elif cur:
+            out.append(cur.decode("utf-8"))
+            cur = bytearray()
+    if cur:
+        out.append(cur.decode("utf-8"))
+    return out

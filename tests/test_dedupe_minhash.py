@@ -1,0 +1,101 @@
+"""Signatures, shingles and LSH parameters: bit-compatibility with datasketch 2.x."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from datasketch import MinHash, MinHashLSH
+
+from curate.dedupe import minhash as M
+from curate.dedupe import shingle as S
+
+TEXTS = [
+    "Hello, World! This is a test of the emergency broadcast system, ok?",
+    "Hello world this is a test of the emergency broadcast system ok",
+    "short one",
+    "",
+    "Ünïcode wörds — and 中文 text here; with_underscores and averylongtokenwithmorethan8bytes!!",
+    "a b c d e f g h i j k",
+]
+
+
+def _curate(texts: list[str], kind: str, n: int, num_perm: int = 128) -> tuple[S.Shingles, np.ndarray]:
+    tok = S.tokenize(pa.array(texts), np.arange(len(texts)), len(texts))
+    sh = S.word_shingles(tok, n) if kind == "word" else S.char_shingles(tok, n)
+    return sh, M.signatures((sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets, num_perm)
+
+
+@pytest.mark.parametrize("kind,n", [("word", 5), ("word", 1), ("char", 5)])
+def test_vectorised_shingles_equal_python_mirror(kind, n):
+    sh, _ = _curate(TEXTS, kind, n)
+    for d, text in enumerate(TEXTS):
+        expected = [S.shingle_hash_py(x, kind) for x in S.shingles_py(text, kind, n)]
+        assert [int(v) for v in sh.hashes[sh.offsets[d] : sh.offsets[d + 1]]] == expected
+
+
+@pytest.mark.parametrize("kind,num_perm", [("word", 128), ("char", 64), ("word", 256)])
+def test_signatures_equal_datasketch_minhash(kind, num_perm):
+    _, sig = _curate(TEXTS, kind, 5, num_perm)
+    assert sig.dtype == np.uint32
+    for d, text in enumerate(TEXTS):
+        m = MinHash(num_perm=num_perm, hashfunc=S.hashfunc(kind))
+        m.update_batch(S.shingles_py(text, kind, 5))
+        assert m.hashvalues.dtype == sig.dtype
+        np.testing.assert_array_equal(m.hashvalues, sig[d])
+
+
+def test_permutations_are_datasketchs():
+    a, b = M.permutations(128, 1)
+    ref = MinHash(num_perm=128, seed=1).permutations
+    np.testing.assert_array_equal(a, ref[0])
+    np.testing.assert_array_equal(b, ref[1])
+
+
+def test_curate_signature_in_datasketch_lsh_finds_same_candidates():
+    rng = np.random.default_rng(7)
+    vocab = [f"tok{i}" for i in range(400)]
+    base = [list(rng.choice(vocab, 60)) for _ in range(30)]
+    texts = []
+    for words in base:
+        texts.append(" ".join(words))
+        edited = list(words)
+        for k in rng.choice(len(edited), 2, replace=False):
+            edited[k] = "edit"
+        texts.append(" ".join(edited))
+    _, sig = _curate(texts, "word", 3)
+    ours, theirs = MinHashLSH(threshold=0.7, num_perm=128), MinHashLSH(threshold=0.7, num_perm=128)
+    ds = []
+    for i, text in enumerate(texts):
+        m = MinHash(num_perm=128, hashfunc=S.hashfunc("word"))
+        m.update_batch(S.shingles_py(text, "word", 3))
+        ds.append(m)
+        theirs.insert(i, m)
+        ours.insert(i, MinHash(hashvalues=sig[i], scheme="affine32"))
+    found = 0
+    for i in range(len(texts)):
+        mine = sorted(ours.query(MinHash(hashvalues=sig[i], scheme="affine32")))
+        assert mine == sorted(theirs.query(ds[i]))
+        found += len(mine) > 1
+    assert found >= 50  # the planted edited copies really are candidates, so the comparison means something
+
+
+def test_choose_bands_favours_recall():
+    bands, rows = M.choose_bands(0.8, 128)
+    assert bands * rows <= 128
+    assert M.collision_probability(0.8, bands, rows) >= 0.99
+    # datasketch's default weights catch a pair at exactly 0.8 far less often
+    ref = MinHashLSH(threshold=0.8, num_perm=128)
+    assert M.collision_probability(0.8, ref.b, ref.r) < 0.6
+
+
+def test_empty_document_keeps_datasketch_initial_values():
+    _, sig = _curate(["", "   ...  "], "word", 5)
+    np.testing.assert_array_equal(sig, np.full((2, 128), 0xFFFFFFFF, dtype=np.uint32))
+    np.testing.assert_array_equal(sig[0], MinHash(num_perm=128).hashvalues)
+
+
+def test_turns_of_one_document_do_not_glue_tokens():
+    tok = S.tokenize(pa.array(["alpha", "beta", "gamma"]), np.array([0, 0, 1]), 2)
+    assert [tok.text(i, i + 1) for i in range(len(tok.hashes))] == ["alpha", "beta", "gamma"]
+    assert list(tok.doc) == [0, 0, 1]
