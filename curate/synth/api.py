@@ -1,0 +1,300 @@
+"""`synthesize`: a recipe + seeds + a teacher -> canonical Parquet of synthetic rows, and a failures file.
+
+Counts balance: requested = succeeded + failed + skipped_budget. The output holds only successful rows;
+OUT.failures.parquet holds every failed or budget-skipped request with its reason (rerun, with
+--retry-failed for the failed ones). OUT.cache.sqlite holds every finished response, so a rerun of the
+same command resumes without sending any finished request again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+
+from curate.dataset import SCHEMA, SOURCE_TYPE, make_row, write_table
+from curate.errors import InputError, UsageError
+from curate.synth.cache import Cache, Outcome
+from curate.synth.client import Budget, RateLimiter, RetryPolicy, Teacher
+from curate.synth.engine import Job, Limits, Progress, execute, parse_json_reply, plan_jobs
+from curate.synth.facts import CLAIM_TYPE, Sources, check_claims
+from curate.synth.recipe import SynthRecipe, load_seeds, load_synth_recipe
+from curate.synth.render import render
+from curate.synth.verify import apply_labels, judge_job
+
+PROVENANCE = [
+    ("synth_teacher", pa.string()), ("synth_base_url_host", pa.string()), ("synth_recipe", pa.string()),
+    ("synth_recipe_hash", pa.string()), ("synth_prompt_hash", pa.string()), ("synth_seed_id", pa.string()),
+    ("synth_sample", pa.int64()), ("synth_prompt_tokens", pa.int64()), ("synth_completion_tokens", pa.int64()),
+    ("synth_attempts", pa.int64()), ("synth_finish_reason", pa.string()), ("synth_timestamp", pa.string()),
+    ("synth_status", pa.string()),
+]
+OUTPUT_SCHEMA = pa.schema(list(SCHEMA) + [pa.field(n, t) for n, t in PROVENANCE] + [
+    pa.field("claims", pa.list_(CLAIM_TYPE)), pa.field("unsupported_claims", pa.list_(CLAIM_TYPE))])
+FAILURES_SCHEMA = pa.schema([pa.field(n, t) for n, t in PROVENANCE] + [
+    ("synth_kind", pa.string()), ("reason", pa.string()), ("source", SOURCE_TYPE), ("request", pa.string())])
+
+
+@dataclass
+class SynthSummary:
+    """What a synth run did; counts balance: requested = succeeded + failed + skipped_budget."""
+
+    output: str
+    failures_file: str | None
+    cache_path: str
+    teacher: str
+    base_url_host: str
+    recipe: str
+    recipe_hash: str
+    seeds: int = 0
+    duplicate_seeds: int = 0
+    duplicate_prompts: int = 0
+    requested: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped_budget: int = 0
+    from_cache: int = 0
+    http_requests: int = 0
+    retries: int = 0
+    invalid_replies: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    failure_reasons: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    cache_lifetime: dict[str, float] = field(default_factory=dict)
+    claims: int = 0
+    unsupported_claims: int = 0
+    flagged_rows: int = 0
+    verify_requested: int = 0
+    verify_failed: int = 0
+    response_format_downgraded: bool = False
+    stopped: str | None = None
+    elapsed_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_paths(output: str | Path) -> tuple[Path, Path]:
+    """OUT.failures.parquet and OUT.cache.sqlite beside the output."""
+    out = Path(output)
+    return out.with_name(out.stem + ".failures.parquet"), out.with_name(out.stem + ".cache.sqlite")
+
+
+def synthesize(
+    recipe: str | Path | dict[str, Any],
+    *,
+    teacher: str,
+    output: str | Path,
+    base_url: str | None = None,
+    seeds: str | Path | None = None,
+    cache_path: str | Path | None = None,
+    concurrency: int = 16,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    max_total_tokens: int | None = None,
+    budget: float | None = None,
+    price_in: float | None = None,
+    price_out: float | None = None,
+    retry_failed: bool = False,
+    verify: bool = False,
+    api_key_env: str = "OPENAI_API_KEY",
+    timeout: float = 120.0,
+    retry: RetryPolicy | None = None,
+    response_format: str = "auto",
+    base_dir: str | Path | None = None,
+    show_progress: bool = True,
+) -> SynthSummary:
+    """Generate synthetic rows for every seed of `recipe` with `teacher` ("local" starts the embedded one)."""
+    if concurrency < 1:
+        raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+    rec = load_synth_recipe(recipe, base_dir)
+    pricing = rec.get("pricing") or {}
+    p_in = price_in if price_in is not None else pricing.get("prompt_per_1m", 0.0)
+    p_out = price_out if price_out is not None else pricing.get("completion_per_1m", 0.0)
+    if budget is not None and not (p_in or p_out):
+        raise UsageError("--budget needs token prices: set pricing in the recipe or pass --price-in/--price-out")
+    with ExitStack() as stack:
+        if teacher == "local":
+            from curate.synth.local import start_local_teacher
+
+            local = stack.enter_context(start_local_teacher())
+            base_url, teacher = local.base_url, local.model
+            response_format = "json_object" if response_format == "auto" else response_format
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            if base_url is None:
+                raise UsageError(f"no API key: set {api_key_env} (or pass --api-key-env NAME, or --base-url for a "
+                                 "local server that needs none)")
+            api_key = "no-key"  # local servers (llama.cpp, vLLM, Ollama) accept any key
+        limits = Limits(concurrency, RateLimiter(rpm) if rpm else None, RateLimiter(tpm) if tpm else None,
+                        Budget(max_total_tokens, budget, p_in / 1e6, p_out / 1e6))
+        return _run(rec, seeds, output, cache_path, teacher, base_url, api_key, limits, retry_failed, verify,
+                    Teacher(teacher, base_url, api_key, timeout=timeout, retry=retry, response_format=response_format,
+                            max_connections=concurrency), show_progress)
+
+
+def _run(rec: SynthRecipe, seeds_path: Any, output: Any, cache_path: Any, model: str, base_url: str | None,
+         api_key: str, limits: Limits, retry_failed: bool, verify: bool, teacher: Teacher,
+         show_progress: bool) -> SynthSummary:
+    t0 = time.monotonic()
+    failures_path, default_cache = default_paths(output)
+    host = _host(base_url)
+    s = SynthSummary(str(output), None, str(cache_path or default_cache), model, host, rec.name, rec.hash)
+    seeds, s.duplicate_seeds = load_seeds(rec, seeds_path)
+    jobs, s.duplicate_prompts = plan_jobs(rec, seeds, model)
+    s.seeds, s.requested = len(seeds), len(jobs)
+    cache = Cache(s.cache_path, run_id=uuid.uuid4().hex[:12])
+    try:
+        with Progress(f"synth {rec.name}", len(jobs), show_progress) as bar:
+            outcomes = asyncio.run(_execute_and_close(jobs, cache, teacher, limits, retry_failed, bar))
+        rows, failures = [], []
+        docs = [(d.name, d.text) for d in rec.documents] if rec.grounding_use == "all" else []
+        for j in jobs:
+            out = outcomes[j.key]
+            s.from_cache += out.cached
+            row, problem = (_row(rec, j, out, docs), None) if out.status == "ok" else (None, out.reason)
+            if out.status == "ok" and isinstance(row, str):
+                row, problem = None, row
+            if row is not None:
+                row.update(synth_teacher=model, synth_base_url_host=host, synth_recipe=rec.name,
+                           synth_recipe_hash=rec.hash)
+                rows.append(row)
+                continue
+            status = "skipped_budget" if out.status == "skipped_budget" else "failed"
+            s.skipped_budget += status == "skipped_budget"
+            s.failed += status == "failed"
+            failures.append(_failure(rec, j, out, status, problem, model, host))
+        if verify and rows:
+            _verify(rows, jobs, cache, teacher, limits, model, host, rec, failures, s, show_progress)
+        s.succeeded = len(rows)
+        for r in rows:
+            s.claims += len(r["claims"])
+            s.unsupported_claims += len(r["unsupported_claims"])
+            s.flagged_rows += bool(r["unsupported_claims"])
+        write_table(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA), output)
+        if failures:
+            write_table(pa.Table.from_pylist(failures, schema=FAILURES_SCHEMA), failures_path)
+            s.failures_file = str(failures_path)
+        elif failures_path.exists():
+            failures_path.unlink()  # a stale failures file from an earlier run would mislead
+        for f in failures:
+            key = f["reason"].split(" (")[0][:80]
+            s.failure_reasons[key] = s.failure_reasons.get(key, 0) + 1
+        run = cache.totals(cache.run_id)
+        s.prompt_tokens, s.completion_tokens, s.cost = int(run["prompt_tokens"]), int(run["completion_tokens"]), run["cost"]
+        s.cache_lifetime = cache.totals()
+    finally:
+        cache.close()
+    st = teacher.stats
+    s.http_requests, s.retries, s.invalid_replies, s.errors = st.sent, st.retries, st.invalid_replies, dict(st.errors)
+    s.response_format_downgraded = teacher.downgraded
+    s.stopped = "budget reached (max total tokens or --budget)" if limits.budget.exhausted else None
+    s.elapsed_s = round(time.monotonic() - t0, 3)
+    return s
+
+
+async def _execute_and_close(jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limits, retry_failed: bool,
+                             bar: Progress | None, close: bool = True) -> dict[str, Outcome]:
+    try:
+        return await execute(jobs, cache, teacher, limits, retry_failed=retry_failed, progress=bar)
+    finally:
+        if close:
+            await teacher.close()
+
+
+def _row(rec: SynthRecipe, j: Job, out: Outcome, docs: list[tuple[str, str]]) -> dict[str, Any] | str:
+    """The canonical row for one successful reply, or the reason it cannot become one."""
+    parsed = parse_json_reply(out.content) if j.schema is not None else None
+    v = {**j.variables, "reply": out.content, "json": parsed}
+    t = rec.templates
+    try:
+        user = render(t["output.user"], v, "output.user", j.seed) if "output.user" in t else j.messages[-1]["content"]
+        if "output.assistant" in t:
+            assistant = render(t["output.assistant"], v, "output.assistant", j.seed)
+        else:
+            assistant = json.dumps(parsed, ensure_ascii=False) if j.schema is not None else out.content.strip()
+        system = render(t["output.system"], v, "output.system", j.seed) if "output.system" in t else None
+    except InputError as exc:  # an output template that does not fit this reply fails only this row
+        return f"output template failed: {exc}"
+    if not user or not assistant:
+        return "output template produced an empty user or assistant message"
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    row = make_row(messages, source=j.seed.source, origin="synthetic")
+    answer = "\n".join(_leaves(parsed)) if j.schema is not None and "output.assistant" not in t else assistant
+    user_src = (rec.get("output") or {}).get("user", "")
+    generated = f"{user}\n\n{answer}" if "json" in user_src or "reply" in user_src else answer
+    claims = check_claims(generated, Sources(docs + j.seed.texts))
+    row.update(
+        synth_prompt_hash=j.key, synth_seed_id=j.seed.id, synth_sample=j.sample, synth_prompt_tokens=out.prompt_tokens,
+        synth_completion_tokens=out.completion_tokens, synth_attempts=out.attempts, synth_finish_reason=out.finish_reason,
+        synth_timestamp=_iso(out.created), synth_status="ok", claims=claims,
+        unsupported_claims=[c for c in claims if c["status"] == "unsupported"],
+        _generated=generated, _sources=docs + j.seed.texts, _seed=j.seed,
+    )
+    return row
+
+
+def _failure(rec: SynthRecipe, j: Job, out: Outcome, status: str, reason: str | None, model: str,
+             host: str) -> dict[str, Any]:
+    return dict(
+        synth_teacher=model, synth_base_url_host=host, synth_recipe=rec.name, synth_recipe_hash=rec.hash,
+        synth_prompt_hash=j.key, synth_seed_id=j.seed.id, synth_sample=j.sample, synth_prompt_tokens=out.prompt_tokens,
+        synth_completion_tokens=out.completion_tokens, synth_attempts=out.attempts,
+        synth_finish_reason=out.finish_reason, synth_timestamp=_iso(out.created or time.time()), synth_status=status,
+        synth_kind=j.kind, reason=reason or "unknown", source=j.seed.source,
+        request=json.dumps({"messages": j.messages, "params": j.params}, ensure_ascii=False),
+    )
+
+
+def _verify(rows: list[dict], jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limits, model: str,
+            host: str, rec: SynthRecipe, failures: list[dict], s: SynthSummary, show_progress: bool) -> None:
+    """Judge every row with claims; a failed judgement leaves `judge` empty and is listed in the failures file."""
+    pairs = [(r, judge_job(model, r["_seed"], r["_generated"], r["claims"], r["_sources"])) for r in rows if r["claims"]]
+    s.verify_requested = len(pairs)
+    judge = Teacher(model, teacher.client.base_url and str(teacher.client.base_url), teacher.client.api_key,
+                    retry=teacher.retry, response_format=teacher.response_format)
+    judge.downgraded = teacher.downgraded
+    with Progress(f"verify {rec.name}", len(pairs), show_progress) as bar:
+        outcomes = asyncio.run(_execute_and_close([j for _, j in pairs], cache, judge, limits, False, bar))
+    for r, j in pairs:
+        out = outcomes[j.key]
+        if out.status == "ok":
+            apply_labels(r["claims"], out.content)
+            r["unsupported_claims"] = [c for c in r["claims"] if c["status"] == "unsupported" or c["judge"] == "unsupported"]
+        else:
+            s.verify_failed += 1
+            failures.append(_failure(rec, j, out, "failed" if out.status == "failed" else out.status, out.reason,
+                                     model, host))
+    for k, v in judge.stats.errors.items():
+        teacher.stats.errors[f"verify:{k}"] = v
+
+
+def _leaves(value: Any) -> list[str]:
+    """String and number values of a JSON reply (its keys are not claims)."""
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _leaves(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _leaves(v)]
+    return [] if value is None or isinstance(value, bool) else [str(value)]
+
+
+def _host(base_url: str | None) -> str:
+    u = urlparse(base_url or "https://api.openai.com/v1")
+    return f"{u.hostname}:{u.port}" if u.port else (u.hostname or "")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")

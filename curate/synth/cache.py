@@ -1,0 +1,116 @@
+"""A durable, content-addressed request cache and token/cost ledger in SQLite (WAL mode).
+
+Every finished request (ok or failed) is committed before the next is recorded, so a killed run
+loses at most the requests that were in flight. The key is a hash of model + messages + parameters
+(+ the example index), never of the recipe file, so editing one seed changes only its keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY, status TEXT NOT NULL, content TEXT, finish_reason TEXT,
+    prompt_tokens INTEGER, completion_tokens INTEGER, attempts INTEGER, reason TEXT,
+    model TEXT, request TEXT, created REAL
+);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY, run TEXT, key TEXT, model TEXT, prompt_tokens INTEGER,
+    completion_tokens INTEGER, cost REAL, ok INTEGER, created REAL
+);
+"""
+
+
+def request_key(model: str, messages: list[dict], params: dict[str, Any], schema: dict | None, sample: int) -> str:
+    """Content address of one request: what the teacher sees, with which parameters, for which example."""
+    payload = json.dumps(
+        {"model": model, "messages": messages, "params": params, "schema": schema, "sample": sample},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass
+class Outcome:
+    """What became of one request."""
+
+    status: str  # ok | failed | skipped_budget
+    content: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+    reason: str | None = None
+    created: float = 0.0
+    cached: bool = False
+
+
+class Cache:
+    """The SQLite store; one connection, used from the event-loop thread only."""
+
+    def __init__(self, path: str | Path, run_id: str = ""):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.run_id = run_id
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # WAL + synchronous=NORMAL: a committed row survives the process being killed.
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=10000")
+        self.db.executescript(SCHEMA_SQL)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Outcome]:
+        """Cached outcomes for these keys (chunked: SQLite caps bound parameters)."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, Outcome] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            rows = self.db.execute(
+                "SELECT key, status, content, finish_reason, prompt_tokens, completion_tokens, attempts, reason, created "
+                f"FROM responses WHERE key IN ({','.join('?' * len(part))})", part,
+            )
+            for k, st, content, fr, pt, ct, att, reason, created in rows:
+                found[k] = Outcome(st, content, fr, pt or 0, ct or 0, att or 0, reason, created or 0.0, cached=True)
+        return found
+
+    def put(self, key: str, outcome: Outcome, model: str, request: dict[str, Any],
+            ledger: list[tuple[int, int, float, bool]]) -> None:
+        """Commit one finished request and the ledger lines of every attempt that used tokens."""
+        now = time.time()
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (key, outcome.status, outcome.content, outcome.finish_reason, outcome.prompt_tokens,
+                 outcome.completion_tokens, outcome.attempts, outcome.reason, model,
+                 json.dumps(request, ensure_ascii=False), outcome.created or now),
+            )
+            if ledger:
+                self.db.executemany(
+                    "INSERT INTO ledger (run, key, model, prompt_tokens, completion_tokens, cost, ok, created) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    [(self.run_id, key, model, pt, ct, cost, int(ok), now) for pt, ct, cost, ok in ledger],
+                )
+
+    def totals(self, run: str | None = None) -> dict[str, float]:
+        """Tokens and cost in the ledger, for one run or for the cache's whole life."""
+        where, args = ("WHERE run = ?", (run,)) if run is not None else ("", ())
+        pt, ct, cost, n = self.db.execute(
+            f"SELECT COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(cost),0), "
+            f"COUNT(*) FROM ledger {where}", args,
+        ).fetchone()
+        return {"prompt_tokens": pt, "completion_tokens": ct, "cost": cost, "calls": n}
+
+    def requests_sent(self) -> list[dict[str, Any]]:
+        """The request bodies of every cached response (for audits and tests)."""
+        return [json.loads(r) for (r,) in self.db.execute("SELECT request FROM responses WHERE status = 'ok'")]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,184 @@
+"""Run a synth recipe: plan requests, serve finished ones from the cache, send the rest concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from curate.synth.cache import Cache, Outcome, request_key
+from curate.synth.client import Budget, RateLimiter, Teacher
+from curate.synth.render import Seed, render
+from curate.synth.recipe import SynthRecipe
+
+
+@dataclass
+class Job:
+    """One request: a seed, an example index, the messages the teacher sees, and its cache key."""
+
+    seed: Seed
+    sample: int
+    variables: dict[str, Any]
+    messages: list[dict[str, str]]
+    key: str
+    est_prompt: int
+    params: dict[str, Any]
+    schema: dict | None = None
+    max_attempts: int = 3
+    check: Callable[[str], str | None] | None = None
+    kind: str = "generate"
+
+
+def plan_jobs(recipe: SynthRecipe, seeds: list[Seed], model: str) -> tuple[list[Job], int]:
+    """Every request the recipe asks for, in seed order; identical prompts collapse to one (counted)."""
+    docs = [{"name": d.name, "text": d.text} for d in recipe.documents] if recipe.grounding_use == "all" else []
+    n = int(recipe.get("examples_per_seed", 1))
+    params, schema = recipe.params(), recipe.reply_schema
+    check = json_checker(schema)
+    jobs, seen, dup = [], set(), 0
+    for seed in seeds:
+        for k in range(n):
+            v = {**seed.variables, "documents": docs, "index": k, "n": n}
+            messages = []
+            if "system" in recipe.templates:
+                messages.append({"role": "system", "content": render(recipe.templates["system"], v, "system", seed)})
+            messages.append({"role": "user", "content": render(recipe.templates["prompt"], v, "prompt", seed)})
+            key = request_key(model, messages, params, schema, k)
+            if key in seen:
+                dup += 1
+                continue
+            seen.add(key)
+            est = sum(len(m["content"]) for m in messages) // 4 + 8
+            jobs.append(Job(seed, k, v, messages, key, est, params, schema, recipe.max_attempts, check))
+    return jobs, dup
+
+
+def json_checker(schema: dict | None) -> Callable[[str], str | None] | None:
+    """A reply check: parses JSON (tolerating a ``` fence) and validates it against the schema."""
+    if schema is None:
+        return None
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(schema)
+
+    def check(content: str) -> str | None:
+        try:
+            value = parse_json_reply(content)
+        except json.JSONDecodeError as exc:
+            return f"not JSON ({exc.msg} at char {exc.pos})"
+        err = next(iter(validator.iter_errors(value)), None)
+        if err is not None:
+            where = ".".join(map(str, err.absolute_path)) or "(top level)"
+            return f"JSON does not match the schema at {where}: {err.message[:160]}"
+        return None
+
+    return check
+
+
+def parse_json_reply(content: str) -> Any:
+    text = content.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    return json.loads(text)
+
+
+class Progress:
+    """Rich progress on stderr: done/total, rate, ETA, tokens and cost (silent when stderr is not a terminal)."""
+
+    def __init__(self, description: str, total: int, enabled: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import Progress as RichProgress
+
+        from curate.console import console
+
+        self.bar = RichProgress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TextColumn("{task.fields[tokens]} tok  ${task.fields[cost]}  {task.fields[failed]}"),
+            console=console, disable=not (enabled and console.is_terminal),
+        )
+        self.task = self.bar.add_task(description, total=total, rate="", tokens=0, cost="0.00", failed="")
+        self.t0, self.sent = time.monotonic(), 0
+
+    def update(self, budget: Budget, failed: int, sent: bool) -> None:
+        self.sent += sent
+        rate = self.sent / max(time.monotonic() - self.t0, 1e-6)
+        self.bar.update(self.task, advance=1, rate=f"{rate:.1f} req/s", tokens=budget.spent_tokens,
+                        cost=f"{budget.spent_cost:.2f}", failed=f"[red]{failed} failed[/]" if failed else "")
+
+    def __enter__(self) -> "Progress":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
+
+
+@dataclass
+class Limits:
+    concurrency: int
+    rpm: RateLimiter | None
+    tpm: RateLimiter | None
+    budget: Budget
+
+
+async def execute(jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limits, *, retry_failed: bool,
+                  progress: Progress | None) -> dict[str, Outcome]:
+    """Outcomes by key: cached ones as they are (failed ones re-sent only with retry_failed), the rest sent."""
+    outcomes = cache.get_many(j.key for j in jobs)
+    failed = 0
+    todo = []
+    for j in jobs:
+        c = outcomes.get(j.key)
+        if c is not None and (c.status == "ok" or not retry_failed):
+            failed += c.status != "ok"
+            if progress:
+                progress.update(limits.budget, failed, sent=False)
+        else:
+            outcomes.pop(j.key, None)
+            todo.append(j)
+    budget, it = limits.budget, iter(todo)
+
+    async def run_one(j: Job) -> Outcome:
+        max_t = int(j.params.get("max_tokens", 0))
+        if not budget.reserve(j.est_prompt, max_t):
+            return Outcome("skipped_budget", reason="token/cost budget reached; rerun with a larger budget")
+        if limits.rpm:
+            await limits.rpm.acquire(1)
+        if limits.tpm:
+            await limits.tpm.acquire(j.est_prompt + max_t)
+        ledger: list[tuple[int, int, float, bool]] = []
+        reserved = [True]
+
+        def on_usage(pt: int, ct: int, ok: bool) -> None:
+            budget.settle(j.est_prompt, max_t, pt, ct)
+            reserved[0] = False
+            ledger.append((pt, ct, budget.cost(pt, ct), ok))
+            if limits.tpm:
+                limits.tpm.refund(j.est_prompt + max_t - pt - ct)
+
+        def admit() -> bool:
+            reserved[0] = budget.reserve(j.est_prompt, max_t)
+            return reserved[0]
+
+        out = await teacher.complete(j.messages, j.params, j.schema, j.max_attempts, j.check, on_usage, admit)
+        if reserved[0]:
+            budget.settle(j.est_prompt, max_t, 0, 0)
+        if out.status != "skipped_budget":
+            cache.put(j.key, out, teacher.model, {"messages": j.messages, "params": j.params}, ledger)
+        return out
+
+    async def worker() -> None:
+        nonlocal failed
+        for j in it:  # one shared iterator: workers pull the next job as they free up
+            out = await run_one(j)
+            outcomes[j.key] = out
+            failed += out.status == "failed"
+            if progress:
+                progress.update(budget, failed, sent=out.status != "skipped_budget")
+
+    await asyncio.gather(*(worker() for _ in range(max(1, min(limits.concurrency, len(todo) or 1)))))
+    return outcomes

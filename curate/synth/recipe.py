@@ -1,0 +1,166 @@
+"""Synth recipes: YAML (or an embedded dict) validated against schemas/synth-recipe.schema.json, plus seeds."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from curate.errors import RecipeError, UsageError
+from curate.recipe import line_of, load_yaml, validate
+from curate.synth.render import Seed, compile_template, seed_from_row
+
+SCHEMA_NAME = "synth-recipe"
+
+
+@dataclass
+class Document:
+    """One grounding-document chunk."""
+
+    name: str
+    text: str
+    line: int
+    chunk: int
+
+
+@dataclass
+class SynthRecipe:
+    """A validated recipe with compiled templates and loaded grounding documents."""
+
+    name: str
+    data: dict[str, Any]
+    file: str | None
+    base_dir: Path
+    hash: str
+    templates: dict[str, jinja2.Template]
+    documents: list[Document] = field(default_factory=list)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+    @property
+    def reply_schema(self) -> dict[str, Any] | None:
+        return (self.data.get("reply") or {}).get("schema")
+
+    @property
+    def max_attempts(self) -> int:
+        return int((self.data.get("reply") or {}).get("max_attempts", 3))
+
+    @property
+    def grounding_use(self) -> str:
+        return (self.data.get("grounding") or {}).get("use", "all")
+
+    def params(self) -> dict[str, Any]:
+        """Sampling parameters sent with every request (and hashed into its cache key)."""
+        p = {"temperature": float(self.data.get("temperature", 0.7)), "max_tokens": int(self.data.get("max_tokens", 512))}
+        if "top_p" in self.data:
+            p["top_p"] = float(self.data["top_p"])
+        return p
+
+
+def load_synth_recipe(recipe: str | Path | dict[str, Any], base_dir: str | Path | None = None) -> SynthRecipe:
+    """Load and validate a synth recipe from a YAML path or an already-loaded dict."""
+    if isinstance(recipe, dict):
+        data, file = recipe, None
+        base = Path(base_dir) if base_dir else Path.cwd()
+    else:
+        data, file = load_yaml(recipe), str(recipe)
+        base = Path(base_dir) if base_dir else Path(recipe).resolve().parent
+    validate(data, SCHEMA_NAME, file)
+    schema = (data.get("reply") or {}).get("schema")
+    if schema is not None:
+        from jsonschema import Draft202012Validator, SchemaError
+
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            line = line_of(data, ["reply", "schema", *exc.path])
+            raise RecipeError([f"reply.schema (line {line}): not a valid JSON Schema: {exc.message}"], file) from exc
+    templates = {}
+    for key in ("system", "prompt"):
+        if key in data:
+            templates[key] = compile_template(data[key], key, line_of(data, [key]), file)
+    for key, text in (data.get("output") or {}).items():
+        templates[f"output.{key}"] = compile_template(text, f"output.{key}", line_of(data, ["output", key]), file)
+    documents = _load_documents(data, base, file)
+    h = hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False, default=str).encode())
+    for d in documents:
+        h.update(f"\0{d.name}\0{d.text}".encode())
+    return SynthRecipe(data["name"], data, file, base, h.hexdigest()[:16], templates, documents)
+
+
+def _load_documents(data: dict[str, Any], base: Path, file: str | None) -> list[Document]:
+    grounding = data.get("grounding")
+    if not grounding:
+        return []
+    size = int(grounding.get("chunk_chars", 2000))
+    docs: list[Document] = []
+    for i, pattern in enumerate(grounding["documents"]):
+        matches = sorted(glob.glob(str(base / pattern), recursive=True)) if any(c in pattern for c in "*?[") else (
+            [str(base / pattern)] if (base / pattern).is_file() else []
+        )
+        if not matches:
+            line = line_of(data, ["grounding", "documents", i])
+            raise RecipeError([f"grounding.documents.{i} (line {line}): no file matches '{pattern}' "
+                               f"(paths are relative to {base})"], file)
+        for path in matches:
+            name = str(Path(path).relative_to(base)) if Path(path).is_relative_to(base) else path
+            docs += chunk_document(name, Path(path).read_text(encoding="utf-8"), size)
+    return docs
+
+
+def chunk_document(name: str, text: str, size: int) -> list[Document]:
+    """Split on blank lines into chunks of about `size` characters, keeping each chunk's first line."""
+    chunks: list[Document] = []
+    buf: list[str] = []
+    start = line = 1
+    for para in text.split("\n\n"):
+        if buf and sum(len(p) + 2 for p in buf) + len(para) > size:
+            chunks.append(Document(name, "\n\n".join(buf).strip(), start, len(chunks)))
+            buf, start = [], line
+        buf.append(para)
+        line += para.count("\n") + 2
+    if buf and "\n\n".join(buf).strip():
+        chunks.append(Document(name, "\n\n".join(buf).strip(), start, len(chunks)))
+    return chunks
+
+
+def load_seeds(recipe: SynthRecipe, seeds: str | Path | None) -> tuple[list[Seed], int]:
+    """The distinct seeds (exact duplicates collapse: they would send identical requests) and the duplicate count."""
+    if recipe.grounding_use == "each":
+        if seeds is not None or recipe.get("seeds"):
+            raise UsageError(f"recipe {recipe.name} uses grounding.use: each (every document chunk is a seed); "
+                             "it takes no --seeds file")
+        out = []
+        for d in recipe.documents:
+            sid = hashlib.sha256(f"{d.name}\0{d.text}".encode()).hexdigest()[:16]
+            variables = {"document": {"name": d.name, "text": d.text}, "seed_id": sid}
+            out.append(Seed(sid, variables, {"file": d.name, "line": d.line, "row": d.chunk}, [(d.name, d.text)]))
+        return _limit(recipe, out), 0
+    path = Path(seeds) if seeds is not None else (recipe.base_dir / recipe.get("seeds") if recipe.get("seeds") else None)
+    if path is None:
+        raise UsageError(f"recipe {recipe.name} names no seeds file; pass --seeds FILE")
+    if not path.exists():
+        raise UsageError(f"no such seeds file: {path}")
+    from curate.dataset import CANONICAL_COLUMNS, load_any
+
+    table = load_any(path, fmt=recipe.get("seed_format", "auto"))
+    extra_cols = [c for c in table.column_names if c not in CANONICAL_COLUMNS]
+    out, seen, dup = [], set(), 0
+    for row in table.to_pylist():
+        if row["id"] in seen:
+            dup += 1
+            continue
+        seen.add(row["id"])
+        out.append(seed_from_row(row, {c: row[c] for c in extra_cols}))
+    return _limit(recipe, out), dup
+
+
+def _limit(recipe: SynthRecipe, seeds: list[Seed]) -> list[Seed]:
+    n = recipe.get("limit_seeds")
+    return seeds[:n] if n else seeds
