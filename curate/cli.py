@@ -124,6 +124,60 @@ def export(dataset, output, to, as_json):
 
 # ---- synth
 
+
+@cli.command()
+@click.option("--teacher", required=True, help="Model name at --base-url, or 'local' for the embedded llama.cpp teacher.")
+@click.option("--base-url", help="OpenAI-compatible endpoint (default: OpenAI). e.g. http://127.0.0.1:8000/v1")
+@click.option("--recipe", required=True, type=click.Path(path_type=Path), help="Synth recipe YAML (recipes/synth-*.yaml).")
+@click.option("--seeds", type=click.Path(path_type=Path), help="Seed file in any format `curate ingest` reads.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Canonical Parquet to write.")
+@click.option("--cache", "cache_path", type=click.Path(path_type=Path), help="Request cache (default: OUT.cache.sqlite).")
+@click.option("--concurrency", default=16, show_default=True, help="Requests in flight at once.")
+@click.option("--rpm", type=float, help="Requests-per-minute limit.")
+@click.option("--tpm", type=float, help="Tokens-per-minute limit (prompt estimate + max_tokens).")
+@click.option("--max-total-tokens", type=int, help="Stop starting requests before this many tokens are spent.")
+@click.option("--budget", type=float, help="Stop starting requests before this many dollars are spent.")
+@click.option("--price-in", type=float, help="Dollars per 1M prompt tokens (overrides the recipe's pricing).")
+@click.option("--price-out", type=float, help="Dollars per 1M completion tokens (overrides the recipe's pricing).")
+@click.option("--retry-failed", is_flag=True, help="Send again the requests that failed in an earlier run.")
+@click.option("--verify", is_flag=True, help="Ask the teacher to judge each extracted claim against the sources.")
+@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable holding the key.")
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds per request before it is retried.")
+@click.option("--max-retries", default=6, show_default=True, help="Retries per request on 429/5xx/timeouts/drops.")
+@click.option("--response-format", type=click.Choice(["auto", "json_schema", "json_object", "none"]), default="auto",
+              show_default=True, help="How a recipe's reply schema is sent (it is always validated).")
+@click.option("--max-failure-rate", default=0.0, show_default=True, help="Exit 1 when more than this share failed.")
+@json_option
+def synth(teacher, base_url, recipe, seeds, output, cache_path, concurrency, rpm, tpm, max_total_tokens, budget,
+          price_in, price_out, retry_failed, verify, api_key_env, timeout, max_retries, response_format,
+          max_failure_rate, as_json):
+    """Generate synthetic examples with a teacher model, resumably, with fact flags."""
+    from rich.markup import escape
+
+    from curate.synth import RetryPolicy, synthesize
+
+    s = synthesize(recipe, teacher=teacher, base_url=base_url, seeds=seeds, output=output, cache_path=cache_path,
+                   concurrency=concurrency, rpm=rpm, tpm=tpm, max_total_tokens=max_total_tokens, budget=budget,
+                   price_in=price_in, price_out=price_out, retry_failed=retry_failed, verify=verify,
+                   api_key_env=api_key_env, timeout=timeout, retry=RetryPolicy(max_retries=max_retries),
+                   response_format=response_format, show_progress=not as_json)
+    if as_json:
+        print_json(s.as_dict())
+    else:
+        console.print(f"requested {s.requested} = succeeded {s.succeeded} + failed {s.failed} + skipped by budget "
+                      f"{s.skipped_budget}  ->  {s.output}")
+        console.print(f"  from cache {s.from_cache}, HTTP requests {s.http_requests} (retries {s.retries}, invalid "
+                      f"replies {s.invalid_replies}); tokens {s.prompt_tokens}+{s.completion_tokens}, ${s.cost:.4f}")
+        console.print(f"  claims {s.claims}, unsupported {s.unsupported_claims} in {s.flagged_rows} flagged rows")
+        for reason, n in sorted(s.failure_reasons.items(), key=lambda kv: -kv[1]):
+            console.print(f"  [red]{n} x[/] {escape(reason)}", highlight=False)
+        if s.failures_file:
+            console.print(f"[yellow]failures:[/] {s.failures_file} (rerun with --retry-failed to send them again)")
+        if s.stopped:
+            console.print(f"[yellow]stopped:[/] {s.stopped}; rerun with a larger limit to continue")
+    fail_over(max_failure_rate, s.failed, s.requested, "requests failed")
+
+
 # ---- train / merge / eval
 
 # ---- run
