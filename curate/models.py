@@ -172,6 +172,21 @@ def template_messages(messages: list[dict]) -> list[dict]:
     return out
 
 
+def _own_start(text_of: Any, first: dict, prefix: str) -> int:
+    """Where the first message's own text starts: text a template adds before it (an implicit
+    default system prompt, say) belongs to no message and is attributed to "template"."""
+    if first["role"] == "system":
+        return 0
+    from jinja2 import TemplateError
+
+    probe = [{"role": "system", "content": "probe"}]
+    try:
+        own = text_of(probe + [first])[len(text_of(probe)) :]
+    except (TemplateError, ValueError, TypeError, KeyError):
+        return 0  # a template that refuses a system message: the span starts at 0, as before
+    return len(prefix) - len(own) if own and prefix.endswith(own) else 0
+
+
 def render(tokenizer: Any, messages: list[dict], tools: str | list | None = None) -> Rendered:
     """Render with the tokenizer's chat template and attribute every token to the message that owns it."""
     msgs = template_messages(messages)
@@ -192,7 +207,7 @@ def render(tokenizer: Any, messages: list[dict], tools: str | list | None = None
                 "(cannot attribute tokens to roles)",
                 field=f"messages[{i}]",
             )
-        start = prev_end
+        start = prev_end if i else _own_start(text_of, msgs[0], prefix)
         content = msgs[i]["content"]
         body = full.find(content, start, len(prefix)) if content else -1
         bounds.append((start, len(prefix), msgs[i]["role"], body if body >= 0 else start))

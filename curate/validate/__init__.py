@@ -1,0 +1,23 @@
+"""`curate validate`: format validation with named error codes, a token check, and output-format compliance."""
+
+from __future__ import annotations
+
+from curate.validate.codes import CODES, COOKBOOK_CODES, Code, Finding, is_error
+from curate.validate.compliance import FormatProfile, OutputCheck, reply_style
+from curate.validate.engine import QUARANTINE_SCHEMA, ValidationResult, validate
+from curate.validate.tokens import TokenCheck
+
+__all__ = [
+    "CODES",
+    "COOKBOOK_CODES",
+    "Code",
+    "Finding",
+    "FormatProfile",
+    "OutputCheck",
+    "QUARANTINE_SCHEMA",
+    "TokenCheck",
+    "ValidationResult",
+    "is_error",
+    "reply_style",
+    "validate",
+]
