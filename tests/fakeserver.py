@@ -20,7 +20,7 @@ import random
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 FAULT_KINDS = ("429", "500", "slow", "drop", "malformed", "badjson")
 
@@ -74,6 +74,7 @@ class FakeServer:
         seed: int = 0,
         log_path: str | None = None,
         port: int = 0,
+        reply_fn: Callable[[dict[str, Any]], str] | None = None,
     ):
         self.faults = {k: v for k, v in (faults or {}).items() if v}
         unknown = set(self.faults) - set(FAULT_KINDS)
@@ -85,6 +86,7 @@ class FakeServer:
         self.rng = random.Random(seed)
         self.log_path = log_path
         self.port = port
+        self.reply_fn = reply_fn or reply_content
         self.requests: list[dict[str, Any]] = []
         self.faults_given: dict[str, int] = {}
         self._faulted: dict[str, int] = {}
@@ -201,7 +203,7 @@ class FakeServer:
             return False
         if fault == "slow":
             await asyncio.sleep(self.slow_s)
-        content = reply_content(body)
+        content = self.reply_fn(body)
         if fault == "badjson":
             content = content[: max(1, len(content) // 2)]
         prompt_tokens = sum(len(m.get("content") or "") for m in body.get("messages", [])) // 4 + 1

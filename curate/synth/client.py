@@ -182,8 +182,8 @@ class Teacher:
                 status = exc.status_code
                 self.stats.error(str(status))
                 last = f"HTTP {status}: {_message(exc)}"
-                if rf and rf["type"] == "json_schema" and self.response_format == "auto" and status in (400, 422, 500) \
-                        and not self.downgraded:
+                if rf and rf["type"] == "json_schema" and self.response_format == "auto" and not self.downgraded \
+                        and _rejects_format(status, last):
                     self.downgraded = True  # the server rejects json_schema: use json_object and validate ourselves
                     continue
                 if status not in RETRY_STATUS:
@@ -224,6 +224,11 @@ class Teacher:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _rejects_format(status: int, message: str) -> bool:
+    """The server refused json_schema itself (llama.cpp says so with a 500), not a passing fault."""
+    return status in (400, 422) or (status == 500 and ("response_format" in message or "json_schema" in message))
 
 
 def _message(exc: Any) -> str:
