@@ -175,12 +175,13 @@ def _fold(parts: list[np.ndarray]) -> np.ndarray:
     return fmix64(s)
 
 
-def word_shingles(tok: Tokens, n: int) -> Shingles:
-    """Word n-gram hashes per document; a document shorter than n tokens is one shingle of them all."""
+def word_shingles(tok: Tokens, n: int, whole_if_short: bool = True) -> Shingles:
+    """Word n-gram hashes per document; a document shorter than n tokens is one shingle of them all
+    (or none, with whole_if_short=False)."""
     counts = np.bincount(tok.doc, minlength=tok.ndocs) if len(tok.doc) else np.zeros(tok.ndocs, np.int64)
     tstart = np.zeros(tok.ndocs + 1, dtype=np.int64)
     np.cumsum(counts, out=tstart[1:])
-    nsh = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1))
+    nsh = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1) if whole_if_short else 0)
     off = np.zeros(tok.ndocs + 1, dtype=np.int64)
     np.cumsum(nsh, out=off[1:])
     out = np.empty(int(off[-1]), dtype=np.uint64)
@@ -194,7 +195,7 @@ def word_shingles(tok: Tokens, n: int) -> Shingles:
         pos = np.repeat(tstart[:-1][long_docs], nl) + within
         dest = np.repeat(off[:-1][long_docs], nl) + within
         out[dest] = _fold([tok.hashes[pos + j] for j in range(n)])
-    short = np.flatnonzero((counts > 0) & (counts < n))
+    short = np.flatnonzero((counts > 0) & (counts < n) & whole_if_short)
     if len(short):
         # fold a variable number of tokens: process position j for documents that have one
         s = np.full(len(short), _SEED_SHINGLE, dtype=np.uint64)

@@ -1,0 +1,218 @@
+"""`dedupe()`: exact, then MinHash-LSH near-duplicate removal, plus eval decontamination.
+
+Three streaming passes keep memory flat: (1) keys, exact hashes and LSH band keys per row;
+(2) shingle sets of candidate rows only, to verify candidate pairs by exact Jaccard;
+(3) write kept and removed rows. Per row, only ~(8 * bands + 40) bytes live between passes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curate.dedupe import lsh
+from curate.dedupe.keys import check_on, exact_hashes, key_tokens, shared_system_prompts, system_prompts
+from curate.dedupe.minhash import band_hashes, choose_bands, collision_probability, signatures
+from curate.dedupe.plan import Plan, decide
+from curate.dedupe.shingle import Shingles, Tokens, char_shingles, word_shingles
+from curate.errors import UsageError
+
+KEEP_RULES = ("first", "longest", "origin")
+DEFAULT_ORIGIN_PRIORITY = ("production", "seed", "eval", "synthetic")
+
+
+class Source:
+    """Rows to deduplicate: an in-memory table, a canonical Parquet file (streamed) or any raw input."""
+
+    def __init__(self, data: pa.Table | str | Path, fmt: str = "auto"):
+        self.path: Path | None = None
+        self._pf: pq.ParquetFile | None = None
+        self.table: pa.Table | None = None
+        if isinstance(data, pa.Table):
+            self.table = data
+        else:
+            from curate.dataset import check_canonical, is_canonical, load_any
+
+            self.path = Path(data)
+            if not self.path.exists():
+                raise UsageError(f"no such file: {self.path}")
+            if self.path.suffix == ".parquet" and is_canonical(pq.read_schema(self.path)):
+                self._pf = pq.ParquetFile(self.path)
+                check_canonical(self._pf.schema_arrow, self.path)
+            else:
+                self.table = load_any(self.path, fmt=fmt)
+
+    @property
+    def rows(self) -> int:
+        return self.table.num_rows if self.table is not None else self._pf.metadata.num_rows
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.table.schema if self.table is not None else self._pf.schema_arrow
+
+    def batches(self, size: int, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
+        start = 0
+        if self.table is not None:
+            t = self.table.select(columns) if columns else self.table
+            for start in range(0, t.num_rows, size):
+                yield start, t.slice(start, size)
+            return
+        for rb in self._pf.iter_batches(batch_size=size, columns=columns):
+            yield start, pa.Table.from_batches([rb])
+            start += rb.num_rows
+
+
+def shingles_of(tok: Tokens, shingle: str, ngram: int) -> Shingles:
+    return word_shingles(tok, ngram) if shingle == "word" else char_shingles(tok, ngram)
+
+
+def _check(on: str, shingle: str, ngram: int, num_perm: int, threshold: float, keep: str) -> None:
+    check_on(on)
+    if shingle not in ("word", "char"):
+        raise UsageError(f"unknown --shingle {shingle!r}; choose word or char")
+    if ngram < 1:
+        raise UsageError(f"--ngram must be at least 1, got {ngram}")
+    if num_perm < 2:
+        raise UsageError(f"--num-perm must be at least 2, got {num_perm}")
+    if not 0.0 < threshold <= 1.0:
+        raise UsageError(f"--threshold must be in (0, 1], got {threshold}")
+    if keep not in KEEP_RULES:
+        raise UsageError(f"unknown --keep {keep!r}; choose one of: {', '.join(KEEP_RULES)}")
+
+
+def dedupe(
+    data: pa.Table | str | Path,
+    output: str | Path | None = None,
+    *,
+    on: str = "user",
+    shingle: str = "word",
+    ngram: int = 5,
+    num_perm: int = 128,
+    threshold: float = 0.8,
+    bands: int | None = None,
+    rows_per_band: int | None = None,
+    keep: str = "first",
+    origin_priority: Sequence[str] = DEFAULT_ORIGIN_PRIORITY,
+    against: Sequence[str | Path] | None = None,
+    against_format: str = "auto",
+    index_dir: str | Path | None = None,
+    verify: bool = True,
+    dry_run: bool = False,
+    fmt: str = "auto",
+    batch_size: int = 20_000,
+    seed: int = 1,
+    long_ngram: int = 13,
+    containment: float = 0.7,
+    boilerplate_rows: int | None = None,
+):
+    """Remove exact and near-duplicate rows (and rows containing eval items); see docs/dedupe.md."""
+    from curate.dedupe.result import finish
+
+    _check(on, shingle, ngram, num_perm, threshold, keep)
+    if (bands is None) != (rows_per_band is None):
+        raise UsageError("give both --bands and --rows, or neither (they are chosen from --threshold)")
+    if bands is None:
+        bands, rows_per_band = choose_bands(threshold, num_perm)
+    if bands * rows_per_band > num_perm:
+        raise UsageError(f"--bands x --rows = {bands * rows_per_band} exceeds --num-perm {num_perm}")
+    t0 = time.perf_counter()
+    src = Source(data, fmt)
+    config = dict(on=on, shingle=shingle, ngram=ngram, num_perm=num_perm, seed=seed, bands=bands, rows=rows_per_band,
+                  threshold=threshold, keep=keep, origin_priority=list(origin_priority), verify=verify,
+                  recall_at_threshold=round(collision_probability(threshold, bands, rows_per_band), 4))
+    if dry_run:
+        from curate.dedupe.dryrun import estimate
+
+        return estimate(src, config, against, index_dir)
+
+    shared: set[str] = set()
+    if on == "conversation":
+        counts: Counter = Counter()
+        for _, batch in src.batches(batch_size, ["messages"]):
+            counts.update(system_prompts(batch).to_pylist())
+        shared = shared_system_prompts(counts)
+
+    index = None
+    if index_dir is not None:
+        from curate.dedupe.index import LshIndex
+
+        index = LshIndex(index_dir, config)
+    matcher = None
+    if against:
+        from curate.dedupe.decontam import Matcher, load_eval
+
+        matcher = Matcher(load_eval(list(against), against_format, long_ngram))
+
+    # pass 1: exact hashes and band keys of every row
+    n = src.rows
+    exact = np.zeros((n, 2), dtype=np.uint64)
+    band = np.zeros((n, bands), dtype=np.uint64)
+    nonempty = np.zeros(n, dtype=bool)
+    length = np.zeros(n, dtype=np.int64)
+    ids: list[str] = []
+    origins: list[str | None] = []
+    for start, batch in src.batches(batch_size, ["id", "messages", "origin"]):
+        keys, tok = key_tokens(batch, on, shared)
+        sl = slice(start, start + batch.num_rows)
+        exact[sl] = exact_hashes(tok)
+        sh = shingles_of(tok, shingle, ngram)
+        sig = signatures((sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets, num_perm, seed)
+        band[sl] = band_hashes(sig, bands, rows_per_band)
+        nonempty[sl] = np.diff(sh.offsets) > 0
+        length[sl] = keys.length
+        ids.extend(batch.column("id").to_pylist())
+        origins.extend(batch.column("origin").to_pylist())
+        if matcher is not None:
+            matcher.add_batch(batch, start)
+
+    contam = matcher.matches(containment, boilerplate_rows=boilerplate_rows) if matcher else []
+    contaminated = np.zeros(n, dtype=bool)
+    contaminated[[c["row"] for c in contam]] = True
+
+    plan = decide(
+        n=n,
+        exact=exact,
+        band=band,
+        active=nonempty & ~contaminated,
+        length=length,
+        origins=origins,
+        keep=keep,
+        origin_priority=origin_priority,
+        threshold=threshold,
+        verify=verify,
+        index=index,
+        load_sets=lambda rows: _candidate_sets(src, rows, on, shared, shingle, ngram, batch_size),
+        num_perm=num_perm,
+        seed=seed,
+    )
+    return finish(src, output, plan, ids, contam, contaminated, nonempty, config, index, on, shared, shingle, ngram,
+                  exact, band, batch_size, matcher, t0)
+
+
+def _candidate_sets(src: Source, rows: np.ndarray, on: str, shared: set[str], shingle: str, ngram: int,
+                    batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pass 2: (rows, shingle hashes, offsets) of the given rows, re-read and re-shingled."""
+    rows = np.sort(rows)
+    docs, vals, sizes = [], [], []
+    for start, batch in src.batches(batch_size, ["messages"]):
+        lo, hi = np.searchsorted(rows, [start, start + batch.num_rows])
+        if lo == hi:
+            continue
+        local = rows[lo:hi] - start
+        _, tok = key_tokens(batch.take(pa.array(local)), on, shared)
+        sh = shingles_of(tok, shingle, ngram)
+        docs.append(rows[lo:hi])
+        vals.append(sh.hashes)
+        sizes.append(np.diff(sh.offsets))
+    if not docs:
+        return np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(1, np.int64)
+    sizes_all = np.concatenate(sizes)
+    off = np.zeros(len(sizes_all) + 1, dtype=np.int64)
+    np.cumsum(sizes_all, out=off[1:])
+    return np.concatenate(docs), np.concatenate(vals), off

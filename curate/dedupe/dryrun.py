@@ -1,0 +1,55 @@
+"""`--dry-run`: estimate time and peak memory from a sample before doing the work."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+import numpy as np
+
+from curate.dedupe.keys import exact_hashes, key_tokens
+from curate.dedupe.minhash import band_hashes, signatures
+
+SAMPLE = 2_000
+
+
+def estimate(src, config: dict, against, index_dir) -> dict:
+    """Time the signature pass on a sample of rows and scale it; memory from per-row state sizes."""
+    from curate.dedupe.core import shingles_of
+
+    n = src.rows
+    t = time.perf_counter()
+    sample_rows = 0
+    tokens = 0
+    for _, batch in src.batches(min(SAMPLE, max(n, 1)), ["id", "messages", "origin"]):
+        _, tok = key_tokens(batch, config["on"], set())
+        exact_hashes(tok)
+        sh = shingles_of(tok, config["shingle"], config["ngram"])
+        sig = signatures((sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets, config["num_perm"], config["seed"])
+        band_hashes(sig, config["bands"], config["rows"])
+        sample_rows, tokens = batch.num_rows, len(tok.hashes)
+        break
+    per_row = (time.perf_counter() - t) / max(sample_rows, 1)
+    tok_per_row = tokens / max(sample_rows, 1)
+    batch_rows = 20_000
+    # state kept for every row between passes: band keys, exact hash, flags, length, id string
+    state = n * (8 * config["bands"] + 16 + 8 + 1 + 80)
+    # one batch in flight: tokens (hash, doc, offsets) + shingles + the signature matrix
+    working = batch_rows * (tok_per_row * 8 * 6 + config["num_perm"] * 4 * 2) + 64 * 2**20
+    # pass 2 holds shingle sets of candidate rows; assume a fifth of rows are candidates
+    candidates = 0.2 * n * tok_per_row * 8 * 3
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = base + state + working + candidates
+    # pass 1 measured; passes 2 (candidates only) and 3 (write) add roughly as much again
+    seconds = per_row * n * 2.0
+    return {
+        "dry_run": True,
+        "input_rows": n,
+        "sampled_rows": sample_rows,
+        "tokens_per_row": round(tok_per_row, 1),
+        "estimated_seconds": round(seconds, 1),
+        "estimated_peak_rss_mib": round(peak / 2**20),
+        "eval_files": [str(a) for a in against or []],
+        "index": str(index_dir) if index_dir else None,
+        "config": config,
+    }

@@ -1,0 +1,111 @@
+"""Role-aware dedupe keys: which turns of a conversation make up the text compared between rows.
+
+`user` (default) compares what was asked, so two rows with the same question and different answers
+are duplicates; `assistant` compares answers; `first-user` only the opening request;
+`conversation` every turn, minus system prompts shared by several rows (a shared system prompt is
+boilerplate: it would make unrelated rows look alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curate.dedupe.shingle import Tokens, fmix64, tokenize
+from curate.errors import UsageError
+
+KEYS = ("user", "assistant", "conversation", "first-user")
+
+
+@dataclass
+class Keys:
+    """The key text pieces of a batch, grouped by row, and per-row facts derived from them."""
+
+    texts: pa.Array  # key pieces, rows' pieces adjacent and in row order
+    doc: np.ndarray  # row (within the batch) of each piece
+    nrows: int
+    length: np.ndarray  # characters of key text per row (for keep="longest")
+
+
+def check_on(on: str) -> None:
+    if on not in KEYS:
+        raise UsageError(f"unknown --on {on!r}; choose one of: {', '.join(KEYS)}")
+
+
+def _messages(batch: pa.Table | pa.RecordBatch) -> pa.ListArray:
+    col = batch.column("messages")
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def system_prompts(batch: pa.Table | pa.RecordBatch) -> pa.Array:
+    """Contents of the system messages of a batch (for counting shared prompts)."""
+    msgs = _messages(batch)
+    flat = msgs.flatten()
+    is_sys = pc.equal(flat.field("role"), "system")
+    return pc.filter(flat.field("content"), pc.fill_null(is_sys, False)).drop_null()
+
+
+def shared_system_prompts(counts: dict[str, int], min_rows: int = 2) -> set[str]:
+    """System prompts used by at least `min_rows` rows."""
+    return {text for text, n in counts.items() if n >= min_rows}
+
+
+def extract(batch: pa.Table | pa.RecordBatch, on: str, shared_system: set[str] | None = None) -> Keys:
+    """The key pieces of every row of `batch` for the role selection `on`."""
+    msgs = _messages(batch)
+    n = len(msgs)
+    flat = msgs.flatten()
+    parent = np.asarray(pc.list_parent_indices(msgs), dtype=np.int64)
+    role = flat.field("role")
+    content = flat.field("content")
+    if on == "conversation":
+        keep = pc.invert(pc.is_null(content))
+        if shared_system:
+            boiler = pc.and_(pc.equal(role, "system"), pc.is_in(content, value_set=pa.array(sorted(shared_system))))
+            keep = pc.and_(keep, pc.invert(pc.fill_null(boiler, False)))
+    else:
+        wanted = "assistant" if on == "assistant" else "user"
+        keep = pc.and_(pc.equal(role, wanted), pc.invert(pc.is_null(content)))
+    mask = np.asarray(pc.fill_null(keep, False), dtype=bool)
+    if on == "first-user":
+        idx = np.flatnonzero(mask)
+        first = np.ones(len(idx), dtype=bool)
+        first[1:] = parent[idx[1:]] != parent[idx[:-1]]
+        mask = np.zeros_like(mask)
+        mask[idx[first]] = True
+    texts = pc.filter(content, pa.array(mask))
+    doc = parent[mask]
+    lengths = np.asarray(pc.utf8_length(texts), dtype=np.int64) if len(texts) else np.zeros(0, np.int64)
+    return Keys(texts, doc, n, np.bincount(doc, weights=lengths, minlength=n).astype(np.int64))
+
+
+def full_text(batch: pa.Table | pa.RecordBatch) -> Keys:
+    """Every turn of every row (used to look for eval n-grams anywhere in a training row)."""
+    return extract(batch, "conversation", None)
+
+
+def exact_hashes(tok: Tokens) -> np.ndarray:
+    """(ndocs, 2) uint64: an order-sensitive 128-bit hash of each document's normalised token sequence."""
+    out = np.zeros((tok.ndocs, 2), dtype=np.uint64)
+    if len(tok.hashes) == 0:
+        return out
+    counts = np.bincount(tok.doc, minlength=tok.ndocs)
+    starts = np.zeros(tok.ndocs + 1, dtype=np.int64)
+    np.cumsum(counts, out=starts[1:])
+    pos = (np.arange(len(tok.hashes)) - starts[tok.doc]).astype(np.uint64)
+    h1 = fmix64(tok.hashes ^ (pos * np.uint64(0x9E3779B97F4A7C15)))
+    h2 = fmix64((tok.hashes * np.uint64(0xC2B2AE3D27D4EB4F)) + pos + np.uint64(1))
+    nonempty = np.flatnonzero(counts > 0)
+    seg = starts[:-1][nonempty]
+    # wrapping sums of per-position hashes: order-sensitive, and vectorised over the whole batch
+    out[nonempty, 0] = np.add.reduceat(h1, seg) ^ counts[nonempty].astype(np.uint64)
+    out[nonempty, 1] = np.add.reduceat(h2, seg)
+    return out
+
+
+def key_tokens(batch: pa.Table | pa.RecordBatch, on: str, shared_system: set[str] | None = None) -> tuple[Keys, Tokens]:
+    keys = extract(batch, on, shared_system)
+    return keys, tokenize(keys.texts, keys.doc, keys.nrows)

@@ -1,0 +1,150 @@
+"""Decide which rows go: exact groups, verified LSH pairs, union-find clusters and the keep rule.
+
+Node numbers are global: rows of an existing `--index` come first (0..m-1, always kept: they were
+published by an earlier run), then this input's rows (m..m+n-1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from curate.dedupe import lsh
+from curate.dedupe.minhash import signatures
+
+
+@dataclass
+class Plan:
+    m: int  # rows in the index before this run
+    n: int
+    removed: np.ndarray  # local rows removed as duplicates
+    reason: list[str]  # "exact" | "near", per removed row
+    kept_node: np.ndarray  # global node each removed row duplicates
+    jaccard: np.ndarray  # verified Jaccard vs the kept row (NaN when not verified)
+    jaccard_est: np.ndarray
+    cluster_of_row: np.ndarray  # cluster id per local row, -1 when in no cluster
+    cluster_kept: np.ndarray  # kept global node per cluster id
+    stats: dict = field(default_factory=dict)
+
+
+def _exact_groups(act_all: np.ndarray, ex_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """rep[node] = smallest node with the same exact key; and the array of representatives."""
+    rep = np.arange(len(act_all), dtype=np.int64)
+    nodes = np.flatnonzero(act_all)
+    if len(nodes) == 0:
+        return rep, nodes
+    order = np.lexsort((nodes, ex_all[nodes, 1], ex_all[nodes, 0]))
+    sn = nodes[order]
+    new_group = np.ones(len(sn), dtype=bool)
+    new_group[1:] = (ex_all[sn[1:], 0] != ex_all[sn[:-1], 0]) | (ex_all[sn[1:], 1] != ex_all[sn[:-1], 1])
+    firsts = np.flatnonzero(new_group)
+    rep[sn] = sn[firsts[np.cumsum(new_group) - 1]]
+    return rep, sn[new_group]
+
+
+def decide(
+    *,
+    n: int,
+    exact: np.ndarray,
+    band: np.ndarray,
+    active: np.ndarray,
+    length: np.ndarray,
+    origins: list[str | None],
+    keep: str,
+    origin_priority: Sequence[str],
+    threshold: float,
+    verify: bool,
+    index,
+    load_sets: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    num_perm: int,
+    seed: int,
+) -> Plan:
+    m = index.rows if index is not None else 0
+    total = m + n
+    ex_all = np.concatenate([index.exact(), exact]) if m else exact
+    band_all = np.concatenate([index.bands(band.shape[1]), band]) if m else band
+    act_all = np.concatenate([np.ones(m, dtype=bool), active])
+    rep, reps = _exact_groups(act_all, ex_all)
+    members = np.flatnonzero(rep != np.arange(total))
+    exact_edges = np.stack([rep[members], members], axis=1)
+    exact_edges = exact_edges[exact_edges[:, 1] >= m]
+
+    pairs = lsh.candidate_pairs(band_all[reps], reps)
+    pairs = pairs[pairs[:, 1] >= m]  # both ends old: decided by an earlier run
+    cand = np.unique(pairs)
+    old_c, new_c = cand[cand < m], cand[cand >= m]
+    parts = [index.sets(old_c)] if m and len(old_c) else []
+    d2, v2, o2 = load_sets(new_c - m)
+    parts.append((d2 + m, v2, o2))
+    docs = np.concatenate([p[0] for p in parts])
+    vals = np.concatenate([p[1] for p in parts])
+    offs, base = [np.zeros(1, dtype=np.int64)], 0
+    for _, v, o in parts:
+        offs.append(np.asarray(o[1:], dtype=np.int64) + base)
+        base += len(v)
+    sets = lsh.build_sets(docs, vals, np.concatenate(offs))
+    sig = signatures((sets.values >> np.uint64(32)).astype(np.uint32), sets.offsets, num_perm, seed)
+
+    def est(p: np.ndarray) -> np.ndarray:
+        if len(p) == 0:
+            return np.zeros(0)
+        a, b = np.searchsorted(sets.docs, p[:, 0]), np.searchsorted(sets.docs, p[:, 1])
+        return (sig[a] == sig[b]).mean(axis=1)
+
+    pair_est = est(pairs)
+    pair_j = lsh.jaccard(sets, pairs) if verify else pair_est
+    near_edges = pairs[pair_j >= threshold - 1e-12]
+    labels = lsh.components(total, np.concatenate([exact_edges, near_edges]))
+
+    sizes = np.bincount(labels, minlength=total)
+    nodes = np.flatnonzero(sizes[labels] > 1)
+    is_new = (nodes >= m).astype(np.int64)
+    rule = np.zeros(len(nodes), dtype=np.int64)
+    new_local = nodes - m
+    if keep == "longest":
+        rule = np.where(is_new == 1, -length[np.maximum(new_local, 0)], 0)
+    elif keep == "origin":
+        prio = {o: i for i, o in enumerate(origin_priority)}
+        rule = np.array([prio.get(origins[k], len(prio)) if k >= 0 else 0 for k in new_local.tolist()], dtype=np.int64)
+    order = np.lexsort((nodes, rule, is_new, labels[nodes]))
+    sn = nodes[order]
+    lab = labels[sn]
+    first = np.ones(len(sn), dtype=bool)
+    first[1:] = lab[1:] != lab[:-1]
+    cluster = np.cumsum(first) - 1
+    kept_sorted = sn[first][cluster]
+    cluster_kept = sn[first]
+    gone = (~first) & (sn >= m)
+    removed_nodes, kept_nodes = sn[gone], kept_sorted[gone]
+    same = rep[removed_nodes] == rep[kept_nodes]
+    rp = np.stack([rep[removed_nodes], rep[kept_nodes]], axis=1)
+    near_p = rp[~same]
+    jac = np.ones(len(removed_nodes))
+    jest = np.ones(len(removed_nodes))
+    if len(near_p):
+        jest[~same] = est(np.sort(near_p, axis=1))
+        jac[~same] = lsh.jaccard(sets, np.sort(near_p, axis=1)) if verify else np.nan
+    cluster_of_row = np.full(n, -1, dtype=np.int64)
+    new_members = sn >= m
+    cluster_of_row[sn[new_members] - m] = cluster[new_members]
+    order_rows = np.argsort(removed_nodes - m, kind="stable")
+    stats = {
+        "candidate_pairs": int(len(pairs)),
+        "verified_pairs": int(len(near_edges)),
+        "rejected_candidates": int(len(pairs) - len(near_edges)),
+        "candidate_rows": int(len(new_c)),
+    }
+    return Plan(
+        m=m,
+        n=n,
+        removed=(removed_nodes - m)[order_rows],
+        reason=np.where(same, "exact", "near")[order_rows].tolist(),
+        kept_node=kept_nodes[order_rows],
+        jaccard=jac[order_rows],
+        jaccard_est=jest[order_rows],
+        cluster_of_row=cluster_of_row,
+        cluster_kept=cluster_kept,
+        stats=stats,
+    )
