@@ -120,6 +120,48 @@ def export(dataset, output, to, as_json):
 
 # ---- validate
 
+
+@cli.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Canonical Parquet of the valid rows.")
+@click.option("--quarantine", type=click.Path(path_type=Path), help="Parquet of rows with errors (codes, messages, line).")
+@click.option("--schema", help="Format schema: openai-chat, sharegpt, alpaca, prompt-completion, preference, or a path.")
+@click.option("--tokenizer", help="Local Hugging Face tokenizer folder or 'embedded' (default: embedded when installed).")
+@click.option("--no-tokens", is_flag=True, help="Skip the token check.")
+@click.option("--max-tokens", type=int, help="Flag (never truncate) records longer than this many tokens.")
+@click.option("--output-schema", type=click.Path(path_type=Path), help="JSON Schema every assistant reply must satisfy.")
+@click.option("--output-regex", help="Regular expression every assistant reply must fully match.")
+@click.option("--allow-consecutive-user", is_flag=True, help="Accept two user turns in a row.")
+@click.option("--max-error-rate", default=0.0, show_default=True, help="Exit 1 when more than this share has errors.")
+@json_option
+def validate(input, output, quarantine, schema, tokenizer, no_tokens, max_tokens, output_schema, output_regex,
+             allow_consecutive_user, max_error_rate, as_json):
+    """Check INPUT (raw file or canonical Parquet): named error codes, tokens, output-format compliance."""
+    from curate.errors import MissingDependency
+    from curate.models import embedded_gguf_path
+    from curate.validate import validate as run
+    from curate.validate.show import print_result
+
+    if no_tokens:
+        tokenizer = None
+    elif tokenizer is None:
+        try:
+            embedded_gguf_path()
+            tokenizer = "embedded"
+        except MissingDependency as exc:
+            console.print(f"[yellow]token check skipped:[/] {exc}")
+    result = run(input, schema=schema, tokenizer=tokenizer, max_tokens=max_tokens, output_schema=output_schema,
+                 output_regex=output_regex, allow_consecutive_user=allow_consecutive_user, output=output,
+                 quarantine=quarantine, max_error_rate=max_error_rate)
+    if as_json:
+        print_json(result.summary())
+    else:
+        print_result(result, console)
+    if result.total == 0:
+        console.print("[bold red]no records read[/]")
+        sys.exit(EXIT_DATA)
+    fail_over(max_error_rate, result.quarantine.num_rows, result.total, "records with errors")
+
 # ---- report
 
 # ---- synth

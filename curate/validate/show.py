@@ -1,0 +1,61 @@
+"""Rich rendering of a ValidationResult for the terminal (stderr): codes, tokens, compliance, mixed formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from curate.validate.engine import ValidationResult
+
+
+def _where(ex: dict) -> str:
+    file = Path(ex["file"]).name if ex.get("file") else "row"
+    loc = ex["line"] if ex.get("line") is not None else f"row {ex['row']}"
+    return f"{file}:{loc}"
+
+
+def print_result(result: ValidationResult, console: Console) -> None:
+    """Counts per code with one example each, token percentiles, compliance rate, mixed-format warnings."""
+    s = result.summary()
+    console.print(
+        f"{s['input']} ({s['format'] or 'unknown format'}"
+        f"{', schema ' + s['schema'] if s['schema'] else ''}): "
+        f"records {s['records']} = valid {s['valid']} + quarantined {s['quarantined']} "
+        f"({s['error_rate']:.1%} with errors)",
+        highlight=False,
+    )
+    if s["codes"]:
+        table = Table("code", "severity", "records", "example", title="findings per code")
+        for c in s["codes"]:
+            ex = c["examples"][0] if c["examples"] else None
+            example = f"{_where(ex)}: {ex['message']}" if ex else ""
+            style = "red" if c["severity"] == "error" else "yellow"
+            table.add_row(c["code"], f"[{style}]{c['severity']}[/]", str(c["count"]), example)
+        console.print(table)
+    else:
+        console.print("[green]no findings[/]")
+    tok = s["tokens"]
+    if tok:
+        table = Table("tokens", "sum", "P50", "P95", "P99", "max", title=f"tokens per record ({tok['records']} rendered)")
+        rows = [("all", {"sum": tok["total_tokens"], **tok["tokens"]})] + list(tok["per_role"].items())
+        for name, p in rows:
+            table.add_row(name, str(p["sum"]), str(p["p50"]), str(p["p95"]), str(p["p99"]), str(p["max"]))
+        console.print(table)
+        if tok["max_tokens"]:
+            console.print(f"{tok['over_limit']} record(s) over --max-tokens {tok['max_tokens']} (flagged, not truncated)")
+    comp = s["compliance"]
+    if comp:
+        rate = f"{comp['rate']:.1%}" if comp["rate"] is not None else "n/a"
+        console.print(
+            f"output-format compliance ({comp['mode']}): {comp['records_compliant']}/{comp['records_checked']} "
+            f"records = {rate}; replies {comp['replies_compliant']}/{comp['replies_checked']}"
+        )
+    for m in s["mixed_formats"]:
+        console.print(f"[yellow]mixed formats:[/] {m['message']}", highlight=False)
+    for note in s["notes"]:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    for label, path in (("valid rows", s["output"]), ("quarantine", s["quarantine"])):
+        if path:
+            console.print(f"{label} -> {path}")
