@@ -118,6 +118,44 @@ def export(dataset, output, to, as_json):
 
 # ---- dedupe
 
+
+@cli.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Deduplicated Parquet to write (removed rows and clusters go beside it).")
+@click.option("--on", default="user", show_default=True, type=click.Choice(["user", "assistant", "conversation", "first-user"]), help="Which turns form the compared key.")
+@click.option("--shingle", default="word", show_default=True, type=click.Choice(["word", "char"]))
+@click.option("--ngram", default=5, show_default=True, help="Shingle length in words or characters.")
+@click.option("--num-perm", default=128, show_default=True, help="MinHash permutations.")
+@click.option("--threshold", default=0.8, show_default=True, help="Jaccard similarity at which rows are near duplicates.")
+@click.option("--bands", type=int, help="LSH bands (default: chosen from --threshold to catch 99% of pairs at it).")
+@click.option("--rows", "rows_per_band", type=int, help="LSH rows per band (with --bands).")
+@click.option("--keep", default="first", show_default=True, type=click.Choice(["first", "longest", "origin"]), help="Which row of a cluster stays.")
+@click.option("--origin-priority", default="production,seed,eval,synthetic", show_default=True, help="Order for --keep origin.")
+@click.option("--against", multiple=True, type=click.Path(path_type=Path), help="Evaluation file(s) to decontaminate against (repeatable).")
+@click.option("--against-format", default="auto", show_default=True, help="Format of the --against files.")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Persistent LSH index: dedupe against earlier runs and add this run's rows.")
+@click.option("--no-verify", is_flag=True, help="Trust MinHash estimates instead of checking candidates by exact Jaccard.")
+@click.option("--dry-run", is_flag=True, help="Estimate time and memory; write nothing.")
+@click.option("--format", "fmt", default="auto", show_default=True, help="Format of INPUT when it is not canonical Parquet.")
+@json_option
+def dedupe(input_path, output, on, shingle, ngram, num_perm, threshold, bands, rows_per_band, keep, origin_priority,
+           against, against_format, index_dir, no_verify, dry_run, fmt, as_json):
+    """Remove exact and near-duplicate rows of INPUT, and rows that contain --against eval items."""
+    from curate.dedupe import dedupe as run
+    from curate.dedupe.render import render
+    from curate.errors import UsageError
+
+    if output is None and not dry_run:
+        raise UsageError("missing -o/--output (or pass --dry-run)")
+    result = run(input_path, output, on=on, shingle=shingle, ngram=ngram, num_perm=num_perm, threshold=threshold,
+                 bands=bands, rows_per_band=rows_per_band, keep=keep,
+                 origin_priority=[o.strip() for o in origin_priority.split(",") if o.strip()], against=list(against),
+                 against_format=against_format, index_dir=index_dir, verify=not no_verify, dry_run=dry_run, fmt=fmt)
+    if as_json:
+        print_json(result.summary)
+    else:
+        render(result, console)
+
 # ---- validate
 
 
