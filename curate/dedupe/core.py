@@ -127,9 +127,12 @@ def dedupe(
                   threshold=threshold, keep=keep, origin_priority=list(origin_priority), verify=verify,
                   recall_at_threshold=round(collision_probability(threshold, bands, rows_per_band), 4))
     if dry_run:
+        from curate.dedupe.decontam import REPORT_SCHEMA
         from curate.dedupe.dryrun import estimate
+        from curate.dedupe.result import CLUSTER_SCHEMA, DedupeResult
 
-        return estimate(src, config, against, index_dir)
+        return DedupeResult(estimate(src, config, against, index_dir), CLUSTER_SCHEMA.empty_table(),
+                            REPORT_SCHEMA.empty_table())
 
     shared: set[str] = set()
     if on == "conversation":
