@@ -1,0 +1,203 @@
+"""curate dedupe on real files and planted tables: exact, near, keys, keep rules, index, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import cli
+from curate.dataset import make_row, rows_to_table
+from curate.dedupe import dedupe
+from curate.errors import UsageError
+
+WORDS = [f"word{i}" for i in range(3000)]
+
+
+def chat(user: str, assistant: str = "ok", system: str | None = None, origin: str | None = None) -> dict:
+    msgs = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": assistant},
+    ]
+    return make_row(msgs, origin=origin)
+
+
+def text(seed: int, n: int = 80) -> str:
+    rng = np.random.default_rng(seed)
+    return " ".join(rng.choice(WORDS, n))
+
+
+def edit(s: str, every: int) -> str:
+    words = s.split()
+    return " ".join("CHANGED" if i % every == every - 1 else w for i, w in enumerate(words))
+
+
+def balanced(result) -> None:
+    s = result.summary
+    assert s["input_rows"] == s["kept"] + s["removed"] == result.kept.num_rows + result.removed.num_rows
+
+
+def test_alpaca_demo_fourteen_exact_duplicates(shared_data, tmp_path):
+    out = tmp_path / "clean.parquet"
+    r = dedupe(shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json", out)
+    balanced(r)
+    assert r.summary["removed_by_reason"] == {"exact": 14, "near": 0, "contaminated": 0}
+    removed = pq.read_table(tmp_path / "clean.removed.parquet").to_pylist()
+    assert len(removed) == 14 and pq.read_table(out).num_rows == 985
+    for row in removed:
+        # identical records share a content id; the kept copy is the earlier one
+        assert row["dedupe_reason"] == "exact" and row["dedupe_duplicate_of"] == row["id"]
+        assert row["dedupe_duplicate_row"] < row["source"]["row"] - 1  # source.row counts from 1
+    clusters = pq.read_table(tmp_path / "clean.clusters.parquet")
+    assert sum(len(m) for m in clusters.column("member_ids").to_pylist()) == 14
+    assert json.loads((tmp_path / "clean.dedupe.json").read_text())["removed"] == 14
+
+
+def test_lima_has_no_near_duplicates(shared_data):
+    r = dedupe(shared_data / "hiyouga__LLaMA-Factory__lima.json", threshold=0.8)
+    assert r.summary["removed"] == 0 and r.clusters.num_rows == 0
+    assert r.summary["input_rows"] == 1029
+
+
+@pytest.mark.parametrize("n", [100, 1000, 2500])
+def test_chrisjmccormick_pairs_all_found_no_false_pair(shared_data, n):
+    names, rows = [], []
+    for line in (shared_data / f"chrisjmccormick__MinHash__articles_{n}.train").read_text().splitlines():
+        name, body = line.split(" ", 1)
+        names.append(name)
+        rows.append(chat(body))
+    truth = {
+        tuple(sorted(line.split()))
+        for line in (shared_data / f"chrisjmccormick__MinHash__articles_{n}.truth").read_text().splitlines()
+        if line.strip()
+    }
+    r = dedupe(rows_to_table(rows))
+    found = set()
+    for c in r.clusters.to_pylist():
+        for m, j in zip(c["member_rows"], c["jaccard"]):
+            found.add(tuple(sorted((names[c["kept_row"]], names[m]))))
+            assert j >= 0.8
+    assert found == truth
+
+
+def test_planted_near_duplicates_verified_and_explained():
+    base = [text(i) for i in range(40)]
+    rows = [chat(t) for t in base] + [chat(edit(base[i], 40)) for i in range(10)] + [chat(edit(base[20], 3))]
+    r = dedupe(rows_to_table(rows), threshold=0.8)
+    balanced(r)
+    removed = r.removed.to_pylist()
+    assert sorted(x["dedupe_duplicate_row"] for x in removed) == list(range(10))
+    for x in removed:
+        assert x["dedupe_reason"] == "near" and 0.8 <= x["dedupe_jaccard"] < 1.0
+        assert abs(x["dedupe_jaccard_est"] - x["dedupe_jaccard"]) < 0.2
+        assert x["dedupe_duplicate_of"] == rows[x["dedupe_duplicate_row"]]["id"]
+    # the heavily edited copy of row 20 is far below the threshold and stays
+    assert r.kept.num_rows == 41
+
+
+def test_unverified_mode_uses_estimates():
+    base = [text(i) for i in range(10)]
+    rows = [chat(t) for t in base] + [chat(edit(base[0], 40))]
+    r = dedupe(rows_to_table(rows), verify=False)
+    assert r.summary["removed"] == 1
+    assert r.removed.column("dedupe_jaccard").to_pylist() == [None]
+
+
+def test_shared_system_prompt_does_not_make_rows_duplicates():
+    system = text(999, 200)
+    rows = [chat(f"question {i} about topic {i}", f"answer {i}", system=system) for i in range(5)]
+    r = dedupe(rows_to_table(rows), on="conversation")
+    assert r.summary["removed"] == 0
+    # the same rows with identical user and assistant turns are duplicates despite the prompt
+    r2 = dedupe(rows_to_table(rows + [chat("question 1 about topic 1", "answer 1", system=system)]), on="conversation")
+    assert r2.summary["removed"] == 1
+
+
+@pytest.mark.parametrize(
+    "on,removed",
+    [("user", 1), ("assistant", 1), ("conversation", 0), ("first-user", 2)],
+)
+def test_role_aware_keys(on, removed):
+    q, a = text(1), text(2)
+    rows = [
+        chat(q, a),
+        chat(q, text(3)),  # same question, other answer
+        chat(text(4), a),  # other question, same answer
+        make_row([{"role": "user", "content": q}, {"role": "assistant", "content": text(5)},
+                  {"role": "user", "content": text(6)}, {"role": "assistant", "content": text(7)}]),
+    ]
+    r = dedupe(rows_to_table(rows), on=on)
+    assert r.summary["removed"] == removed
+
+
+@pytest.mark.parametrize(
+    "keep,kept_row",
+    [("first", 0), ("longest", 2), ("origin", 1)],
+)
+def test_keep_rules(keep, kept_row):
+    q = text(11)
+    rows = [chat(q, origin="synthetic"), chat(q + " !!", origin="production"), chat(q + " extra", origin="seed")]
+    r = dedupe(rows_to_table(rows), keep=keep, origin_priority=("production", "seed", "synthetic"))
+    assert r.kept.num_rows == 1
+    assert r.kept.column("id").to_pylist() == [rows[kept_row]["id"]]
+    assert set(r.removed.column("dedupe_duplicate_row").to_pylist()) == {kept_row}
+
+
+def test_incremental_index(tmp_path):
+    idx = tmp_path / "index"
+    first = [chat(text(i)) for i in range(20)]
+    r1 = dedupe(rows_to_table(first), index_dir=idx)
+    assert r1.summary["removed"] == 0 and (idx / "index.json").exists()
+    second = [chat(text(100)), chat(text(3)), chat(edit(text(5), 50)), chat(text(101))]
+    r2 = dedupe(rows_to_table(second), index_dir=idx)
+    assert r2.summary["index_rows_before"] == 20
+    removed = {x["dedupe_duplicate_of"]: x for x in r2.removed.to_pylist()}
+    assert set(removed) == {first[3]["id"], first[5]["id"]}
+    assert all(x["dedupe_duplicate_row"] is None for x in removed.values())
+    assert removed[first[3]["id"]]["dedupe_reason"] == "exact"
+    assert removed[first[5]["id"]]["dedupe_jaccard"] >= 0.8
+    # the two new rows joined the index: a third batch sees them
+    r3 = dedupe(rows_to_table([chat(text(101))]), index_dir=idx)
+    assert r3.summary["index_rows_before"] == 22 and r3.summary["removed"] == 1
+    with pytest.raises(UsageError, match="ngram"):
+        dedupe(rows_to_table(first), index_dir=idx, ngram=3)
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    out = tmp_path / "x.parquet"
+    r = dedupe(rows_to_table([chat(text(i)) for i in range(50)]), out, dry_run=True, index_dir=tmp_path / "idx")
+    assert r.summary["dry_run"] and r.summary["input_rows"] == 50
+    assert r.summary["estimated_seconds"] >= 0 and r.summary["estimated_peak_rss_mib"] > 0
+    assert not any(tmp_path.iterdir())
+
+
+def test_streams_canonical_parquet_in_batches(tmp_path):
+    base = [text(i) for i in range(30)]
+    rows = [chat(t) for t in base] + [chat(base[i]) for i in range(0, 30, 3)]
+    src = tmp_path / "in.parquet"
+    pq.write_table(rows_to_table(rows), src)
+    r = dedupe(src, tmp_path / "out.parquet", batch_size=7)
+    assert r.summary["removed"] == 10 and r.kept.num_rows == 30
+    assert "dedupe_cluster" in r.kept.schema.names and "dedupe_reason" in r.removed.schema.names
+
+
+def test_cli_exit_codes_and_json(shared_data, tmp_path):
+    runner = CliRunner()
+    src = str(shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json")
+    res = runner.invoke(cli, ["dedupe", src, "-o", str(tmp_path / "o.parquet"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["removed_by_reason"]["exact"] == 14
+    assert runner.invoke(cli, ["dedupe", src]).exit_code == 2
+    assert runner.invoke(cli, ["dedupe", src, "-o", str(tmp_path / "p.parquet"), "--on", "everything"]).exit_code == 2
+    missing = runner.invoke(cli, ["dedupe", str(tmp_path / "nope.json"), "-o", str(tmp_path / "q.parquet")])
+    assert missing.exit_code == 2 and "no such file" in missing.output
+    bad = runner.invoke(cli, ["dedupe", src, "-o", str(tmp_path / "r.parquet"), "--threshold", "1.5"])
+    assert bad.exit_code == 2 and "threshold" in bad.output
+    dry = runner.invoke(cli, ["dedupe", src, "--dry-run", "--json"])
+    assert dry.exit_code == 0 and json.loads(dry.stdout)["dry_run"] is True
+    shown = runner.invoke(cli, ["dedupe", src, "-o", str(tmp_path / "s.parquet")])
+    assert shown.exit_code == 0 and "removed 14" in shown.output and "cluster" in shown.output
