@@ -296,7 +296,8 @@ def validate(
             run.add(item)
             advance()
     if table is not None:
-        valid = _with_columns(table.drop_columns([c for c in table.column_names if c in ADDED_COLUMNS]), run)
+        kept = table.drop_columns([c for c in table.column_names if c in ADDED_COLUMNS])
+        valid = _with_columns(kept.filter(pa.array(run.mask, type=pa.bool_())), run)
     else:
         valid = _with_columns(rows_to_table([i.canonical for i in run.kept]), run)
     result = ValidationResult(
@@ -402,8 +403,6 @@ def _first_per_code(findings: list[Finding]) -> list[Finding]:
 
 
 def _with_columns(table: pa.Table, run: _Run) -> pa.Table:
-    if len(run.mask) != len(run.kept) and table.num_rows == len(run.mask):
-        table = table.filter(pa.array(run.mask, type=pa.bool_()))
     for name, typ in ADDED_COLUMNS.items():
         table = table.append_column(pa.field(name, typ), pa.array(run.added[name], type=typ))
     return table

@@ -10,10 +10,12 @@ from rich.table import Table
 from curate.validate.engine import ValidationResult
 
 
-def _where(ex: dict) -> str:
-    file = Path(ex["file"]).name if ex.get("file") else "row"
-    loc = ex["line"] if ex.get("line") is not None else f"row {ex['row']}"
-    return f"{file}:{loc}"
+def _where(ex: dict, input_file: str) -> str:
+    """'line N' inside the input itself; 'file:N' for a canonical row that came from another file."""
+    loc = f"line {ex['line']}" if ex.get("line") is not None else f"row {ex['row']}"
+    if ex.get("file") and ex["file"] != input_file:
+        return f"{Path(ex['file']).name}:{loc.split()[-1]}"
+    return loc
 
 
 def print_result(result: ValidationResult, console: Console) -> None:
@@ -27,12 +29,17 @@ def print_result(result: ValidationResult, console: Console) -> None:
         highlight=False,
     )
     if s["codes"]:
-        table = Table("code", "severity", "records", "example", title="findings per code")
+        table = Table(title="findings per code (one example each)")
+        table.add_column("code", no_wrap=True)
+        table.add_column("severity")
+        table.add_column("records", justify="right")
+        table.add_column("where", overflow="fold")
+        table.add_column("example", overflow="fold")
         for c in s["codes"]:
             ex = c["examples"][0] if c["examples"] else None
-            example = f"{_where(ex)}: {ex['message']}" if ex else ""
             style = "red" if c["severity"] == "error" else "yellow"
-            table.add_row(c["code"], f"[{style}]{c['severity']}[/]", str(c["count"]), example)
+            row = [c["code"], f"[{style}]{c['severity']}[/]", str(c["count"])]
+            table.add_row(*row, _where(ex, s["input"]) if ex else "", ex["message"] if ex else "")
         console.print(table)
     else:
         console.print("[green]no findings[/]")

@@ -1,0 +1,92 @@
+"""`curate validate` on the command line: exit codes, --json, the quarantine file, the rendered table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from click.testing import CliRunner
+
+from curate.cli import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = "openai__openai-cookbook__toy_chat_fine_tuning.jsonl"
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["validate", *map(str, args)], obj={})
+
+
+def test_cookbook_toy_file_passes_with_warnings_and_tokens(shared_data: Path, tmp_path: Path) -> None:
+    res = run(shared_data / TOY, "--max-tokens", 512, "--json", "-o", tmp_path / "v.parquet")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["warnings"] == {"no_system_message": 1, "no_user_message": 1, "token_limit_exceeded": 1}
+    assert doc["errors"] == {} and doc["records"] == 5 and doc["passed"]
+    assert doc["tokens"]["over_limit"] == 1 and doc["tokens"]["tokens"]["max"] > 8000
+    assert pq.read_table(tmp_path / "v.parquet").num_rows == 5
+
+
+def test_errors_over_the_rate_exit_1_and_go_to_the_quarantine(shared_data: Path, tmp_path: Path) -> None:
+    src = shared_data / "sahil280114__codealpaca__code_alpaca_2k.json"
+    q = tmp_path / "q.parquet"
+    res = run(src, "--no-tokens", "--quarantine", q)
+    assert res.exit_code == 1
+    assert "empty_content" in res.output and "line 1187" in res.output
+    assert "2/2017 records with errors" in res.output
+    table = pq.read_table(q).to_pylist()
+    assert [r["source"]["line"] for r in table] == [1187, 9297]
+    assert table[0]["validate_codes"] == ["empty_content", "no_system_message"]
+    assert run(src, "--no-tokens", "--max-error-rate", 0.01).exit_code == 0
+
+
+def test_output_schema_compliance_on_the_example(tmp_path: Path) -> None:
+    ex = ROOT / "examples" / "validate"
+    res = run(ex / "sentiment.jsonl", "--output-schema", ex / "task.schema.json", "--no-tokens", "--json",
+              "--max-error-rate", 0.5)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["compliance"]["records_compliant"] == 7 and doc["compliance"]["records_checked"] == 10
+    assert doc["errors"] == {"output_not_json": 2, "output_schema_violation": 1}
+    assert {m["kind"] for m in doc["mixed_formats"]} == {"reply_formats", "system_prompts"}
+    table = run(ex / "sentiment.jsonl", "--output-schema", ex / "task.schema.json", "--no-tokens")
+    assert table.exit_code == 1
+    assert "output-format compliance (schema): 7/10 records = 70.0%" in table.output
+    assert "mixed formats: assistant replies mix formats: 80% json, 20% prose" in table.output
+
+
+def test_usage_errors_exit_2(shared_data: Path, tmp_path: Path) -> None:
+    toy = shared_data / TOY
+    res = run(toy, "--schema", "nonesuch", "--no-tokens")
+    assert res.exit_code == 2 and "unknown schema 'nonesuch'" in res.output
+    res = run(toy, "--output-regex", "x", "--output-schema", ROOT / "examples/validate/task.schema.json", "--no-tokens")
+    assert res.exit_code == 2 and "not both" in res.output
+    res = run(toy, "--no-tokens", "--max-tokens", 100)
+    assert res.exit_code == 2 and "needs a tokenizer" in res.output
+    res = run(tmp_path / "missing.jsonl")
+    assert res.exit_code == 2 and "no such file" in res.output
+    res = run(toy, "--tokenizer", tmp_path / "no-tokenizer-here")
+    assert res.exit_code == 2 and "not a local folder" in res.output
+
+
+def test_empty_file_exits_1(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = run(empty, "--no-tokens")
+    assert res.exit_code == 1 and "no records read" in res.output
+
+
+def test_validating_a_canonical_parquet_keeps_counts_balanced(shared_data: Path, tmp_path: Path) -> None:
+    from curate.ingest import ingest
+
+    ingest([shared_data / "hiyouga__LLaMA-Factory__dpo_en_demo.json"], tmp_path / "c.parquet")
+    res = run(tmp_path / "c.parquet", "--no-tokens", "--json", "--max-error-rate", 0.01,
+              "-o", tmp_path / "v.parquet", "--quarantine", tmp_path / "q.parquet")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["format"] == "canonical"
+    assert doc["errors"] == {"mojibake": 1}
+    assert doc["valid"] + doc["quarantined"] == doc["records"] == 300
+    assert pq.read_table(tmp_path / "q.parquet").num_rows == 1
+    assert run(tmp_path / "c.parquet", "--schema", "openai-chat", "--no-tokens").exit_code == 2
