@@ -1,0 +1,209 @@
+"""`curate eval`: generate replies to held-out prompts and measure exact format compliance, base vs adapters."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from curate.console import console, progress
+from curate.dataset import load_any, write_table
+from curate.errors import InputError, UsageError
+from curate.train.compliance import Checker, summarize
+from curate.train.data import percentile
+
+EVAL_COLUMNS = [
+    ("eval_model", pa.string()), ("eval_reply", pa.string()), ("eval_input_tokens", pa.int64()),
+    ("eval_p95_bucket", pa.bool_()), ("eval_parses", pa.bool_()), ("eval_schema_valid", pa.bool_()),
+    ("eval_schema_error", pa.string()), ("eval_regex_match", pa.bool_()), ("eval_exact_match", pa.bool_()),
+    ("eval_ok", pa.bool_()),
+]
+
+
+@dataclass
+class EvalResult:
+    """One summary row per model (base first), the P95 input length, and where outputs went."""
+
+    models: list[str]
+    summary: list[dict[str, Any]]
+    rows: int
+    p95_input_tokens: int
+    checks: list[str]
+    output: Path | None = None
+    failures: Path | None = None
+    failures_count: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"models": self.models, "summary": self.summary, "rows": self.rows,
+                "p95_input_tokens": self.p95_input_tokens, "checks": self.checks,
+                "output": str(self.output) if self.output else None,
+                "failures": str(self.failures) if self.failures else None, "failures_count": self.failures_count}
+
+
+def adapter_dir(path: str | Path) -> Path:
+    """A run folder (runs/NAME, holding adapter/) or an adapter folder itself."""
+    p = Path(path)
+    for cand in (p / "adapter", p):
+        if (cand / "adapter_config.json").is_file():
+            return cand
+    raise UsageError(f"{p} holds no adapter (expected {p}/adapter/adapter_config.json from `curate train`)")
+
+
+def split_prompt(messages: list[dict]) -> tuple[list[dict], str | None]:
+    """The conversation up to the last assistant reply, and that reply as the reference (if any)."""
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        return messages, None
+    return messages[:last], messages[last].get("content")
+
+
+def _labels(adapters: Sequence[str | Path]) -> list[str]:
+    out: list[str] = []
+    for a in adapters:
+        name = Path(a).name if Path(a).name != "adapter" else Path(a).parent.name
+        out.append(name if name not in out and name != "base" else f"{name}#{len(out) + 1}")
+    return out
+
+
+def evaluate(
+    *,
+    data: str | Path,
+    base: str | None = "embedded",
+    adapters: Sequence[str | Path] = (),
+    output_schema: str | Path | dict | None = None,
+    output_regex: str | None = None,
+    max_new_tokens: int = 256,
+    limit: int | None = None,
+    output: str | Path | None = None,
+    failures: str | Path | None = None,
+    batch_size: int = 8,
+) -> EvalResult:
+    """Reply to each held-out prompt with the base and each adapter; score parse / schema / regex / exact match."""
+    checker = Checker.build(output_schema, output_regex)
+    dirs = [adapter_dir(a) for a in adapters]
+    table = load_any(data)
+    if limit is not None:
+        table = table.slice(0, limit)
+    if table.num_rows == 0:
+        raise InputError("no rows to evaluate", file=str(data))
+    from curate.models import load_tokenizer, resolve_model, template_messages
+
+    model_path = resolve_model(base)
+    tokenizer = load_tokenizer(model_path)
+    prompts, refs = [], []
+    for i, (messages, tools) in enumerate(zip(table.column("messages").to_pylist(), table.column("tools").to_pylist())):
+        prompt, ref = split_prompt(messages)
+        if not prompt:
+            raise InputError("row has no prompt before its assistant reply", file=str(data), field=f"row {i}")
+        text = tokenizer.apply_chat_template(template_messages(prompt), tools=json.loads(tools) if tools else None,
+                                             tokenize=False, add_generation_prompt=True)
+        prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+        refs.append(ref)
+    lengths = [len(p) for p in prompts]
+    p95 = percentile(lengths, 95.0)
+    in_bucket = [n >= p95 for n in lengths]
+    model = _load(model_path, dirs)
+    names = ["base", *_labels(adapters)]
+    replies: dict[str, list[str]] = {}
+    with progress("generating", total=len(prompts) * len(names), unit="replies") as advance:
+        for k, name in enumerate(names):
+            replies[name] = _generate(model, tokenizer, prompts, None if k == 0 else f"a{k - 1}", max_new_tokens,
+                                      batch_size, advance)
+    results = {n: [checker.check(r, ref) for r, ref in zip(replies[n], refs)] for n in names}
+    summary = [summarize(n, results[n], in_bucket, checker, any(r is not None for r in refs)) for n in names]
+    out_path = Path(output) if output else None
+    if out_path:
+        write_table(_long_table(table, names, replies, results, lengths, in_bucket), out_path)
+    fail_path, n_fail = None, 0
+    if failures:
+        fail_path = Path(failures)
+        n_fail = _write_failures(table, names, replies, results, fail_path)
+    return EvalResult(models=names, summary=summary, rows=table.num_rows, p95_input_tokens=p95,
+                      checks=checker.names(), output=out_path, failures=fail_path, failures_count=n_fail)
+
+
+def _load(model_path: str, dirs: list[Path]) -> Any:
+    from curate.train.trainer import cuda_available, load_base
+
+    cuda = cuda_available()
+    model = load_base(model_path, qlora=False, cuda=cuda, bf16=cuda)
+    model.config.use_cache = True  # generation wants the KV cache back
+    if dirs:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(dirs[0]), adapter_name="a0")
+        for k, d in enumerate(dirs[1:], start=1):
+            model.load_adapter(str(d), adapter_name=f"a{k}")
+    if cuda:
+        model = model.to("cuda")
+    model.eval()
+    return model
+
+
+def _generate(model: Any, tokenizer: Any, prompts: list[list[int]], adapter: str | None, max_new_tokens: int,
+              batch_size: int, advance: Any) -> list[str]:
+    """Greedy replies, batched by similar length with left padding; `adapter` None means the bare base."""
+    import contextlib
+
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    if adapter is None:
+        ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    else:
+        model.set_adapter(adapter)
+        ctx = contextlib.nullcontext()
+    device = next(model.parameters()).device
+    with ctx, torch.no_grad():
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
+            mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=device)
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+            for row, i in enumerate(idx):
+                out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
+            advance(len(idx))
+    return out
+
+
+def _long_table(table: pa.Table, names: list[str], replies: dict, results: dict, lengths: list[int],
+                in_bucket: list[bool]) -> pa.Table:
+    """The input rows repeated once per model, with eval_ columns."""
+    parts = []
+    for name in names:
+        cols = {"eval_model": [name] * table.num_rows, "eval_reply": replies[name], "eval_input_tokens": lengths,
+                "eval_p95_bucket": in_bucket}
+        for key in ("parses", "schema_valid", "schema_error", "regex_match", "exact_match", "ok"):
+            cols[f"eval_{key}"] = [getattr(r, key) for r in results[name]]
+        t = table
+        for col, typ in EVAL_COLUMNS:
+            t = t.append_column(pa.field(col, typ), pa.array(cols[col], type=typ))
+        parts.append(t)
+    return pa.concat_tables(parts)
+
+
+def _write_failures(table: pa.Table, names: list[str], replies: dict, results: dict, path: Path) -> int:
+    """Rows any adapter (or the base, when alone) fails, as canonical rows: seeds for `curate synth`."""
+    judged = names[1:] or names
+    keep, failed_by, reply = [], [], []
+    for i in range(table.num_rows):
+        bad = [n for n in judged if not results[n][i].ok]
+        if bad:
+            keep.append(i)
+            failed_by.append(json.dumps(bad))
+            reply.append(replies[bad[-1]][i])
+    t = table.take(pa.array(keep, type=pa.int64()))
+    t = t.append_column("eval_failed_models", pa.array(failed_by, type=pa.string()))
+    t = t.append_column("eval_reply", pa.array(reply, type=pa.string()))
+    write_table(t, path)
+    console.print(f"{len(keep)} failing prompt(s) written to {path} (seeds for `curate synth`)")
+    return len(keep)
+

@@ -1,0 +1,50 @@
+"""`curate merge`: fold a run's LoRA adapter into its base model and save a standalone model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from curate.console import console
+from curate.errors import UsageError
+from curate.train.evaluate import adapter_dir
+
+
+def base_of(run: Path, adapter: Path) -> str:
+    """The base a run was trained on: the run card's, else the adapter config's."""
+    card = run / "run_card.json"
+    if card.is_file():
+        return json.loads(card.read_text())["base"]
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise UsageError(f"{adapter}/adapter_config.json names no base model; pass base= explicitly")
+    return base
+
+
+def merge(run_dir: str | Path, output: str | Path, base: str | None = None, overwrite: bool = False) -> Path:
+    """Write base + adapter as one model folder (safetensors + tokenizer) at `output`."""
+    run, out = Path(run_dir), Path(output)
+    adapter = adapter_dir(run)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"{out} exists and is not empty; choose another -o or pass --overwrite")
+    from peft import PeftModel
+
+    from curate.models import load_tokenizer, resolve_model
+    from curate.train.trainer import load_base
+
+    model_path = resolve_model(base or base_of(run, adapter))
+    # merge in fp32 so the folded weights are not rounded twice
+    model = load_base(model_path, qlora=False, cuda=False, bf16=False)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.config.use_cache = True
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    load_tokenizer(model_path).save_pretrained(str(tmp))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    console.print(f"merged {adapter} into {model_path} -> {out}")
+    return out
