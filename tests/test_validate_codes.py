@@ -158,3 +158,13 @@ def test_shipped_schemas_are_draft_2020_12(name: str) -> None:
     schema = json.loads((Path(__file__).resolve().parents[1] / "schemas" / f"{name}.schema.json").read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     Draft202012Validator.check_schema(schema)
+
+
+def test_parse_error_in_a_json_array_names_the_elements_line(tmp_path: Path) -> None:
+    good = json.dumps(sharegpt("a", "Hi"))
+    path = tmp_path / "in.json"
+    path.write_text(f"[\n  {good},\n  {{\"id\": \"b\", \"conversations\": [}},\n  {json.dumps(sharegpt('c', 'Yo'))}\n]\n")
+    r = validate(path)
+    assert r.counts == {"json_parse_error": 1}
+    assert r.examples["json_parse_error"][0]["line"] == 3
+    assert r.valid.num_rows == 2 and r.total == 3

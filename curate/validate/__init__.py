@@ -10,11 +10,11 @@ from curate.validate.tokens import TokenCheck
 __all__ = [
     "CODES",
     "COOKBOOK_CODES",
+    "QUARANTINE_SCHEMA",
     "Code",
     "Finding",
     "FormatProfile",
     "OutputCheck",
-    "QUARANTINE_SCHEMA",
     "TokenCheck",
     "ValidationResult",
     "is_error",
