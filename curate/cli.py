@@ -260,6 +260,95 @@ def synth(teacher, base_url, recipe, seeds, output, cache_path, concurrency, rpm
 
 # ---- train / merge / eval
 
+
+def _train_options(f):
+    """Flags for the most-changed TrainConfig values; --set KEY=VALUE reaches every other one."""
+    opts = [
+        click.option("--epochs", type=float, help="Epochs (default 3)."),
+        click.option("--max-steps", type=int, help="Stop after this many optimizer steps (overrides --epochs)."),
+        click.option("--batch-size", type=int, help="Per-device batch size (default 4)."),
+        click.option("--grad-accum", type=int, help="Gradient accumulation steps (default 4)."),
+        click.option("--lr", type=float, help="Learning rate (default 2e-4)."),
+        click.option("--lora-r", type=int, help="LoRA rank (default 16)."),
+        click.option("--lora-alpha", type=int, help="LoRA alpha (default 32)."),
+        click.option("--max-length", type=int, help="Drop rows longer than this many tokens (default: data's P95)."),
+        click.option("--val-fraction", type=float, help="Validation share when --val is not given (default 0.1)."),
+        click.option("--eval-steps", type=int, help="Evaluate every N steps (default 100)."),
+        click.option("--save-steps", type=int, help="Checkpoint every N steps (default 100)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Run folder, e.g. runs/NAME.")
+@click.option("--base", default="embedded", show_default=True, help="Base model folder, or 'embedded' (SmolLM2-135M).")
+@click.option("--val", type=click.Path(path_type=Path), help="Validation data (else --val-fraction of DATA).")
+@click.option("--qlora", is_flag=True, help="Load the base in 4-bit NF4 (bitsandbytes; needs CUDA).")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the run's last checkpoint.")
+@_train_options
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other train setting, e.g. --set lora_dropout=0.1.")
+@json_option
+def train(data, output, base, val, qlora, resume, sets, as_json, **flags):
+    """Train a LoRA adapter on canonical DATA; writes OUTPUT/adapter, run_card.json and loss curves."""
+    from curate.train import train as run
+    from curate.train.config import parse_sets
+
+    r = run(data, output=output, base=base, val=val, qlora=qlora, resume=resume, config=parse_sets(sets), **flags)
+    if as_json:
+        print_json(r.as_dict())
+        return
+    m = r.metrics
+    if r.stopped_early:
+        console.print(f"[yellow]{r.stopped_early}[/]")
+    losses = ", ".join(f"{k} {m[k]:.4f}" for k in ("eval_loss_before", "train_loss", "eval_loss_best") if m.get(k) is not None)
+    console.print(f"{m['global_step']} steps, {r.counts['train_rows']} training rows "
+                  f"({r.counts['dropped_too_long']} dropped as longer than {r.counts['max_length']} tokens); {losses}")
+    console.print(f"adapter: {r.adapter_dir}   run card: {r.run_dir / 'run_card.json'}   curves: {r.run_dir / 'loss.png'}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for the merged model.")
+@click.option("--base", default=None, help="Base model (default: the one in the run card).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def merge(run_dir, output, base, overwrite):
+    """Merge RUN_DIR's adapter into its base model and save a standalone model folder."""
+    from curate.train import merge as run
+
+    run(run_dir, output, base=base, overwrite=overwrite)
+
+
+@cli.command(name="eval")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Held-out prompts (any ingestable format).")
+@click.option("--base", default="embedded", show_default=True, help="Base model folder, or 'embedded'.")
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path), help="Run folder or adapter folder (repeatable).")
+@click.option("--output-schema", type=click.Path(path_type=Path), help="JSON Schema every reply must satisfy.")
+@click.option("--output-regex", help="Regular expression the whole reply must match.")
+@click.option("--max-new-tokens", default=256, show_default=True)
+@click.option("--limit", type=int, help="Evaluate only the first N rows.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Per-row outputs (Parquet, eval_ columns).")
+@click.option("--failures", type=click.Path(path_type=Path), help="Rows an adapter fails, as seeds for `curate synth`.")
+@json_option
+def eval_(data, base, adapters, output_schema, output_regex, max_new_tokens, limit, output, failures, as_json):
+    """Generate replies for held-out prompts and compare format compliance: base vs adapters."""
+    from curate.train import evaluate
+
+    r = evaluate(data=data, base=base, adapters=adapters, output_schema=output_schema, output_regex=output_regex,
+                 max_new_tokens=max_new_tokens, limit=limit, output=output, failures=failures)
+    if as_json:
+        print_json(r.as_dict())
+        return
+    keys = [k for k in ("parse_rate", "schema_valid_rate", "regex_rate", "exact_match_rate") if r.summary[0][k] is not None]
+    table = Table("model", *keys, *(f"{k} @P95" for k in keys),
+                  title=f"{r.rows} prompts; P95 input length {r.p95_input_tokens} tokens ({r.summary[0]['p95_rows']} rows at or above)")
+    for s in r.summary:
+        table.add_row(s["model"], *(f"{s[k]:.1%}" for k in keys), *(f"{s['p95_' + k]:.1%}" for k in keys))
+    console.print(table)
+
+
 # ---- run
 
 
