@@ -111,8 +111,9 @@ def extract_claims(text: str) -> list[Claim]:
     for s, e, _ in dates:
         claims.setdefault(("date", text[s:e].lower()), Claim(text[s:e], "date"))
     skip = [(s, e) for s, e, _ in urls] + [(s, e) for s, e, _ in dates]
-    for _, _, _, _, raw in _numbers(text, skip):
+    for s, e, _, _, raw in _numbers(text, list(skip)):
         claims.setdefault(("number", raw.lower()), Claim(raw, "number"))
+        skip.append((s, e))  # "12 EUR" is one claim, not also an entity "EUR"
     for m in QUOTED_RE.finditer(text):
         title = m.group(1).strip()
         if 1 <= len(title.split()) <= 12:
@@ -128,12 +129,15 @@ def extract_claims(text: str) -> list[Claim]:
         if not words or (len(words) == 1 and (len(words[0]) < 2 or _sentence_start(text, m.start()))):
             continue
         phrase = " ".join(words)
-        if phrase.lower() not in MONTHS:
+        if phrase.lower() not in MONTHS and ("title", phrase.lower()) not in claims:
             claims.setdefault(("entity", phrase.lower()), Claim(phrase, "entity"))
     return list(claims.values())
 
 
 def _sentence_start(text: str, pos: int) -> bool:
+    line = text[text.rfind("\n", 0, pos) + 1:pos]
+    if re.fullmatch(r"\s*(?:[-*•#>]+|\d+[.)]|[a-z][.)])?\s*[\"'“(*]*", line):
+        return True  # first word of a line or list item
     before = text[:pos].rstrip(" \t\"'“(*#-")
     return not before or before[-1] in ".!?:\n"
 
