@@ -80,7 +80,7 @@ class LshIndex:
             base += n
         off = np.zeros(len(sizes) + 1, dtype=np.int64)
         np.cumsum(sizes, out=off[1:])
-        values = np.concatenate(vals) if vals else np.zeros(0, np.uint64)
+        values = np.concatenate(vals) if vals else np.zeros(0, np.uint32)
         return _cat(out_docs, (0,)).astype(np.int64), values, off
 
     def append(self, ids: list[str], exact: np.ndarray, bands: np.ndarray, offsets: np.ndarray, values: np.ndarray) -> None:

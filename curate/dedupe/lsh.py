@@ -65,11 +65,15 @@ def query_pairs(bands: np.ndarray, ref_bands: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ShingleSets:
-    """Sorted unique 64-bit shingle hashes of selected documents, in CSR form."""
+    """Sorted unique 32-bit shingle hashes (the MinHash inputs) of selected documents, in CSR form.
+
+    Exact Jaccard is computed on these 32-bit hashes: two distinct shingles of a pair collide with
+    probability ~|A||B|/2^32 (about 1e-5 for 100-shingle rows), moving that pair's Jaccard by 1/|A u B|.
+    """
 
     docs: np.ndarray  # global document numbers, sorted
     offsets: np.ndarray
-    values: np.ndarray
+    values: np.ndarray  # uint32
 
     def size(self, docs: np.ndarray) -> np.ndarray:
         k = np.searchsorted(self.docs, docs)
@@ -77,25 +81,25 @@ class ShingleSets:
 
 
 def build_sets(doc_ids: np.ndarray, hashes: np.ndarray, offsets: np.ndarray) -> ShingleSets:
-    """CSR of unique shingles per document from per-document shingle lists."""
+    """CSR of unique shingles per document (sorted by document number) from per-document lists of 32-bit hashes."""
+    doc_ids = np.asarray(doc_ids, dtype=np.int64)
     counts = np.diff(offsets)
-    owner = np.repeat(np.arange(len(counts)), counts)
-    order = np.lexsort((hashes, owner))
-    h, o = hashes[order], owner[order]
-    keep = np.ones(len(h), dtype=bool)
-    keep[1:] = (h[1:] != h[:-1]) | (o[1:] != o[:-1])
-    h, o = h[keep], o[keep]
-    new_off = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(o, minlength=len(counts)), out=new_off[1:])
-    by_doc = np.argsort(doc_ids, kind="stable")
-    sizes = np.diff(new_off)[by_doc]
-    off = np.zeros(len(sizes) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=off[1:])
-    return ShingleSets(np.asarray(doc_ids, dtype=np.int64)[by_doc], off, h[_ranges(new_off[:-1][by_doc], sizes)])
+    rank = np.empty(len(doc_ids), dtype=np.uint64)
+    rank[np.argsort(doc_ids, kind="stable")] = np.arange(len(doc_ids), dtype=np.uint64)
+    h32 = np.asarray(hashes, dtype=np.uint32).astype(np.uint64)
+    # one sort of (document rank, hash) packed in a uint64 orders and groups everything at once
+    key = np.sort((np.repeat(rank, counts) << np.uint64(32)) | h32)
+    keep = np.ones(len(key), dtype=bool)
+    keep[1:] = key[1:] != key[:-1]
+    key = key[keep]
+    owner = (key >> np.uint64(32)).astype(np.int64)
+    off = np.zeros(len(doc_ids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(owner, minlength=len(doc_ids)), out=off[1:])
+    return ShingleSets(np.sort(doc_ids), off, (key & np.uint64(0xFFFFFFFF)).astype(np.uint32))
 
 
 def jaccard(sets: ShingleSets, pairs: np.ndarray, chunk: int = 200_000) -> np.ndarray:
-    """Exact Jaccard of each pair's shingle sets, vectorised: tag shared hashes by pair and count."""
+    """Exact Jaccard of each pair's shingle sets, vectorised: tag both sides' hashes by pair, sort, count repeats."""
     out = np.zeros(len(pairs), dtype=np.float64)
     for s in range(0, len(pairs), chunk):
         p = pairs[s : s + chunk]
@@ -103,13 +107,11 @@ def jaccard(sets: ShingleSets, pairs: np.ndarray, chunk: int = 200_000) -> np.nd
         kb = np.searchsorted(sets.docs, p[:, 1])
         la = sets.offsets[ka + 1] - sets.offsets[ka]
         lb = sets.offsets[kb + 1] - sets.offsets[kb]
-        tag = np.concatenate([np.repeat(np.arange(len(p)), la), np.repeat(np.arange(len(p)), lb)])
-        idx = np.concatenate([_ranges(sets.offsets[ka], la), _ranges(sets.offsets[kb], lb)])
-        vals = sets.values[idx]
-        order = np.lexsort((vals, tag))
-        tv, vv = tag[order], vals[order]
-        dup = (tv[1:] == tv[:-1]) & (vv[1:] == vv[:-1])
-        inter = np.bincount(tv[1:][dup], minlength=len(p))
+        tag = np.arange(len(p), dtype=np.uint64)
+        vals = np.concatenate([sets.values[_ranges(sets.offsets[ka], la)], sets.values[_ranges(sets.offsets[kb], lb)]])
+        key = np.sort((np.concatenate([np.repeat(tag, la), np.repeat(tag, lb)]) << np.uint64(32)) | vals.astype(np.uint64))
+        dup = key[1:] == key[:-1]
+        inter = np.bincount((key[1:][dup] >> np.uint64(32)).astype(np.int64), minlength=len(p))
         union = la + lb - inter
         out[s : s + len(p)] = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
     return out

@@ -77,7 +77,7 @@ def decide(
     old_c, new_c = cand[cand < m], cand[cand >= m]
     parts = [index.sets(old_c)] if m and len(old_c) else []
     d2, v2, o2 = load_sets(new_c - m)
-    parts.append((d2 + m, v2, o2))
+    parts.append((d2 + m, (v2 >> np.uint64(32)).astype(np.uint32), o2))
     docs = np.concatenate([p[0] for p in parts])
     vals = np.concatenate([p[1] for p in parts])
     offs, base = [np.zeros(1, dtype=np.int64)], 0
@@ -85,7 +85,7 @@ def decide(
         offs.append(np.asarray(o[1:], dtype=np.int64) + base)
         base += len(v)
     sets = lsh.build_sets(docs, vals, np.concatenate(offs))
-    sig = signatures((sets.values >> np.uint64(32)).astype(np.uint32), sets.offsets, num_perm, seed)
+    sig = signatures(sets.values, sets.offsets, num_perm, seed)
 
     def est(p: np.ndarray) -> np.ndarray:
         if len(p) == 0:

@@ -154,7 +154,7 @@ def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index
                     _, tok = key_tokens(batch.take(pa.array(fresh)), on, shared)
                     sh = shingles_of(tok, shingle, ngram)
                     idx_rows.append(fresh + start)
-                    idx_vals.append(sh.hashes)
+                    idx_vals.append((sh.hashes >> np.uint64(32)).astype(np.uint32))
                     idx_sizes.append(np.diff(sh.offsets))
             if kept_w is not None:
                 kept_w.write_table(kept.cast(keep_schema))

@@ -94,8 +94,8 @@ def tokenize(texts: pa.Array, doc: np.ndarray, ndocs: int) -> Tokens:
     glued = np.unique(inner[word[inner - 1] & word[inner]]) if len(inner) else inner
     if len(glued):
         # two pieces (turns) touch without a separator: split the token at the piece boundary
-        starts = np.sort(np.concatenate([starts, glued]))
-        ends = np.sort(np.concatenate([ends, glued]))
+        starts = np.insert(starts, np.searchsorted(starts, glued), glued)
+        ends = np.insert(ends, np.searchsorted(ends, glued), glued)
     piece = np.searchsorted(rel, starts, side="right") - 1
     tok_doc = np.asarray(doc, dtype=np.int64)[piece]
     return Tokens(_hash_tokens(data, word, starts, ends), tok_doc, ndocs, data, starts, ends)
