@@ -174,6 +174,7 @@ def dedupe(
         if matcher is not None:
             matcher.add_batch(batch, start)
 
+    t1 = time.perf_counter()
     contam = matcher.matches(containment, boilerplate_rows=boilerplate_rows) if matcher else []
     contaminated = np.zeros(n, dtype=bool)
     contaminated[[c["row"] for c in contam]] = True
@@ -194,6 +195,8 @@ def dedupe(
         num_perm=num_perm,
         seed=seed,
     )
+    plan.stats["seconds_pass1"] = round(t1 - t0, 3)
+    plan.stats["seconds_pass2"] = round(time.perf_counter() - t1, 3)
     return finish(src, output, plan, ids, contam, contaminated, nonempty, config, index, on, shared, shingle, ngram,
                   exact, band, batch_size, matcher, t0)
 

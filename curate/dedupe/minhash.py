@@ -86,8 +86,9 @@ def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
     for i in range(bands):
         h = np.full(sig.shape[0], np.uint64(i * 0x9E3779B97F4A7C15 % (1 << 64)), dtype=np.uint64)
         for j in range(rows):
-            h = fmix64((h ^ s64[:, i * rows + j]) * np.uint64(0xBF58476D1CE4E5B9))
-        out[:, i] = h
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= s64[:, i * rows + j]
+        out[:, i] = fmix64(h)
     return out
 
 

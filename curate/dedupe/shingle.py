@@ -96,8 +96,9 @@ def tokenize(texts: pa.Array, doc: np.ndarray, ndocs: int) -> Tokens:
         # two pieces (turns) touch without a separator: split the token at the piece boundary
         starts = np.insert(starts, np.searchsorted(starts, glued), glued)
         ends = np.insert(ends, np.searchsorted(ends, glued), glued)
-    piece = np.searchsorted(rel, starts, side="right") - 1
-    tok_doc = np.asarray(doc, dtype=np.int64)[piece]
+    # tokens per piece from the (few) piece offsets, not a search per (many) token
+    per_piece = np.diff(np.searchsorted(starts, rel))
+    tok_doc = np.repeat(np.asarray(doc, dtype=np.int64), per_piece)
     return Tokens(_hash_tokens(data, word, starts, ends), tok_doc, ndocs, data, starts, ends)
 
 
@@ -194,7 +195,10 @@ def word_shingles(tok: Tokens, n: int, whole_if_short: bool = True) -> Shingles:
         within = np.arange(int(seg[-1])) - np.repeat(seg[:-1], nl)
         pos = np.repeat(tstart[:-1][long_docs], nl) + within
         dest = np.repeat(off[:-1][long_docs], nl) + within
-        out[dest] = _fold([tok.hashes[pos + j] for j in range(n)])
+        # fold every window of the flat token array through contiguous views, then pick the valid ones
+        h = tok.hashes
+        span = len(h) - n + 1
+        out[dest] = _fold([h[j : j + span] for j in range(n)])[pos]
     short = np.flatnonzero((counts > 0) & (counts < n) & whole_if_short)
     if len(short):
         # fold a variable number of tokens: process position j for documents that have one
