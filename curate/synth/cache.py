@@ -1,12 +1,13 @@
 """A durable, content-addressed request cache and token/cost ledger in SQLite (WAL mode).
 
-Every finished request (ok or failed) is committed before the next is recorded, so a killed run
-loses at most the requests that were in flight. The key is a hash of model + messages + parameters
+Every finished request (ok or failed) is committed before the run waits on the network again, so a
+killed run loses at most the requests that were in flight. The key is a hash of model + messages + parameters
 (+ the example index), never of the recipe file, so editing one seed changes only its keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -65,6 +66,8 @@ class Cache:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=10000")
         self.db.executescript(SCHEMA_SQL)
+        self._pending: list[tuple[tuple, list[tuple]]] = []
+        self._scheduled = False
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Outcome]:
         """Cached outcomes for these keys (chunked: SQLite caps bound parameters)."""
@@ -82,25 +85,45 @@ class Cache:
 
     def put(self, key: str, outcome: Outcome, model: str, request: dict[str, Any],
             ledger: list[tuple[int, int, float, bool]]) -> None:
-        """Commit one finished request and the ledger lines of every attempt that used tokens."""
+        """Record one finished request and the ledger lines of every attempt that used tokens.
+
+        Inside an event loop, responses that finish in the same loop iteration share one commit (group
+        commit), which runs before the loop waits on the network again; outside one, it commits at once.
+        """
         now = time.time()
+        self._pending.append((
+            (key, outcome.status, outcome.content, outcome.finish_reason, outcome.prompt_tokens,
+             outcome.completion_tokens, outcome.attempts, outcome.reason, model,
+             json.dumps(request, ensure_ascii=False), outcome.created or now),
+            [(self.run_id, key, model, pt, ct, cost, int(ok), now) for pt, ct, cost, ok in ledger],
+        ))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Commit every pending response and ledger line in one transaction."""
+        self._scheduled = False
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
         with self.db:
             self.db.execute("BEGIN")
-            self.db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (key, outcome.status, outcome.content, outcome.finish_reason, outcome.prompt_tokens,
-                 outcome.completion_tokens, outcome.attempts, outcome.reason, model,
-                 json.dumps(request, ensure_ascii=False), outcome.created or now),
-            )
-            if ledger:
+            self.db.executemany("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?)", [r for r, _ in pending])
+            lines = [x for _, led in pending for x in led]
+            if lines:
                 self.db.executemany(
                     "INSERT INTO ledger (run, key, model, prompt_tokens, completion_tokens, cost, ok, created) "
-                    "VALUES (?,?,?,?,?,?,?,?)",
-                    [(self.run_id, key, model, pt, ct, cost, int(ok), now) for pt, ct, cost, ok in ledger],
-                )
+                    "VALUES (?,?,?,?,?,?,?,?)", lines)
 
     def totals(self, run: str | None = None) -> dict[str, float]:
         """Tokens and cost in the ledger, for one run or for the cache's whole life."""
+        self.flush()
         where, args = ("WHERE run = ?", (run,)) if run is not None else ("", ())
         pt, ct, cost, n = self.db.execute(
             f"SELECT COALESCE(SUM(prompt_tokens),0), COALESCE(SUM(completion_tokens),0), COALESCE(SUM(cost),0), "
@@ -110,7 +133,9 @@ class Cache:
 
     def requests_sent(self) -> list[dict[str, Any]]:
         """The request bodies of every cached response (for audits and tests)."""
+        self.flush()
         return [json.loads(r) for (r,) in self.db.execute("SELECT request FROM responses WHERE status = 'ok'")]
 
     def close(self) -> None:
+        self.flush()
         self.db.close()

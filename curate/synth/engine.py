@@ -180,5 +180,8 @@ async def execute(jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limit
             if progress:
                 progress.update(budget, failed, sent=out.status != "skipped_budget")
 
-    await asyncio.gather(*(worker() for _ in range(max(1, min(limits.concurrency, len(todo) or 1)))))
+    try:
+        await asyncio.gather(*(worker() for _ in range(max(1, min(limits.concurrency, len(todo) or 1)))))
+    finally:
+        cache.flush()  # also on Ctrl-C: every finished response is kept for the resume
     return outcomes
