@@ -264,8 +264,8 @@ def _verify(rows: list[dict], jobs: list[Job], cache: Cache, teacher: Teacher, l
     """Judge every row with claims; a failed judgement leaves `judge` empty and is listed in the failures file."""
     pairs = [(r, judge_job(model, r["_seed"], r["_generated"], r["claims"], r["_sources"])) for r in rows if r["claims"]]
     s.verify_requested = len(pairs)
-    judge = Teacher(model, teacher.client.base_url and str(teacher.client.base_url), teacher.client.api_key,
-                    retry=teacher.retry, response_format=teacher.response_format)
+    judge = Teacher(model, teacher.base_url, teacher.api_key, timeout=teacher.timeout, retry=teacher.retry,
+                    response_format=teacher.response_format, max_connections=limits.concurrency)
     judge.downgraded = teacher.downgraded
     with Progress(f"verify {rec.name}", len(pairs), show_progress) as bar:
         outcomes = asyncio.run(_execute_and_close([j for _, j in pairs], cache, judge, limits, False, bar))

@@ -138,7 +138,7 @@ class Teacher:
         import httpx2
         from openai import AsyncOpenAI
 
-        self.model = model
+        self.model, self.base_url, self.api_key, self.timeout = model, base_url, api_key, timeout
         self.retry = retry or RetryPolicy()
         self.response_format = response_format  # auto | json_schema | json_object | none
         limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)

@@ -36,7 +36,7 @@ DATE_RES = [
     (re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{_MON},?\s+(\d{{4}})\b", re.I), "dmy"),
     (re.compile(rf"\b{_MON}\s+(\d{{4}})\b", re.I), "my"),
 ]
-NUMBER_RE = re.compile(rf"(?<![\w.,])([$€£]\s?)?(\d{{1,3}}(?:,\d{{3}})+|\d+)(\.\d+)?(?:\s?({UNITS})\b)?(?![\w])")
+NUMBER_RE = re.compile(rf"(?<![\w.,])([$€£] ?)?(\d{{1,3}}(?:,\d{{3}})+|\d+)(\.\d+)?(?:[ \u00a0]?({UNITS})\b)?(?![\w])")
 QUOTED_RE = re.compile(r"[\"“]([^\"“”\n]{3,80})[\"”]")
 ENTITY_RE = re.compile(r"\b[A-Z][\w'’.-]*[A-Za-z0-9](?:\s+(?:(?:of|the|de|la|van|von|and|for|&)\s+)*[A-Z][\w'’.-]*[A-Za-z0-9])*")
 STOP = set("""a an the this that these those it its i we you he she they there here in on at of for to and or but if
@@ -96,9 +96,21 @@ def _numbers(text: str, skip: list[tuple[int, int]]) -> list[tuple[int, int, flo
         if text[line_start:m.start()].strip() == "" and text[m.end():m.end() + 1] in (".", ")") and not m.group(3):
             continue  # a list marker like "1." or "2)"
         value = float(m.group(2).replace(",", "") + (m.group(3) or ""))
-        unit = (m.group(4) or ("$" if m.group(1) and "$" in m.group(1) else None))
-        out.append((m.start(), m.end(), value, unit.lower().rstrip("s") if unit else None, m.group(0).strip()))
+        unit = m.group(4) or (m.group(1) or "").strip() or None
+        out.append((m.start(), m.end(), value, _unit(unit), m.group(0).strip()))
     return out
+
+
+UNIT_SYNONYMS = {"$": "usd", "dollar": "usd", "€": "eur", "euro": "eur", "£": "gbp", "percent": "%", "per cent": "%",
+                 "metre": "meter", "litre": "liter", "hr": "hour", "min": "minute", "lb": "pound"}
+
+
+def _unit(unit: str | None) -> str | None:
+    if not unit:
+        return None
+    u = unit.lower()
+    u = u[:-1] if len(u) > 2 and u.endswith("s") else u
+    return UNIT_SYNONYMS.get(u, u)
 
 
 def extract_claims(text: str) -> list[Claim]:

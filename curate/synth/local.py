@@ -54,7 +54,11 @@ def free_port() -> int:
 @contextmanager
 def start_local_teacher(model_path: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
                         startup_timeout: float = 120.0) -> Iterator[LocalTeacher]:
-    """Start llama.cpp's server on a free loopback port, wait until it answers, yield it, stop it."""
+    """Start llama.cpp's server on a free loopback port, wait until it answers, yield it, stop it.
+
+    n_threads defaults to half the cores: llama.cpp's threads spin while they wait, and the client
+    (this process) needs a core too.
+    """
     try:
         import llama_cpp  # noqa: F401
         import uvicorn  # noqa: F401 (part of the [server] extra)
@@ -64,7 +68,7 @@ def start_local_teacher(model_path: str | Path | None = None, *, n_ctx: int = 20
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_ALIAS,
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
-           "--n_threads", str(n_threads or max(1, (os.cpu_count() or 2))), "--verbose", "False"]
+           "--n_threads", str(n_threads or max(1, (os.cpu_count() or 2) // 2)), "--verbose", "False"]
     log = tempfile.NamedTemporaryFile(prefix="curate-llama-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     base_url = f"http://127.0.0.1:{port}/v1"
