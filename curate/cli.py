@@ -202,6 +202,40 @@ def validate(input, output, quarantine, schema, tokenizer, no_tokens, max_tokens
 
 # ---- report
 
+
+@cli.command("report")
+@click.argument("train", required=False, type=click.Path(path_type=Path))
+@click.option("--production", type=click.Path(path_type=Path), help="Production samples (or the new snapshot with --baseline).")
+@click.option("--baseline", type=click.Path(path_type=Path), help="An older production snapshot: report drift to --production.")
+@click.option("-o", "--output", "html", type=click.Path(path_type=Path), help="Self-contained HTML report to write.")
+@click.option("--gaps", type=click.Path(path_type=Path), help="Write under-covered production rows here (canonical Parquet, seeds for `curate synth`).")
+@click.option("--fail-on", multiple=True, metavar="EXPR", help="Exit 1 when METRIC OP NUMBER holds, e.g. 'p95_ratio>1.5', 'uncovered_share>10%'. Repeatable.")
+@click.option("--embedder", type=click.Choice(["auto", "minilm", "tfidf"]), default="auto", show_default=True,
+              help="auto: all-MiniLM-L6-v2 when torch is installed, TF-IDF + SVD otherwise (stated in the report).")
+@click.option("--tokenizer", default=None, help="Tokenizer for token lengths: 'embedded' (default) or a local folder.")
+@click.option("-k", "--clusters", "k", type=int, default=None, help="Production clusters (default: chosen by silhouette).")
+@click.option("--gap-ratio", type=float, default=0.25, show_default=True, help="A cluster is a gap when its training share is under this times its production share.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+def report_command(train, production, baseline, html, gaps, fail_on, embedder, tokenizer, k, gap_ratio, seed, as_json):
+    """Structure, coverage and drift of TRAIN against --production samples; gaps feed `curate synth`."""
+    from curate.report import report as run
+    from curate.report.terminal import print_summary
+
+    rep = run(train, production, baseline=baseline, tokenizer=tokenizer, html=html, gaps=gaps, fail_on=fail_on,
+              seed=seed, embedder=embedder, k=k, gap_ratio=gap_ratio)
+    if as_json:
+        print_json(rep.json())
+    else:
+        print_summary(rep, console)
+    for path, what in ((html, "HTML report"), (gaps, f"{rep.gap_table.num_rows if rep.gap_table is not None else 0} gap rows")):
+        if path:
+            console.print(f"{what} -> {path}")
+    if rep.failed:
+        console.print(f"[bold red]{len(rep.failed)} gate(s) failed:[/] {', '.join(g['expr'] for g in rep.failed)}")
+        sys.exit(EXIT_DATA)
+
+
 # ---- synth
 
 
@@ -350,6 +384,22 @@ def eval_(data, base, adapters, output_schema, output_regex, max_new_tokens, lim
 
 
 # ---- run
+
+
+@cli.command("run")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--skip", multiple=True, help="Skip a stage (repeatable): validate, dedupe, report, synth, final, train, eval.")
+@click.option("--only", default=None, help="Run this one stage on the earlier stages' last outputs.")
+@click.option("--force", multiple=True, help="Rerun a stage even if its inputs and settings are unchanged.")
+@click.option("--workdir", type=click.Path(path_type=Path), help="Where outputs go (default: the recipe's workdir, or runs/NAME).")
+@json_option
+def run_cmd(recipe, skip, only, force, workdir, as_json):
+    """Run the whole loop from one YAML RECIPE; unchanged stages are skipped, so a rerun resumes."""
+    from curate.pipeline import run_recipe
+
+    manifest = run_recipe(recipe, skip=skip, only=only, force=force, workdir=workdir)
+    if as_json:
+        print_json(manifest)
 
 
 def main() -> None:
