@@ -24,12 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._results import write_section  # noqa: E402
-from curate.synth.cache import Cache  # noqa: E402
-from curate.synth.client import Budget, RetryPolicy, Teacher  # noqa: E402
-from curate.synth.engine import Limits, execute, plan_jobs  # noqa: E402
-from curate.synth.recipe import load_seeds, load_synth_recipe  # noqa: E402
-from curate.synth import synthesize  # noqa: E402
+from benchmarks._results import write_section
+from curate.synth import synthesize
+from curate.synth.cache import Cache
+from curate.synth.client import Budget, RetryPolicy, Teacher
+from curate.synth.engine import Limits, execute, plan_jobs
+from curate.synth.recipe import load_seeds, load_synth_recipe
 
 RECIPE = {"name": "bench", "prompt": "Answer briefly: {{ prompt }}", "max_tokens": 32, "temperature": 0.0}
 
@@ -119,9 +119,9 @@ def main() -> None:
                     seeds.write_text("".join(json.dumps({"messages": [{"role": "user", "content": p}]}) + "\n"
                                              for p in prompts))
                     runs = {
-                        "baseline": lambda: baseline(base_url, [f"{p} b" for p in prompts], c),
-                        "loop": lambda: curate_loop(base_url, seeds, c, tmp),
-                        "e2e": lambda: curate_e2e(base_url, seeds, c, tmp),
+                        "baseline": lambda ps=prompts, c=c: baseline(base_url, [f"{p} b" for p in ps], c),
+                        "loop": lambda sd=seeds, c=c: curate_loop(base_url, sd, c, tmp),
+                        "e2e": lambda sd=seeds, c=c: curate_e2e(base_url, sd, c, tmp),
                     }
                     for name, fn in runs.items():
                         wall, cpu = measure(fn)
@@ -145,11 +145,11 @@ def main() -> None:
 
 def render(results: list[dict], args: argparse.Namespace) -> str:
     lines = [
-        "Fake OpenAI-compatible server (tests/fakeserver.py, no faults, no delay) in a separate process on loopback; "
-        f"best of {args.repeats} runs per cell. CPU = client process CPU time / requests.",
+        ("Fake OpenAI-compatible server (tests/fakeserver.py, no faults, no delay) in a separate process on loopback; "
+        f"best of {args.repeats} runs per cell. CPU = client process CPU time / requests."),
         "",
-        "| concurrency | requests | baseline req/s | curate loop req/s | loop / baseline | e2e req/s | "
-        "baseline CPU ms/req | loop CPU ms/req | loop overhead ms/req | e2e CPU ms/req | e2e overhead ms/req |",
+        ("| concurrency | requests | baseline req/s | curate loop req/s | loop / baseline | e2e req/s | "
+        "baseline CPU ms/req | loop CPU ms/req | loop overhead ms/req | e2e CPU ms/req | e2e overhead ms/req |"),
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
@@ -165,13 +165,13 @@ def render(results: list[dict], args: argparse.Namespace) -> str:
     worst = min(r["loop_rps"] / r["baseline_rps"] for r in results)
     lines += [
         "",
-        f"- Target >= 0.95x baseline throughput while caching and ledgering (request loop): "
-        f"{'met' if ratio_ok else 'NOT met'} (worst {worst:.2f}x).",
+        (f"- Target >= 0.95x baseline throughput while caching and ledgering (request loop): "
+        f"{'met' if ratio_ok else 'NOT met'} (worst {worst:.2f}x)."),
         f"- Target client overhead < 1 ms/request (request loop, CPU): {'met' if over_ok else 'NOT met'}.",
-        f"- End to end (adds seed ingest, templates, fact checks, Parquet write) overhead < 1 ms/request: "
-        f"{'met' if e2e_ok else 'NOT met'}.",
-        "- The 2-core machine is shared with the server process (and, during this run, other work), so absolute "
-        "req/s are noisy; the ratios compare runs taken back to back.",
+        (f"- End to end (adds seed ingest, templates, fact checks, Parquet write) overhead < 1 ms/request: "
+        f"{'met' if e2e_ok else 'NOT met'}."),
+        ("- The 2-core machine is shared with the server process (and, during this run, other work), so absolute "
+        "req/s are noisy; the ratios compare runs taken back to back."),
     ]
     return "\n".join(lines)
 

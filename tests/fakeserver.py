@@ -20,7 +20,8 @@ import random
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 FAULT_KINDS = ("429", "500", "slow", "drop", "malformed", "badjson")
 
@@ -101,7 +102,7 @@ class FakeServer:
 
     # ---- lifecycle
 
-    def start(self) -> "FakeServer":
+    def start(self) -> FakeServer:
         ready = threading.Event()
 
         def run() -> None:
@@ -127,10 +128,10 @@ class FakeServer:
         if self._log:
             self._log.close()
 
-    def __enter__(self) -> "FakeServer":
+    def __enter__(self) -> FakeServer:  # noqa: PYI034
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def count(self, key: str) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from curate.synth import check_claims, extract_claims
 
-SOURCE = [("doc.md", "Orchard Street Library was designed by Ilse Brandt and opened in 1964. It holds about "
+SOURCE = [("doc.md", ("Orchard Street Library was designed by Ilse Brandt and opened in 1964. It holds about "
                      "320,000 books. The reading room has 140 seats and is 25 m long. Membership costs 12 EUR a year. "
-                     "The book fair \"Pages by the Sea\" starts on 3 September 2024. See https://library.example/hours.")]
+                     "The book fair \"Pages by the Sea\" starts on 3 September 2024. See https://library.example/hours."))]
 
 
 def by_claim(text: str, sources=SOURCE) -> dict[str, dict]:

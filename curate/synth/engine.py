@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from curate.synth.cache import Cache, Outcome, request_key
 from curate.synth.client import Budget, RateLimiter, Teacher
-from curate.synth.render import Seed, render
 from curate.synth.recipe import SynthRecipe
+from curate.synth.render import Seed, render
 
 
 @dataclass
@@ -89,7 +90,13 @@ class Progress:
     """Rich progress on stderr: done/total, rate, ETA, tokens and cost (silent when stderr is not a terminal)."""
 
     def __init__(self, description: str, total: int, enabled: bool = True):
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         from rich.progress import Progress as RichProgress
 
         from curate.console import console
@@ -109,11 +116,11 @@ class Progress:
         self.bar.update(self.task, advance=1, rate=f"{rate:.1f} req/s", tokens=budget.spent_tokens,
                         cost=f"{budget.spent_cost:.2f}", failed=f"[red]{failed} failed[/]" if failed else "")
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:  # noqa: PYI034
         self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.bar.__exit__(*exc)
 
 

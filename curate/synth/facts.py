@@ -32,19 +32,25 @@ UNITS = (r"%|percent|per cent|km/h|mph|km|kg|mg|g|m|cm|mm|ml|l|lb|lbs|oz|ft|mile
 URL_RE = re.compile(r"https?://[^\s<>()\[\]\"']+")
 DATE_RES = [
     (re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b"), "ymd"),
-    (re.compile(rf"\b{_MON}\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b", re.I), "mdy"),
-    (re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{_MON},?\s+(\d{{4}})\b", re.I), "dmy"),
-    (re.compile(rf"\b{_MON}\s+(\d{{4}})\b", re.I), "my"),
+    (re.compile(rf"\b{_MON}\s+(\d{{1,2}})(?:st|nd|rd|th)?,?\s+(\d{{4}})\b", re.IGNORECASE), "mdy"),
+    (re.compile(rf"\b(\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?{_MON},?\s+(\d{{4}})\b", re.IGNORECASE), "dmy"),
+    (re.compile(rf"\b{_MON}\s+(\d{{4}})\b", re.IGNORECASE), "my"),
 ]
 NUMBER_RE = re.compile(rf"(?<![\w.,])([$€£] ?)?(\d{{1,3}}(?:,\d{{3}})+|\d+)(\.\d+)?(?:[ \u00a0]?({UNITS})\b)?(?![\w])")
 QUOTED_RE = re.compile(r"[\"“]([^\"“”\n]{3,80})[\"”]")
 ENTITY_RE = re.compile(r"\b[A-Z][\w'’.-]*[A-Za-z0-9](?:\s+(?:(?:of|the|de|la|van|von|and|for|&)\s+)*[A-Z][\w'’.-]*[A-Za-z0-9])*")
-STOP = set("""a an the this that these those it its i we you he she they there here in on at of for to and or but if
-when while what which who whom whose where why how yes no not all any each every some many most more one two
-also however therefore thus so as by from with without after before during into over under about above below
-first second third finally next then note example answer question please sure certainly here's let's i'm
-is are was were be been do does did can could should would will may might must our your their my his her
-monday tuesday wednesday thursday friday saturday sunday json true false null""".split())
+STOP = {
+    "a", "an", "the", "this", "that", "these", "those", "it", "its", "i", "we", "you", "he", "she", "they",
+    "there", "here", "in", "on", "at", "of", "for", "to", "and", "or", "but", "if", "when", "while", "what",
+    "which", "who", "whom", "whose", "where", "why", "how", "yes", "no", "not", "all", "any", "each", "every",
+    "some", "many", "most", "more", "one", "two", "also", "however", "therefore", "thus", "so", "as", "by",
+    "from", "with", "without", "after", "before", "during", "into", "over", "under", "about", "above",
+    "below", "first", "second", "third", "finally", "next", "then", "note", "example", "answer", "question",
+    "please", "sure", "certainly", "here's", "let's", "i'm", "is", "are", "was", "were", "be", "been", "do",
+    "does", "did", "can", "could", "should", "would", "will", "may", "might", "must", "our", "your", "their",
+    "my", "his", "her", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "json",
+    "true", "false", "null"
+}
 
 
 @dataclass
@@ -72,12 +78,10 @@ def _dates(text: str) -> list[tuple[int, int, tuple]]:
             if any(s <= m.start() < e for s, e in taken):
                 continue
             g = m.group(0)
-            mon = re.match(_MON, g if form != "dmy" else g.split(None, 1)[1].removeprefix("of ").strip(), re.I)
+            mon = re.match(_MON, g if form != "dmy" else g.split(None, 1)[1].removeprefix("of ").strip(), re.IGNORECASE)
             if form == "ymd":
                 value = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
-            elif form == "mdy":
-                value = (int(m.group(2)), _month(mon.group(0)), int(m.group(1)))
-            elif form == "dmy":
+            elif form == "mdy" or form == "dmy":
                 value = (int(m.group(2)), _month(mon.group(0)), int(m.group(1)))
             else:
                 value = (int(m.group(1)), _month(mon.group(0)), 0)

@@ -106,8 +106,8 @@ def _load_documents(data: dict[str, Any], base: Path, file: str | None) -> list[
         )
         if not matches:
             line = line_of(data, ["grounding", "documents", i])
-            raise RecipeError([f"grounding.documents.{i} (line {line}): no file matches '{pattern}' "
-                               f"(paths are relative to {base})"], file)
+            raise RecipeError([(f"grounding.documents.{i} (line {line}): no file matches '{pattern}' "
+                               f"(paths are relative to {base})")], file)
         for path in matches:
             name = str(Path(path).relative_to(base)) if Path(path).is_relative_to(base) else path
             docs += chunk_document(name, Path(path).read_text(encoding="utf-8"), size)

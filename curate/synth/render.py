@@ -25,7 +25,7 @@ def compile_template(text: str, key: str, line: int | None, file: str | None) ->
         raise RecipeError([f"{key}{where}: template syntax error: {exc.message}"], file) from exc
 
 
-def render(template: jinja2.Template, variables: dict[str, Any], key: str, seed: "Seed") -> str:
+def render(template: jinja2.Template, variables: dict[str, Any], key: str, seed: Seed) -> str:
     """Render a template for one seed; a missing field names the seed's file and line."""
     try:
         return template.render(**variables).strip()
