@@ -100,3 +100,12 @@ def test_cli_local_teacher_grounded_qa(tmp_path):
         assert all(c["status"] in ("supported", "unsupported") for c in row["claims"])
     else:
         assert pq.read_table(tmp_path / "qa.failures.parquet").to_pylist()[0]["reason"].startswith("invalid reply")
+
+
+@pytest.mark.slow
+def test_local_teacher_stops_on_keyboard_interrupt():
+    with pytest.raises(KeyboardInterrupt), start_local_teacher() as t:
+        pid = t.pid
+        assert _alive(pid)
+        raise KeyboardInterrupt
+    assert not _alive(pid)
