@@ -99,3 +99,32 @@ def test_turns_of_one_document_do_not_glue_tokens():
     tok = S.tokenize(pa.array(["alpha", "beta", "gamma"]), np.array([0, 0, 1]), 2)
     assert [tok.text(i, i + 1) for i in range(len(tok.hashes))] == ["alpha", "beta", "gamma"]
     assert list(tok.doc) == [0, 0, 1]
+
+
+def test_sha1_mode_equals_default_datasketch_minhash_and_lsh():
+    from curate.dedupe import shingles_py, text_signatures
+
+    texts = TEXTS + [" ".join(f"w{i % 37}" for i in range(k, k + 40)) for k in range(0, 200, 3)]
+    sig = text_signatures(texts, hash="sha1")
+    theirs, ours = MinHashLSH(threshold=0.6, num_perm=128), MinHashLSH(threshold=0.6, num_perm=128)
+    default = []
+    for i, text in enumerate(texts):
+        m = MinHash(num_perm=128)  # datasketch's defaults: sha1_hash32, seed 1, affine32
+        m.update_batch(shingles_py(text))
+        default.append(m)
+        np.testing.assert_array_equal(m.hashvalues, sig[i])
+        theirs.insert(i, m)
+        ours.insert(i, MinHash(hashvalues=sig[i], scheme="affine32"))
+    multi = 0
+    for i in range(len(texts)):
+        got = sorted(ours.query(default[i]))
+        assert got == sorted(theirs.query(MinHash(hashvalues=sig[i], scheme="affine32")))
+        multi += len(got) > 1
+    assert multi > 10
+
+
+def test_sha1_mode_dedupes_like_default(shared_data):
+    from curate.dedupe import dedupe
+
+    a = dedupe(shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json", hash="sha1")
+    assert a.summary["removed_by_reason"]["exact"] == 14 and a.summary["config"]["hash"] == "sha1"

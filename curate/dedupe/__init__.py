@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from curate.dedupe.core import KEEP_RULES, dedupe
+from curate.dedupe.core import KEEP_RULES, dedupe, text_signatures
 from curate.dedupe.keys import KEYS
 from curate.dedupe.minhash import choose_bands, collision_probability, permutations, signatures
 from curate.dedupe.result import DedupeResult, output_paths
@@ -25,4 +25,5 @@ __all__ = [
     "permutations",
     "shingles_py",
     "signatures",
+    "text_signatures",
 ]

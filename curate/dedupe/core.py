@@ -20,7 +20,7 @@ from curate.dedupe import lsh
 from curate.dedupe.keys import check_on, exact_hashes, key_tokens, shared_system_prompts, system_prompts
 from curate.dedupe.minhash import band_hashes, choose_bands, collision_probability, signatures
 from curate.dedupe.plan import Plan, decide
-from curate.dedupe.shingle import Shingles, Tokens, char_shingles, word_shingles
+from curate.dedupe.shingle import Shingles, Tokens, char_shingles, with_sha1, word_shingles
 from curate.errors import UsageError
 
 KEEP_RULES = ("first", "longest", "origin")
@@ -68,8 +68,9 @@ class Source:
             start += rb.num_rows
 
 
-def shingles_of(tok: Tokens, shingle: str, ngram: int) -> Shingles:
-    return word_shingles(tok, ngram) if shingle == "word" else char_shingles(tok, ngram)
+def shingles_of(tok: Tokens, shingle: str, ngram: int, hash: str = "curate") -> Shingles:
+    sh = word_shingles(tok, ngram) if shingle == "word" else char_shingles(tok, ngram)
+    return with_sha1(tok, sh, shingle, ngram) if hash == "sha1" else sh
 
 
 def _check(on: str, shingle: str, ngram: int, num_perm: int, threshold: float, keep: str) -> None:
@@ -107,6 +108,7 @@ def dedupe(
     fmt: str = "auto",
     batch_size: int = 20_000,
     seed: int = 1,
+    hash: str = "curate",
     long_ngram: int = 13,
     containment: float = 0.7,
     boilerplate_rows: int | None = None,
@@ -115,6 +117,8 @@ def dedupe(
     from curate.dedupe.result import finish
 
     _check(on, shingle, ngram, num_perm, threshold, keep)
+    if hash not in ("curate", "sha1"):
+        raise UsageError(f"unknown --hash {hash!r}; choose curate (fast) or sha1 (datasketch's default hashfunc)")
     if (bands is None) != (rows_per_band is None):
         raise UsageError("give both --bands and --rows, or neither (they are chosen from --threshold)")
     if bands is None:
@@ -123,7 +127,7 @@ def dedupe(
         raise UsageError(f"--bands x --rows = {bands * rows_per_band} exceeds --num-perm {num_perm}")
     t0 = time.perf_counter()
     src = Source(data, fmt)
-    config = dict(on=on, shingle=shingle, ngram=ngram, num_perm=num_perm, seed=seed, bands=bands, rows=rows_per_band,
+    config = dict(on=on, shingle=shingle, ngram=ngram, hash=hash, num_perm=num_perm, seed=seed, bands=bands, rows=rows_per_band,
                   threshold=threshold, keep=keep, origin_priority=list(origin_priority), verify=verify,
                   recall_at_threshold=round(collision_probability(threshold, bands, rows_per_band), 4))
     if dry_run:
@@ -164,7 +168,7 @@ def dedupe(
         keys, tok = key_tokens(batch, on, shared)
         sl = slice(start, start + batch.num_rows)
         exact[sl] = exact_hashes(tok)
-        sh = shingles_of(tok, shingle, ngram)
+        sh = shingles_of(tok, shingle, ngram, hash)
         sig = signatures((sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets, num_perm, seed)
         band[sl] = band_hashes(sig, bands, rows_per_band)
         nonempty[sl] = np.diff(sh.offsets) > 0
@@ -191,7 +195,7 @@ def dedupe(
         threshold=threshold,
         verify=verify,
         index=index,
-        load_sets=lambda rows: _candidate_sets(src, rows, on, shared, shingle, ngram, batch_size),
+        load_sets=lambda rows: _candidate_sets(src, rows, on, shared, shingle, ngram, hash, batch_size),
         num_perm=num_perm,
         seed=seed,
     )
@@ -201,7 +205,7 @@ def dedupe(
                   exact, band, batch_size, matcher, t0)
 
 
-def _candidate_sets(src: Source, rows: np.ndarray, on: str, shared: set[str], shingle: str, ngram: int,
+def _candidate_sets(src: Source, rows: np.ndarray, on: str, shared: set[str], shingle: str, ngram: int, hash: str,
                     batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pass 2: (rows, shingle hashes, offsets) of the given rows, re-read and re-shingled."""
     rows = np.sort(rows)
@@ -212,7 +216,7 @@ def _candidate_sets(src: Source, rows: np.ndarray, on: str, shared: set[str], sh
             continue
         local = rows[lo:hi] - start
         _, tok = key_tokens(batch.take(pa.array(local)), on, shared)
-        sh = shingles_of(tok, shingle, ngram)
+        sh = shingles_of(tok, shingle, ngram, hash)
         docs.append(rows[lo:hi])
         vals.append(sh.hashes)
         sizes.append(np.diff(sh.offsets))
@@ -222,3 +226,17 @@ def _candidate_sets(src: Source, rows: np.ndarray, on: str, shared: set[str], sh
     off = np.zeros(len(sizes_all) + 1, dtype=np.int64)
     np.cumsum(sizes_all, out=off[1:])
     return np.concatenate(docs), np.concatenate(vals), off
+
+
+def text_signatures(texts: Sequence[str], shingle: str = "word", ngram: int = 5, num_perm: int = 128,
+                    seed: int = 1, hash: str = "curate") -> np.ndarray:
+    """(len(texts), num_perm) uint32 MinHash signatures of plain texts, as `dedupe` computes them.
+
+    With hash="sha1" they equal `datasketch.MinHash(num_perm, seed)` updated with
+    `shingles_py(text)`; with the default hash, `MinHash(..., hashfunc=hashfunc(shingle))`.
+    """
+    from curate.dedupe.shingle import tokenize
+
+    tok = tokenize(pa.array(list(texts), pa.string()), np.arange(len(texts)), len(texts))
+    sh = shingles_of(tok, shingle, ngram, hash)
+    return signatures((sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets, num_perm, seed)

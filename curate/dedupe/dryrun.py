@@ -24,7 +24,7 @@ def estimate(src, config: dict, against, index_dir) -> dict:
     for _, batch in src.batches(min(SAMPLE, max(n, 1)), ["id", "messages", "origin"]):
         _, tok = key_tokens(batch, config["on"], set())
         exact_hashes(tok)
-        sh = shingles_of(tok, config["shingle"], config["ngram"])
+        sh = shingles_of(tok, config["shingle"], config["ngram"], config["hash"])
         sig = signatures((sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets, config["num_perm"], config["seed"])
         band_hashes(sig, config["bands"], config["rows"])
         sample_rows, tokens = batch.num_rows, len(tok.hashes)

@@ -16,7 +16,7 @@ from curate.dataset import atomic_path
 from curate.errors import UsageError
 
 VERSION = 1
-COMPAT_KEYS = ("on", "shingle", "ngram", "num_perm", "seed", "bands", "rows")
+COMPAT_KEYS = ("on", "shingle", "ngram", "hash", "num_perm", "seed", "bands", "rows")
 _FILES = ("ids", "exact", "bands", "offsets", "values")
 
 

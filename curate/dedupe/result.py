@@ -152,7 +152,7 @@ def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index
                 fresh = np.flatnonzero(~rm & nonempty[sl])
                 if len(fresh):
                     _, tok = key_tokens(batch.take(pa.array(fresh)), on, shared)
-                    sh = shingles_of(tok, shingle, ngram)
+                    sh = shingles_of(tok, shingle, ngram, config["hash"])
                     idx_rows.append(fresh + start)
                     idx_vals.append((sh.hashes >> np.uint64(32)).astype(np.uint32))
                     idx_sizes.append(np.diff(sh.offsets))

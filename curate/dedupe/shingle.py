@@ -87,7 +87,11 @@ def tokenize(texts: pa.Array, doc: np.ndarray, ndocs: int) -> Tokens:
     rel = offsets - base
     word = WORD_BYTE[data]
     # token edges alternate start, end, start, ... in the transitions of the word mask
-    edges = np.flatnonzero(np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0)))
+    edges = np.flatnonzero(word[1:] != word[:-1]) + 1
+    if n and word[0]:
+        edges = np.concatenate([[0], edges])
+    if n and word[-1]:
+        edges = np.concatenate([edges, [n]])
     starts, ends = edges[0::2], edges[1::2]
     inner = rel[1:-1]
     inner = inner[(inner > 0) & (inner < n)]
@@ -286,3 +290,30 @@ def _py_tokens(text: str) -> list[str]:
     if cur:
         out.append(cur.decode("utf-8"))
     return out
+
+
+def with_sha1(tok: Tokens, sh: Shingles, shingle: str, n: int) -> Shingles:
+    """Replace each shingle hash's top 32 bits with datasketch's default `sha1_hash32` of its bytes.
+
+    Signatures then equal those of a plain `datasketch.MinHash()` updated with the same shingles, at
+    the price of one SHA-1 per shingle in Python (several times slower than the default hash).
+    """
+    import hashlib
+
+    counts = np.bincount(tok.doc, minlength=tok.ndocs) if len(tok.doc) else np.zeros(tok.ndocs, np.int64)
+    tstart = np.concatenate([[0], np.cumsum(counts)])
+    top = np.empty(len(sh.hashes), dtype=np.uint64)
+    k = 0
+    for d in range(tok.ndocs):
+        words = [bytes(tok.data[tok.starts[i] : tok.ends[i]]) for i in range(tstart[d], tstart[d + 1])]
+        if shingle == "word":
+            grams = [b" ".join(words[i : i + n]) for i in range(len(words) - n + 1)] if len(words) >= n else (
+                [b" ".join(words)] if words else [])
+        else:
+            text = b" ".join(words).decode("utf-8")
+            grams = [text[i : i + n].encode() for i in range(len(text) - n + 1)] if len(text) >= n else (
+                [text.encode()] if text else [])
+        for g in grams:
+            top[k] = int.from_bytes(hashlib.sha1(g).digest()[:4], "little")
+            k += 1
+    return Shingles((top << np.uint64(32)) | (sh.hashes & np.uint64(0xFFFFFFFF)), sh.offsets)
