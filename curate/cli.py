@@ -134,12 +134,13 @@ def export(dataset, output, to, as_json):
 @click.option("--against", multiple=True, type=click.Path(path_type=Path), help="Evaluation file(s) to decontaminate against (repeatable).")
 @click.option("--against-format", default="auto", show_default=True, help="Format of the --against files.")
 @click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Persistent LSH index: dedupe against earlier runs and add this run's rows.")
+@click.option("--hash", "hash_", default="curate", show_default=True, type=click.Choice(["curate", "sha1"]), help="Shingle hash: curate's vectorised one, or datasketch's default SHA-1 (slower; signatures match a plain datasketch MinHash()).")
 @click.option("--no-verify", is_flag=True, help="Trust MinHash estimates instead of checking candidates by exact Jaccard.")
 @click.option("--dry-run", is_flag=True, help="Estimate time and memory; write nothing.")
 @click.option("--format", "fmt", default="auto", show_default=True, help="Format of INPUT when it is not canonical Parquet.")
 @json_option
 def dedupe(input_path, output, on, shingle, ngram, num_perm, threshold, bands, rows_per_band, keep, origin_priority,
-           against, against_format, index_dir, no_verify, dry_run, fmt, as_json):
+           against, against_format, index_dir, hash_, no_verify, dry_run, fmt, as_json):
     """Remove exact and near-duplicate rows of INPUT, and rows that contain --against eval items."""
     from curate.dedupe import dedupe as run
     from curate.dedupe.render import render
@@ -150,7 +151,8 @@ def dedupe(input_path, output, on, shingle, ngram, num_perm, threshold, bands, r
     result = run(input_path, output, on=on, shingle=shingle, ngram=ngram, num_perm=num_perm, threshold=threshold,
                  bands=bands, rows_per_band=rows_per_band, keep=keep,
                  origin_priority=[o.strip() for o in origin_priority.split(",") if o.strip()], against=list(against),
-                 against_format=against_format, index_dir=index_dir, verify=not no_verify, dry_run=dry_run, fmt=fmt)
+                 against_format=against_format, index_dir=index_dir, hash=hash_, verify=not no_verify, dry_run=dry_run,
+                 fmt=fmt)
     if as_json:
         print_json(result.summary)
     else:
