@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curate.dedupe import lsh
@@ -163,7 +164,8 @@ def dedupe(
     nonempty = np.zeros(n, dtype=bool)
     length = np.zeros(n, dtype=np.int64)
     ids: list[str] = []
-    origins: list[str | None] = []
+    origin = np.zeros(n, dtype=np.int32)  # codes into origin_code, so a million rows hold no strings
+    origin_code: dict[str | None, int] = {}
     for start, batch in src.batches(batch_size, ["id", "messages", "origin"]):
         keys, tok = key_tokens(batch, on, shared)
         sl = slice(start, start + batch.num_rows)
@@ -174,7 +176,10 @@ def dedupe(
         nonempty[sl] = np.diff(sh.offsets) > 0
         length[sl] = keys.length
         ids.extend(batch.column("id").to_pylist())
-        origins.extend(batch.column("origin").to_pylist())
+        enc = pc.dictionary_encode(batch.column("origin").combine_chunks())
+        codes = [origin_code.setdefault(v, len(origin_code)) for v in enc.dictionary.to_pylist()]
+        idx = np.asarray(pc.fill_null(enc.indices, -1), dtype=np.int64)
+        origin[sl] = np.where(idx >= 0, np.asarray(codes + [0], dtype=np.int32)[idx], origin_code.setdefault(None, len(origin_code)))
         if matcher is not None:
             matcher.add_batch(batch, start)
 
@@ -189,7 +194,7 @@ def dedupe(
         band=band,
         active=nonempty & ~contaminated,
         length=length,
-        origins=origins,
+        origins=(origin, list(origin_code)),
         keep=keep,
         origin_priority=origin_priority,
         threshold=threshold,
@@ -206,10 +211,10 @@ def dedupe(
 
 
 def _candidate_sets(src: Source, rows: np.ndarray, on: str, shared: set[str], shingle: str, ngram: int, hash: str,
-                    batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pass 2: (rows, shingle hashes, offsets) of the given rows, re-read and re-shingled."""
+                    batch_size: int) -> lsh.ShingleSets:
+    """Pass 2: the 32-bit shingle sets of the given rows, re-read and re-shingled batch by batch."""
     rows = np.sort(rows)
-    docs, vals, sizes = [], [], []
+    parts = []
     for start, batch in src.batches(batch_size, ["messages"]):
         lo, hi = np.searchsorted(rows, [start, start + batch.num_rows])
         if lo == hi:
@@ -217,15 +222,8 @@ def _candidate_sets(src: Source, rows: np.ndarray, on: str, shared: set[str], sh
         local = rows[lo:hi] - start
         _, tok = key_tokens(batch.take(pa.array(local)), on, shared)
         sh = shingles_of(tok, shingle, ngram, hash)
-        docs.append(rows[lo:hi])
-        vals.append(sh.hashes)
-        sizes.append(np.diff(sh.offsets))
-    if not docs:
-        return np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(1, np.int64)
-    sizes_all = np.concatenate(sizes)
-    off = np.zeros(len(sizes_all) + 1, dtype=np.int64)
-    np.cumsum(sizes_all, out=off[1:])
-    return np.concatenate(docs), np.concatenate(vals), off
+        parts.append(lsh.build_sets(rows[lo:hi], (sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets))
+    return lsh.concat_sets(parts)
 
 
 def text_signatures(texts: Sequence[str], shingle: str = "word", ngram: int = 5, num_perm: int = 128,

@@ -98,7 +98,19 @@ def build_sets(doc_ids: np.ndarray, hashes: np.ndarray, offsets: np.ndarray) -> 
     return ShingleSets(np.sort(doc_ids), off, (key & np.uint64(0xFFFFFFFF)).astype(np.uint32))
 
 
-def jaccard(sets: ShingleSets, pairs: np.ndarray, chunk: int = 200_000) -> np.ndarray:
+def concat_sets(parts: list[ShingleSets]) -> ShingleSets:
+    """Join CSR sets whose document numbers ascend from one part to the next."""
+    if not parts:
+        return ShingleSets(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.uint32))
+    offs, base = [np.zeros(1, dtype=np.int64)], 0
+    for p in parts:
+        offs.append(p.offsets[1:] + base)
+        base += len(p.values)
+    return ShingleSets(np.concatenate([p.docs for p in parts]), np.concatenate(offs),
+                       np.concatenate([p.values for p in parts]))
+
+
+def jaccard(sets: ShingleSets, pairs: np.ndarray, chunk: int = 20_000) -> np.ndarray:
     """Exact Jaccard of each pair's shingle sets, vectorised: tag both sides' hashes by pair, sort, count repeats."""
     out = np.zeros(len(pairs), dtype=np.float64)
     for s in range(0, len(pairs), chunk):

@@ -51,13 +51,13 @@ def decide(
     band: np.ndarray,
     active: np.ndarray,
     length: np.ndarray,
-    origins: list[str | None],
+    origins: tuple[np.ndarray, list[str | None]],
     keep: str,
     origin_priority: Sequence[str],
     threshold: float,
     verify: bool,
     index,
-    load_sets: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    load_sets: Callable[[np.ndarray], lsh.ShingleSets],
     num_perm: int,
     seed: int,
 ) -> Plan:
@@ -75,16 +75,13 @@ def decide(
     pairs = pairs[pairs[:, 1] >= m]  # both ends old: decided by an earlier run
     cand = np.unique(pairs)
     old_c, new_c = cand[cand < m], cand[cand >= m]
-    parts = [index.sets(old_c)] if m and len(old_c) else []
-    d2, v2, o2 = load_sets(new_c - m)
-    parts.append((d2 + m, (v2 >> np.uint64(32)).astype(np.uint32), o2))
-    docs = np.concatenate([p[0] for p in parts])
-    vals = np.concatenate([p[1] for p in parts])
-    offs, base = [np.zeros(1, dtype=np.int64)], 0
-    for _, v, o in parts:
-        offs.append(np.asarray(o[1:], dtype=np.int64) + base)
-        base += len(v)
-    sets = lsh.build_sets(docs, vals, np.concatenate(offs))
+    parts = []
+    if m and len(old_c):
+        d1, v1, o1 = index.sets(old_c)
+        parts.append(lsh.build_sets(d1, v1, o1))
+    new_sets = load_sets(new_c - m)
+    new_sets.docs = new_sets.docs + m
+    sets = lsh.concat_sets(parts + [new_sets])
     sig = signatures(sets.values, sets.offsets, num_perm, seed)
 
     def est(p: np.ndarray) -> np.ndarray:
@@ -106,8 +103,10 @@ def decide(
     if keep == "longest":
         rule = np.where(is_new == 1, -length[np.maximum(new_local, 0)], 0)
     elif keep == "origin":
+        codes, names = origins
         prio = {o: i for i, o in enumerate(origin_priority)}
-        rule = np.array([prio.get(origins[k], len(prio)) if k >= 0 else 0 for k in new_local.tolist()], dtype=np.int64)
+        by_code = np.array([prio.get(name, len(prio)) for name in names] + [0], dtype=np.int64)
+        rule = np.where(is_new == 1, by_code[codes[np.maximum(new_local, 0)]], 0)
     order = np.lexsort((nodes, rule, is_new, labels[nodes]))
     sn = nodes[order]
     lab = labels[sn]
