@@ -73,7 +73,10 @@ class Embedder:
         texts = [[t[:MAX_CHARS] for t in s] for s in sets]
         if self.kind == "minilm":
             return [self._minilm(s) for s in texts]
-        return self._tfidf(texts)
+        from curate.report.core import single_blas_thread
+
+        with single_blas_thread():
+            return self._tfidf(texts)
 
     def _minilm(self, texts: list[str]) -> np.ndarray:
         keys = [hashlib.sha1(f"{MAX_TOKENS}\0{t}".encode()).hexdigest() for t in texts]
@@ -99,13 +102,13 @@ class Embedder:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         everything = [t for s in sets for t in s]
-        vec = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=50_000, ngram_range=(1, 2))
+        vec = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=20_000, ngram_range=(1, 2))
         try:
             x = vec.fit_transform(everything)
         except ValueError:  # every text empty or no term in two texts: fall back to single texts
             x = TfidfVectorizer(sublinear_tf=True).fit_transform([t or "empty" for t in everything])
         dims = max(1, min(128, x.shape[1] - 1, x.shape[0] - 1))
-        z = TruncatedSVD(n_components=dims, random_state=self.seed).fit_transform(x) if dims > 1 else x.toarray()
+        z = TruncatedSVD(n_components=dims, n_iter=2, random_state=self.seed).fit_transform(x) if dims > 1 else x.toarray()
         z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
         out, start = [], 0
         for s in sets:
