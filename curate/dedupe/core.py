@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.dedupe import lsh
 from curate.dedupe.keys import check_on, exact_hashes, key_tokens, shared_system_prompts, system_prompts
 from curate.dedupe.minhash import band_hashes, choose_bands, collision_probability, signatures
-from curate.dedupe.plan import Plan, decide
+from curate.dedupe.plan import decide
 from curate.dedupe.shingle import Shingles, Tokens, char_shingles, with_sha1, word_shingles
+from curate.dedupe.spill import ShingleSpill
 from curate.errors import UsageError
 
 KEEP_RULES = ("first", "longest", "origin")
@@ -128,9 +128,12 @@ def dedupe(
         raise UsageError(f"--bands x --rows = {bands * rows_per_band} exceeds --num-perm {num_perm}")
     t0 = time.perf_counter()
     src = Source(data, fmt)
-    config = dict(on=on, shingle=shingle, ngram=ngram, hash=hash, num_perm=num_perm, seed=seed, bands=bands, rows=rows_per_band,
-                  threshold=threshold, keep=keep, origin_priority=list(origin_priority), verify=verify,
-                  recall_at_threshold=round(collision_probability(threshold, bands, rows_per_band), 4))
+    config = {
+        "on": on, "shingle": shingle, "ngram": ngram, "hash": hash, "num_perm": num_perm, "seed": seed,
+        "bands": bands, "rows": rows_per_band, "threshold": threshold, "keep": keep,
+        "origin_priority": list(origin_priority), "verify": verify,
+        "recall_at_threshold": round(collision_probability(threshold, bands, rows_per_band), 4),
+    }
     if dry_run:
         from curate.dedupe.decontam import REPORT_SCHEMA
         from curate.dedupe.dryrun import estimate
@@ -166,12 +169,15 @@ def dedupe(
     ids: list[str] = []
     origin = np.zeros(n, dtype=np.int32)  # codes into origin_code, so a million rows hold no strings
     origin_code: dict[str | None, int] = {}
+    spill = ShingleSpill(n)
     for start, batch in src.batches(batch_size, ["id", "messages", "origin"]):
         keys, tok = key_tokens(batch, on, shared)
         sl = slice(start, start + batch.num_rows)
         exact[sl] = exact_hashes(tok)
         sh = shingles_of(tok, shingle, ngram, hash)
-        sig = signatures((sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets, num_perm, seed)
+        h32 = (sh.hashes >> np.uint64(32)).astype(np.uint32)
+        spill.add(start, h32, sh.offsets)
+        sig = signatures(h32, sh.offsets, num_perm, seed)
         band[sl] = band_hashes(sig, bands, rows_per_band)
         nonempty[sl] = np.diff(sh.offsets) > 0
         length[sl] = keys.length
@@ -200,30 +206,17 @@ def dedupe(
         threshold=threshold,
         verify=verify,
         index=index,
-        load_sets=lambda rows: _candidate_sets(src, rows, on, shared, shingle, ngram, hash, batch_size),
+        load_sets=spill.sets,
         num_perm=num_perm,
         seed=seed,
     )
     plan.stats["seconds_pass1"] = round(t1 - t0, 3)
     plan.stats["seconds_pass2"] = round(time.perf_counter() - t1, 3)
-    return finish(src, output, plan, ids, contam, contaminated, nonempty, config, index, on, shared, shingle, ngram,
-                  exact, band, batch_size, matcher, t0)
-
-
-def _candidate_sets(src: Source, rows: np.ndarray, on: str, shared: set[str], shingle: str, ngram: int, hash: str,
-                    batch_size: int) -> lsh.ShingleSets:
-    """Pass 2: the 32-bit shingle sets of the given rows, re-read and re-shingled batch by batch."""
-    rows = np.sort(rows)
-    parts = []
-    for start, batch in src.batches(batch_size, ["messages"]):
-        lo, hi = np.searchsorted(rows, [start, start + batch.num_rows])
-        if lo == hi:
-            continue
-        local = rows[lo:hi] - start
-        _, tok = key_tokens(batch.take(pa.array(local)), on, shared)
-        sh = shingles_of(tok, shingle, ngram, hash)
-        parts.append(lsh.build_sets(rows[lo:hi], (sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets))
-    return lsh.concat_sets(parts)
+    try:
+        return finish(src, output, plan, ids, contam, contaminated, nonempty, config, index, on, shared, spill,
+                      exact, band, batch_size, matcher, t0)
+    finally:
+        spill.close()
 
 
 def text_signatures(texts: Sequence[str], shingle: str = "word", ngram: int = 5, num_perm: int = 128,

@@ -95,9 +95,8 @@ class LshIndex:
             "values": values,
         }
         for f, arr in arrays.items():
-            with atomic_path(self.path / f"{name}.{f}.npy") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, arr)
+            with atomic_path(self.path / f"{name}.{f}.npy") as tmp, open(tmp, "wb") as fh:
+                np.save(fh, arr)
         self.parts.append({"name": name, "rows": len(ids)})
         with atomic_path(self.path / "index.json") as tmp:
             tmp.write_text(json.dumps({"version": VERSION, "config": self.config, "parts": self.parts}, indent=2))

@@ -6,8 +6,8 @@ published by an earlier run), then this input's rows (m..m+n-1).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -130,10 +130,10 @@ def decide(
     cluster_of_row[sn[new_members] - m] = cluster[new_members]
     order_rows = np.argsort(removed_nodes - m, kind="stable")
     stats = {
-        "candidate_pairs": int(len(pairs)),
-        "verified_pairs": int(len(near_edges)),
+        "candidate_pairs": len(pairs),
+        "verified_pairs": len(near_edges),
         "rejected_candidates": int(len(pairs) - len(near_edges)),
-        "candidate_rows": int(len(new_c)),
+        "candidate_rows": len(new_c),
     }
     return Plan(
         m=m,

@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 
 from curate.dataset import AtomicParquetWriter, atomic_path, write_table
 from curate.dedupe.decontam import REPORT_SCHEMA
-from curate.dedupe.keys import extract, key_tokens
-from curate.dedupe.lsh import build_sets
+from curate.dedupe.keys import extract
 
 KEPT_EXTRA = [pa.field("dedupe_cluster", pa.int64())]
 REMOVED_EXTRA = [
@@ -68,7 +67,7 @@ class DedupeResult:
 
 def output_paths(output: str | Path) -> dict[str, Path]:
     out = Path(output)
-    stem = out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
+    stem = out.name.removesuffix(".parquet")
     return {
         "kept": out,
         "removed": out.with_name(f"{stem}.removed.parquet"),
@@ -82,10 +81,8 @@ def _strip(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if not f.name.startswith("dedupe_")]
 
 
-def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index, on, shared, shingle, ngram,
+def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index, on, shared, spill,
            exact, band, batch_size, matcher, t0) -> DedupeResult:
-    from curate.dedupe.core import shingles_of
-
     n = plan.n
     old_ids = index.ids() if plan.m else []
 
@@ -121,7 +118,7 @@ def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index
     kept_w = AtomicParquetWriter(paths["kept"], keep_schema) if output is not None else None
     rem_w = AtomicParquetWriter(paths["removed"], rem_schema) if output is not None else None
     kept_parts, rem_parts = [], []
-    idx_rows, idx_vals, idx_sizes = [], [], []
+    idx_rows = []
     try:
         for start, batch in src.batches(batch_size):
             batch = batch.select(_strip(batch.schema))
@@ -149,13 +146,7 @@ def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index
                 for k, text in zip(local.tolist(), joined):
                     previews[start + k] = text[:PREVIEW]
             if index is not None:
-                fresh = np.flatnonzero(~rm & nonempty[sl])
-                if len(fresh):
-                    _, tok = key_tokens(batch.take(pa.array(fresh)), on, shared)
-                    sh = shingles_of(tok, shingle, ngram, config["hash"])
-                    idx_rows.append(fresh + start)
-                    idx_vals.append((sh.hashes >> np.uint64(32)).astype(np.uint32))
-                    idx_sizes.append(np.diff(sh.offsets))
+                idx_rows.append(np.flatnonzero(~rm & nonempty[sl]) + start)
             if kept_w is not None:
                 kept_w.write_table(kept.cast(keep_schema))
                 rem_w.write_table(removed.cast(rem_schema))
@@ -177,9 +168,9 @@ def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index
     decon = pa.Table.from_pylist(dec_rows, schema=REPORT_SCHEMA)
 
     if index is not None and idx_rows:
-        rows = np.concatenate(idx_rows)
-        sets = build_sets(rows, np.concatenate(idx_vals), np.concatenate([[0], np.cumsum(np.concatenate(idx_sizes))]))
-        index.append([ids[r] for r in sets.docs.tolist()], exact[sets.docs], band[sets.docs], sets.offsets, sets.values)
+        sets = spill.sets(np.concatenate(idx_rows))
+        if len(sets.docs):
+            index.append([ids[r] for r in sets.docs.tolist()], exact[sets.docs], band[sets.docs], sets.offsets, sets.values)
 
     counts = {r: int(np.sum(reason == r)) for r in ("exact", "near", "contaminated")}
     sizes = pc.list_value_length(clusters.column("member_ids")).to_numpy(zero_copy_only=False) + 1 if clusters.num_rows else []

@@ -11,8 +11,8 @@ datasketch's `MinHash(hashfunc=...)` reproduces curate's signatures exactly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
