@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -97,6 +98,7 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,16,64,256")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    args.load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fakeserver.py")], stdout=subprocess.PIPE, text=True)
     base_url = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"
     results = []
@@ -123,10 +125,11 @@ def main() -> None:
                         "loop": lambda sd=seeds, c=c: curate_loop(base_url, sd, c, tmp),
                         "e2e": lambda sd=seeds, c=c: curate_e2e(base_url, sd, c, tmp),
                     }
-                    for name, fn in runs.items():
+                    order = list(runs.items()) if rep % 2 == 0 else list(runs.items())[::-1]  # cancel drift
+                    for name, fn in order:
                         wall, cpu = measure(fn)
-                        if name not in best or wall < best[name][0]:
-                            best[name] = (wall, cpu)
+                        prev = best.get(name, (wall, cpu))
+                        best[name] = (min(wall, prev[0]), min(cpu, prev[1]))  # best wall and best CPU, each
                 row = {"concurrency": c, "requests": n}
                 for name, (wall, cpu) in best.items():
                     row[f"{name}_rps"] = n / wall
@@ -146,7 +149,8 @@ def main() -> None:
 def render(results: list[dict], args: argparse.Namespace) -> str:
     lines = [
         ("Fake OpenAI-compatible server (tests/fakeserver.py, no faults, no delay) in a separate process on loopback; "
-        f"best of {args.repeats} runs per cell. CPU = client process CPU time / requests."),
+        f"best of {args.repeats} runs per cell (wall and CPU each); variants run back to back within a repeat. "
+        f"CPU = client process CPU time / requests. Load average at start: {args.load}."),
         "",
         ("| concurrency | requests | baseline req/s | curate loop req/s | loop / baseline | e2e req/s | "
         "baseline CPU ms/req | loop CPU ms/req | loop overhead ms/req | e2e CPU ms/req | e2e overhead ms/req |"),
