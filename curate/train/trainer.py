@@ -54,15 +54,15 @@ class ExampleDataset:
 
 
 class PadCollator:
-    """Right-pads a batch (labels with -100): the path used when padding_free is off."""
+    """Right-pads a batch (labels with -100) to its longest row, or to `width`: used when padding_free is off."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, width: int | None = None):
+        self.pad_id, self.width = pad_id, width
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
 
-        width = max(len(f["input_ids"]) for f in features)
+        width = max([len(f["input_ids"]) for f in features] + [self.width or 0])
         ids, labels, mask = [], [], []
         for f in features:
             n = len(f["input_ids"])
@@ -228,7 +228,7 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=has_val, metric_for_best_model="eval_loss", greater_is_better=False,
         logging_steps=cfg.logging_steps, report_to="none", disable_tqdm=True, bf16=bf16,
-        gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
         remove_unused_columns=False, label_names=["labels"], use_cpu=not cuda, dataloader_num_workers=0,
         include_num_input_tokens_seen="all" if cfg.padding_free else "non_padding",
     )
@@ -248,7 +248,8 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
     metrics.update(train_loss=out.training_loss, global_step=state.global_step, epochs=state.epoch,
                    train_seconds=round(wall, 2), tokens_seen=state.num_input_tokens_seen)
     if has_val:
-        metrics["eval_loss_best"] = trainer.evaluate()["eval_loss"]
+        # Trainer evaluates at the last step too, so the best checkpoint's loss is already known
+        metrics["eval_loss_best"] = state.best_metric
     adapter_dir = run_dir / "adapter"
     tmp = run_dir / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

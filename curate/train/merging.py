@@ -8,7 +8,7 @@ from pathlib import Path
 
 from curate.console import console
 from curate.errors import UsageError
-from curate.train.evaluate import adapter_dir
+from curate.train.evaluation import adapter_dir
 
 
 def base_of(run: Path, adapter: Path) -> str:
