@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,8 @@ def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index
         **plan.stats,
         "config": config,
         "seconds": round(time.perf_counter() - t0, 3),
+        # the whole process's high-water mark (Linux reports KiB), so it includes whatever ran before
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
     if output is not None:
         write_table(clusters, paths["clusters"])
