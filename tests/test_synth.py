@@ -244,3 +244,19 @@ def test_cli_exit_codes(server, tmp_path, monkeypatch):
     r = runner.invoke(cli, ["synth", "--teacher", "m", "--base-url", server.base_url, "--recipe", str(bad),
                             "--seeds", str(seeds), "-o", str(tmp_path / "o.parquet")])
     assert r.exit_code == 2 and "max_tokens (line 3)" in r.output
+
+
+def test_fill_gaps_reads_report_gap_parquet(server, tmp_path):
+    import pyarrow as pa
+
+    from curate.dataset import make_row, rows_to_table, write_table
+
+    table = rows_to_table([make_row([{"role": "user", "content": f"cancel my plan please ({i})"}], origin="production")
+                           for i in range(2)])
+    table = table.append_column("report_cluster", pa.array([4, 4], pa.int64()))
+    table = table.append_column("report_cluster_label", pa.array(["cancel plan account"] * 2))
+    write_table(table, tmp_path / "gaps.parquet")
+    s = run(ROOT / "recipes" / "synth-fill-gaps.yaml", server, tmp_path, tmp_path / "gaps.parquet")
+    assert (s.requested, s.succeeded) == (4, 4)
+    sent = [r["messages"][-1]["content"] for r in server.requests]
+    assert all("(cancel plan account)" in m and "cancel my plan please" in m for m in sent)

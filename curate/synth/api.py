@@ -127,6 +127,8 @@ def synthesize(
         raise UsageError("--budget needs token prices: set pricing in the recipe or pass --price-in/--price-out")
     with ExitStack() as stack:
         if teacher == "local":
+            if base_url is not None:
+                raise UsageError("--teacher local starts its own server; drop --base-url (or name a model there)")
             from curate.synth.local import start_local_teacher
 
             local = stack.enter_context(start_local_teacher())
