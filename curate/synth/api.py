@@ -142,13 +142,13 @@ def synthesize(
             api_key = "no-key"  # local servers (llama.cpp, vLLM, Ollama) accept any key
         limits = Limits(concurrency, RateLimiter(rpm) if rpm else None, RateLimiter(tpm) if tpm else None,
                         Budget(max_total_tokens, budget, p_in / 1e6, p_out / 1e6))
-        return _run(rec, seeds, output, cache_path, teacher, base_url, api_key, limits, retry_failed, verify,
+        return _run(rec, seeds, output, cache_path, teacher, base_url, limits, retry_failed, verify,
                     Teacher(teacher, base_url, api_key, timeout=timeout, retry=retry, response_format=response_format,
                             max_connections=concurrency), show_progress)
 
 
 def _run(rec: SynthRecipe, seeds_path: Any, output: Any, cache_path: Any, model: str, base_url: str | None,
-         api_key: str, limits: Limits, retry_failed: bool, verify: bool, teacher: Teacher,
+         limits: Limits, retry_failed: bool, verify: bool, teacher: Teacher,
          show_progress: bool) -> SynthSummary:
     t0 = time.monotonic()
     failures_path, default_cache = default_paths(output)
@@ -280,6 +280,9 @@ def _verify(rows: list[dict], jobs: list[Job], cache: Cache, teacher: Teacher, l
             s.verify_failed += 1
             failures.append(_failure(rec, j, out, "failed" if out.status == "failed" else out.status, out.reason,
                                      model, host))
+    teacher.stats.sent += judge.stats.sent
+    teacher.stats.retries += judge.stats.retries
+    teacher.stats.invalid_replies += judge.stats.invalid_replies
     for k, v in judge.stats.errors.items():
         teacher.stats.errors[f"verify:{k}"] = v
 
