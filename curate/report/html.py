@@ -161,8 +161,9 @@ def _clusters(clusters: list[dict[str, Any]], tgt: str, ref: str) -> str:
 def render_html(rep: Report) -> str:
     """The whole report as one HTML string."""
     d = rep.json()
-    parts = [f"<h1>curate report</h1><p class='muted'>curate {escape(d['curate_version'])} · embedder "
-             f"{escape(d['settings']['embedder']['name'])} · tokenizer {escape(d['settings']['tokenizer'])} · seed {d['settings']['seed']}</p>"]
+    parts = [(f"<h1>curate report</h1><p class='muted'>curate {escape(d['curate_version'])} · embedder "
+              f"{escape(d['settings']['embedder']['name'])} · tokenizer {escape(d['settings']['tokenizer'])} · "
+              f"seed {d['settings']['seed']}</p>")]
     for name, info in d["inputs"].items():
         if info:
             parts.append(f"<div class='muted'>{escape(name)}: {escape(str(info['path'] or '(in-memory table)'))} ({info['rows']:,} rows)</div>")
