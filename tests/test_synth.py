@@ -260,3 +260,25 @@ def test_fill_gaps_reads_report_gap_parquet(server, tmp_path):
     assert (s.requested, s.succeeded) == (4, 4)
     sent = [r["messages"][-1]["content"] for r in server.requests]
     assert all("(cancel plan account)" in m and "cancel my plan please" in m for m in sent)
+
+
+def test_retry_after_forms_and_token_bucket():
+    import asyncio
+    from email.utils import formatdate
+
+    from curate.synth.client import RateLimiter, parse_retry_after
+
+    assert parse_retry_after({"retry-after": "2.5"}) == 2.5
+    assert parse_retry_after({"retry-after-ms": "150", "retry-after": "9"}) == 0.15
+    assert 8 <= parse_retry_after({"retry-after": formatdate(time.time() + 10, usegmt=True)}) <= 10
+    assert parse_retry_after({"retry-after": "soon"}) is None and parse_retry_after({}) is None
+    assert RetryPolicy(base=1, cap=4).delay(10, None) <= 4 and RetryPolicy().delay(0, 7.0) == 7.0
+
+    async def spend() -> float:
+        tpm = RateLimiter(per_minute=600)  # 10 tokens/s, bucket of 10
+        t0 = time.monotonic()
+        await tpm.acquire(10)
+        await tpm.acquire(5)  # must wait for 5 tokens to refill
+        return time.monotonic() - t0
+
+    assert 0.45 <= asyncio.run(spend()) < 1.5
