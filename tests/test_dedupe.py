@@ -200,3 +200,20 @@ def test_cli_exit_codes_and_json(shared_data, tmp_path):
     assert dry.exit_code == 0 and json.loads(dry.stdout)["dry_run"] is True
     shown = runner.invoke(cli, ["dedupe", src, "-o", str(tmp_path / "s.parquet")])
     assert shown.exit_code == 0 and "removed 14" in shown.output and "cluster" in shown.output
+
+
+def test_identity_punctuation_variants_are_exact_duplicates(shared_data):
+    # "你是谁" and "你是谁？" differ only in (full-width) punctuation; "你好" appears twice verbatim
+    r = dedupe(shared_data / "hiyouga__LLaMA-Factory__identity.json")
+    removed = sorted(r.removed.column("messages").to_pylist(), key=lambda m: m[0]["content"])
+    assert r.summary["removed_by_reason"]["exact"] == 3
+    assert [m[0]["content"] for m in removed] == ["你好", "你是谁？", "你是谁？"]
+
+
+@pytest.mark.parametrize("shingle,ngram", [("char", 5), ("word", 3)])
+def test_other_shinglings_find_planted_near_duplicates(shingle, ngram):
+    base = [text(i) for i in range(20)]
+    rows = [chat(t) for t in base] + [chat(edit(base[4], 60))]
+    r = dedupe(rows_to_table(rows), shingle=shingle, ngram=ngram)
+    assert r.removed.column("dedupe_duplicate_row").to_pylist() == [4]
+    assert r.removed.column("dedupe_jaccard").to_pylist()[0] >= 0.8

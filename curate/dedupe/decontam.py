@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from curate.dedupe.keys import extract
-from curate.dedupe.lsh import _ranges
 from curate.dedupe.shingle import Tokens, tokenize, word_shingles
+from curate.dedupe.shingle import ranges as _ranges
 
 TRIGRAM = 3
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curate.dedupe.shingle import ranges as _ranges
+
 
 def candidate_pairs(bands: np.ndarray, docs: np.ndarray, window: int = 8) -> np.ndarray:
     """(P, 2) int64 unique pairs (i < j) of entries of `docs` sharing a band key in `bands` (rows align with docs)."""
@@ -127,16 +129,6 @@ def jaccard(sets: ShingleSets, pairs: np.ndarray, chunk: int = 20_000) -> np.nda
         union = la + lb - inter
         out[s : s + len(p)] = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
     return out
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated arange(starts[i], starts[i] + lengths[i])."""
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    seg = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=seg[1:])
-    return np.arange(total) - np.repeat(seg[:-1] - starts, lengths)
 
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Vectorised normalisation, tokenisation and shingle hashing over Arrow string arrays.
 
-Normalisation: Unicode lower case; ASCII punctuation and whitespace separate tokens (other bytes
+Normalisation: Unicode NFKC and lower case; ASCII punctuation and whitespace separate tokens (other bytes
 belong to words, so non-Latin scripts survive). A shingle is a run of `n` consecutive tokens
 (`word`) or of `n` code points of the tokens joined by single spaces (`char`). Every shingle gets a
 64-bit hash; its top 32 bits feed MinHash, all 64 bits are used for exact Jaccard.
@@ -12,6 +12,7 @@ datasketch's `MinHash(hashfunc=...)` reproduces curate's signatures exactly.
 from __future__ import annotations
 
 from collections.abc import Callable
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -79,7 +80,11 @@ def tokenize(texts: pa.Array, doc: np.ndarray, ndocs: int) -> Tokens:
     """Tokenise text pieces; piece k belongs to document doc[k] (pieces of a document are adjacent)."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
-    lower = pc.utf8_lower(pc.fill_null(texts, ""))
+    texts = pc.fill_null(texts, "")
+    if len(texts) and not pc.all(pc.string_is_ascii(texts)).as_py():
+        # NFKC folds full-width punctuation, letters and digits ("？" -> "?") before splitting
+        texts = pc.utf8_normalize(texts, form="NFKC")
+    lower = pc.utf8_lower(texts)
     offsets, data = _string_buffers(lower)
     base = offsets[0]
     n = int(offsets[-1] - base)
@@ -180,66 +185,79 @@ def _fold(parts: list[np.ndarray]) -> np.ndarray:
     return fmix64(s)
 
 
-def word_shingles(tok: Tokens, n: int, whole_if_short: bool = True) -> Shingles:
-    """Word n-gram hashes per document; a document shorter than n tokens is one shingle of them all
-    (or none, with whole_if_short=False)."""
-    counts = np.bincount(tok.doc, minlength=tok.ndocs) if len(tok.doc) else np.zeros(tok.ndocs, np.int64)
-    tstart = np.zeros(tok.ndocs + 1, dtype=np.int64)
-    np.cumsum(counts, out=tstart[1:])
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenated arange(starts[i], starts[i] + lengths[i]), vectorised."""
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    seg = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=seg[1:])
+    return np.arange(total) - np.repeat(seg[:-1] - starts, lengths)
+
+
+def _windows(values: np.ndarray, counts: np.ndarray, n: int, whole_if_short: bool) -> Shingles:
+    """Fold every run of n consecutive values inside each document (documents are contiguous, counts long)."""
+    ndocs = len(counts)
+    vstart = np.zeros(ndocs + 1, dtype=np.int64)
+    np.cumsum(counts, out=vstart[1:])
     nsh = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1) if whole_if_short else 0)
-    off = np.zeros(tok.ndocs + 1, dtype=np.int64)
+    off = np.zeros(ndocs + 1, dtype=np.int64)
     np.cumsum(nsh, out=off[1:])
     out = np.empty(int(off[-1]), dtype=np.uint64)
     long_docs = counts >= n
     if long_docs.any():
-        # window k of long document d starts at token tstart[d] + k and lands at off[d] + k
+        # window k of long document d starts at value vstart[d] + k and lands at off[d] + k;
+        # fold every window of the flat array through contiguous views, then pick the valid ones
         nl = nsh[long_docs]
         seg = np.zeros(len(nl) + 1, dtype=np.int64)
         np.cumsum(nl, out=seg[1:])
         within = np.arange(int(seg[-1])) - np.repeat(seg[:-1], nl)
-        pos = np.repeat(tstart[:-1][long_docs], nl) + within
+        pos = np.repeat(vstart[:-1][long_docs], nl) + within
         dest = np.repeat(off[:-1][long_docs], nl) + within
-        # fold every window of the flat token array through contiguous views, then pick the valid ones
-        h = tok.hashes
-        span = len(h) - n + 1
-        out[dest] = _fold([h[j : j + span] for j in range(n)])[pos]
+        span = len(values) - n + 1
+        out[dest] = _fold([values[j : j + span] for j in range(n)])[pos]
     short = np.flatnonzero((counts > 0) & (counts < n) & whole_if_short)
     if len(short):
-        # fold a variable number of tokens: process position j for documents that have one
-        s = np.full(len(short), _SEED_SHINGLE, dtype=np.uint64)
+        # fold a variable number of values: position j for the documents that have one
+        acc = np.full(len(short), _SEED_SHINGLE, dtype=np.uint64)
         for j in range(n - 1):
             has = counts[short] > j
-            s[has] = (s[has] * _MUL_A) ^ tok.hashes[tstart[short[has]] + j]
-        out[off[short]] = fmix64(s)
+            acc[has] = (acc[has] * _MUL_A) ^ values[vstart[short[has]] + j]
+        out[off[short]] = fmix64(acc)
     return Shingles(out, off)
+
+
+def word_shingles(tok: Tokens, n: int, whole_if_short: bool = True) -> Shingles:
+    """Word n-gram hashes per document; a document shorter than n tokens is one shingle of them all
+    (or none, with whole_if_short=False)."""
+    counts = np.bincount(tok.doc, minlength=tok.ndocs) if len(tok.doc) else np.zeros(tok.ndocs, np.int64)
+    return _windows(tok.hashes, counts, n, whole_if_short)
 
 
 def char_shingles(tok: Tokens, n: int) -> Shingles:
     """Character n-gram hashes over each document's tokens joined by single spaces."""
-    docs_text = _joined_codepoints(tok)
-    offs = [0]
-    chunks = []
-    for cps in docs_text:
-        if len(cps) >= n:
-            chunks.append(_fold([cps[j : len(cps) - n + 1 + j] for j in range(n)]))
-        elif len(cps):
-            chunks.append(_fold([cps[j : j + 1] for j in range(len(cps))]))
-        else:
-            chunks.append(np.zeros(0, np.uint64))
-        offs.append(offs[-1] + len(chunks[-1]))
-    hashes = np.concatenate(chunks) if chunks else np.zeros(0, np.uint64)
-    return Shingles(hashes, np.asarray(offs, dtype=np.int64))
+    cps, counts = _joined_codepoints(tok)
+    return _windows(cps, counts, n, True)
 
 
-def _joined_codepoints(tok: Tokens) -> list[np.ndarray]:
-    """Per document, the code points (uint64) of its tokens joined by single spaces."""
-    out: list[np.ndarray] = []
-    order_start = np.searchsorted(tok.doc, np.arange(tok.ndocs + 1))
-    for d in range(tok.ndocs):
-        a, b = order_start[d], order_start[d + 1]
-        text = " ".join(bytes(tok.data[tok.starts[k] : tok.ends[k]]).decode("utf-8") for k in range(a, b))
-        out.append(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64))
-    return out
+def _joined_codepoints(tok: Tokens) -> tuple[np.ndarray, np.ndarray]:
+    """(code points of every document's tokens joined by single spaces, code points per document)."""
+    ntok = len(tok.starts)
+    if ntok == 0:
+        return np.zeros(0, np.uint64), np.zeros(tok.ndocs, np.int64)
+    lengths = tok.ends - tok.starts
+    last = np.ones(ntok, dtype=bool)
+    last[:-1] = tok.doc[1:] != tok.doc[:-1]
+    seg = lengths + ~last  # each token's bytes, then a space unless it ends its document
+    dest = np.zeros(ntok, dtype=np.int64)
+    np.cumsum(seg[:-1], out=dest[1:])
+    buf = np.full(int(seg.sum()), 32, dtype=np.uint8)
+    buf[ranges(dest, lengths)] = tok.data[ranges(tok.starts, lengths)]
+    # tokens end only at ASCII bytes, so the buffer is valid UTF-8; one decode for the whole batch
+    cps = np.frombuffer(buf.tobytes().decode("utf-8").encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    lead = (buf & 0xC0) != 0x80
+    counts = np.bincount(np.repeat(tok.doc, seg)[lead], minlength=tok.ndocs)
+    return cps, counts
 
 
 def shingle_hash_py(shingle: bytes, kind: str) -> int:
@@ -279,7 +297,7 @@ def shingles_py(text: str, shingle: str = "word", ngram: int = 5) -> list[bytes]
 
 
 def _py_tokens(text: str) -> list[str]:
-    data = text.lower().encode("utf-8")
+    data = unicodedata.normalize("NFKC", text).lower().encode("utf-8")
     out, cur = [], bytearray()
     for byte in data:
         if WORD_BYTE[byte]:

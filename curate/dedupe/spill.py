@@ -11,7 +11,8 @@ import tempfile
 
 import numpy as np
 
-from curate.dedupe.lsh import ShingleSets, _ranges, build_sets, concat_sets
+from curate.dedupe.lsh import ShingleSets, build_sets, concat_sets
+from curate.dedupe.shingle import ranges as _ranges
 
 
 class ShingleSpill:
