@@ -11,8 +11,8 @@ datasketch's `MinHash(hashfunc=...)` reproduces curate's signatures exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
