@@ -107,7 +107,7 @@ def dedupe(
     verify: bool = True,
     dry_run: bool = False,
     fmt: str = "auto",
-    batch_size: int = 20_000,
+    batch_size: int = 5_000,
     seed: int = 1,
     hash: str = "curate",
     long_ngram: int = 13,

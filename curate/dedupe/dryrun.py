@@ -31,7 +31,7 @@ def estimate(src, config: dict, against, index_dir) -> dict:
         break
     per_row = (time.perf_counter() - t) / max(sample_rows, 1)
     tok_per_row = tokens / max(sample_rows, 1)
-    batch_rows = 20_000
+    batch_rows = 5_000
     # state kept for every row between passes: band keys, exact hash, flags, length, id string
     state = n * (8 * config["bands"] + 16 + 8 + 1 + 80)
     # one batch in flight: tokens (hash, doc, offsets) + shingles + the signature matrix
