@@ -104,6 +104,7 @@ def test_unverified_mode_uses_estimates():
     r = dedupe(rows_to_table(rows), verify=False)
     assert r.summary["removed"] == 1
     assert r.removed.column("dedupe_jaccard").to_pylist() == [None]
+    assert "not verified" in r.removed.column("dedupe_evidence").to_pylist()[0]
 
 
 def test_shared_system_prompt_does_not_make_rows_duplicates():

@@ -115,7 +115,7 @@ def dedupe(
     boilerplate_rows: int | None = None,
 ):
     """Remove exact and near-duplicate rows (and rows containing eval items); see docs/dedupe.md."""
-    from curate.dedupe.result import finish
+    from curate.dedupe.result import RowState, finish
 
     _check(on, shingle, ngram, num_perm, threshold, keep)
     if hash not in ("curate", "sha1"):
@@ -213,8 +213,9 @@ def dedupe(
     plan.stats["seconds_pass1"] = round(t1 - t0, 3)
     plan.stats["seconds_pass2"] = round(time.perf_counter() - t1, 3)
     try:
-        return finish(src, output, plan, ids, contam, contaminated, nonempty, config, index, on, shared, spill,
-                      exact, band, batch_size, matcher, t0)
+        state = RowState(ids, exact, band, nonempty, spill, contam)
+        return finish(src, output, plan, state, config, index=index, matcher=matcher, shared=shared,
+                      batch_size=batch_size, t0=t0)
     finally:
         spill.close()
 

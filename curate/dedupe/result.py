@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 from curate.dataset import AtomicParquetWriter, atomic_path, write_table
 from curate.dedupe.decontam import REPORT_SCHEMA
 from curate.dedupe.keys import extract
+from curate.dedupe.plan import Plan
+from curate.dedupe.spill import ShingleSpill
 
 KEPT_EXTRA = [pa.field("dedupe_cluster", pa.int64())]
 REMOVED_EXTRA = [
@@ -82,8 +84,22 @@ def _strip(schema: pa.Schema) -> list[str]:
     return [f.name for f in schema if not f.name.startswith("dedupe_")]
 
 
-def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index, on, shared, spill,
-           exact, band, batch_size, matcher, t0) -> DedupeResult:
+@dataclass
+class RowState:
+    """What pass 1 learned about every row, kept for the decision and for writing."""
+
+    ids: list[str]
+    exact: np.ndarray
+    band: np.ndarray
+    nonempty: np.ndarray
+    spill: ShingleSpill
+    contam: list[dict] = field(default_factory=list)
+
+
+def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: dict, *, index, matcher,
+           shared: set[str], batch_size: int, t0: float) -> DedupeResult:
+    """Pass 3: write kept and removed rows; build the clusters and decontamination tables and the summary."""
+    ids, contam, nonempty, spill, on = rows.ids, rows.contam, rows.nonempty, rows.spill, config["on"]
     n = plan.n
     old_ids = index.ids() if plan.m else []
 
@@ -101,7 +117,12 @@ def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index
         dup_row[r] = k - plan.m if k >= plan.m else None
         jac[r] = None if np.isnan(j) else round(float(j), 4)
         jest[r] = round(float(e), 4)
-        evidence[r] = "same normalised text" if why == "exact" else f"verified word/char shingle Jaccard {jac[r]}"
+        if why == "exact":
+            evidence[r] = "same normalised text"
+        elif jac[r] is None:
+            evidence[r] = f"MinHash estimated Jaccard {jest[r]} (not verified)"
+        else:
+            evidence[r] = f"{config['shingle']} {config['ngram']}-gram Jaccard {jac[r]} (verified)"
         if k < plan.m:
             evidence[r] += " with a row of the index"
     for c in contam:
@@ -171,7 +192,8 @@ def finish(src, output, plan, ids, contam, contaminated, nonempty, config, index
     if index is not None and idx_rows:
         sets = spill.sets(np.concatenate(idx_rows))
         if len(sets.docs):
-            index.append([ids[r] for r in sets.docs.tolist()], exact[sets.docs], band[sets.docs], sets.offsets, sets.values)
+            index.append([ids[r] for r in sets.docs.tolist()], rows.exact[sets.docs], rows.band[sets.docs], sets.offsets,
+                     sets.values)
 
     counts = {r: int(np.sum(reason == r)) for r in ("exact", "near", "contaminated")}
     sizes = pc.list_value_length(clusters.column("member_ids")).to_numpy(zero_copy_only=False) + 1 if clusters.num_rows else []
