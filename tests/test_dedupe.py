@@ -218,3 +218,14 @@ def test_other_shinglings_find_planted_near_duplicates(shingle, ngram):
     r = dedupe(rows_to_table(rows), shingle=shingle, ngram=ngram)
     assert r.removed.column("dedupe_duplicate_row").to_pylist() == [4]
     assert r.removed.column("dedupe_jaccard").to_pylist()[0] >= 0.8
+
+
+def test_empty_input_and_rows_without_a_key():
+    from curate.dataset import empty_table
+
+    assert dedupe(empty_table()).summary["input_rows"] == 0
+    same = rows_to_table([make_row([{"role": "user", "content": "hi"}])] * 2)
+    # no assistant turn: nothing to compare, so nothing is removed, and the summary says why
+    r = dedupe(same, on="assistant")
+    assert r.summary["removed"] == 0 and r.summary["empty_key_rows"] == 2
+    assert dedupe(same).summary["removed"] == 1
