@@ -7,6 +7,7 @@ A problem names the key path and the line, e.g. `synth.temperature (line 12): 3 
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,22 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 
 
 class _LinedDict(dict):
-    def __init__(self, data: dict, lines: dict, line: int):
+    def __init__(self, data: Any = (), lines: dict | None = None, line: int | None = None):
         super().__init__(data)
-        self.key_lines = lines
+        self.key_lines = lines or {}
         self.line = line
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+# YAML 1.2 booleans only: `on: user` (dedupe's key) must stay the string "on", not True.
+_LineLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _first in "tTfF":
+    _LineLoader.yaml_implicit_resolvers.setdefault(_first, []).insert(
+        0, ("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"))
+    )
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

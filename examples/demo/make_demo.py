@@ -4,7 +4,8 @@
 
 A support-ticket triage task: the user sends a ticket, the assistant answers with JSON
 {"category", "priority", "summary"}. The files are planted with what curate should find:
-train.jsonl   seed data: billing and shipping tickets, 3 exact and 2 near duplicates,
+train.jsonl   seed data: billing and shipping tickets with exact duplicates (3 planted, more from
+              templates with few slot values), 2 planted near duplicates,
               2 records that fail validation, 1 copy of an eval ticket (contamination)
 production.jsonl  what users really send: billing, shipping and account/login tickets
               (account tickets are absent from train: the coverage gap)
@@ -26,6 +27,9 @@ BILLING = [
     ("My card was declined when renewing the {plan} plan.", "medium", "Card declined at {plan} renewal"),
     ("Please refund the {plan} upgrade, I clicked it by mistake.", "medium", "Refund for accidental {plan} upgrade"),
     ("Why did my bill go up in {month}? I am on the {plan} plan.", "low", "Question about higher bill in {month}"),
+    ("You billed me {amount} dollars but the {plan} plan costs less.", "high", "Overbilled {amount} dollars on {plan}"),
+    ("How do I switch from monthly to yearly billing on {plan}?", "low", "Switch {plan} to yearly billing"),
+    ("The discount code {code} was not applied to my invoice.", "medium", "Discount code {code} not applied"),
 ]
 SHIPPING = [
     ("My order {order} has not arrived after {days} days.", "high", "Order {order} late by {days} days"),
@@ -33,6 +37,18 @@ SHIPPING = [
     ("Can I change the delivery address for order {order}?", "medium", "Change address for order {order}"),
     ("Tracking for order {order} has not updated in {days} days.", "medium", "Tracking stuck for order {order}"),
     ("I received the wrong item in order {order}.", "high", "Wrong item in order {order}"),
+    ("Do you ship to {country}? I want to order a {product}.", "low", "Shipping to {country} for {product}"),
+    ("Half of order {order} is missing, only the {product} came.", "high", "Partial delivery of order {order}"),
+    ("Can I pick up order {order} at a store instead?", "low", "Store pickup for order {order}"),
+]
+# Held-out wordings, used only in eval.jsonl (one eval ticket is also leaked into train.jsonl).
+BILLING_EVAL = [
+    ("Two payments left my account for one {plan} renewal, please fix.", "high", "Duplicate payment for {plan} renewal"),
+    ("Where do I download last month's receipt?", "low", "Receipt download"),
+]
+SHIPPING_EVAL = [
+    ("The courier marked order {order} delivered but nothing is at my door.", "high", "Order {order} marked delivered, not received"),
+    ("Is express delivery available for a {product}?", "low", "Express delivery for {product}"),
 ]
 ACCOUNT = [
     ("I cannot log in, the password reset email never arrives.", "high", "Password reset email not received"),
@@ -45,6 +61,8 @@ ACCOUNT = [
 PLANS = ["Basic", "Pro", "Team", "Enterprise"]
 MONTHS = ["January", "February", "March", "April", "May", "June"]
 CITIES = ["Lisbon", "Oslo", "Denver", "Nairobi", "Osaka"]
+COUNTRIES = ["Canada", "Chile", "Japan", "Kenya", "Norway", "Portugal"]
+PRODUCTS = ["desk lamp", "kettle", "backpack", "monitor stand", "yoga mat", "coffee grinder"]
 
 
 def fill(template: str, rng: random.Random) -> dict[str, str]:
@@ -55,6 +73,10 @@ def fill(template: str, rng: random.Random) -> dict[str, str]:
         "days": str(rng.randint(4, 21)),
         "email": f"user{rng.randint(1, 999)}@example.com",
         "city": rng.choice(CITIES),
+        "country": rng.choice(COUNTRIES),
+        "product": rng.choice(PRODUCTS),
+        "amount": str(rng.randint(20, 400)),
+        "code": f"SAVE{rng.randint(5, 50)}",
     }
     return values
 
@@ -86,9 +108,9 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 def main() -> None:
     rng = random.Random(7)
-    train = batch(40, [("billing", BILLING), ("shipping", SHIPPING)], rng)
-    production = batch(36, [("billing", BILLING), ("shipping", SHIPPING), ("account", ACCOUNT)], rng)
-    evaluation = batch(12, [("billing", BILLING), ("shipping", SHIPPING), ("account", ACCOUNT)], rng)
+    train = batch(60, [("billing", BILLING), ("shipping", SHIPPING)], rng)
+    production = batch(45, [("billing", BILLING), ("shipping", SHIPPING), ("account", ACCOUNT)], rng)
+    evaluation = batch(12, [("billing", BILLING_EVAL), ("shipping", SHIPPING_EVAL), ("account", ACCOUNT)], rng)
 
     train += [json.loads(json.dumps(train[i])) for i in (0, 5, 9)]  # exact duplicates
     for i in (2, 7):  # near duplicates: same ticket, a word added

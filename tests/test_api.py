@@ -1,0 +1,61 @@
+"""The public API and the CLI shell: __all__ is importable, --help is instant and lists every command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import curate
+from curate.recipe import load_schema, validate
+from curate.errors import RecipeError
+
+import pytest
+
+
+def test_all_names_exist():
+    for name in curate.__all__:
+        assert hasattr(curate, name), name
+
+
+def test_help_lists_commands_without_heavy_imports():
+    code = (
+        "import sys, json\n"
+        "from click.testing import CliRunner\n"
+        "from curate.cli import cli\n"
+        "r = CliRunner().invoke(cli, ['--help'])\n"
+        "heavy = [m for m in ('torch', 'transformers', 'peft', 'openai', 'llama_cpp', 'sklearn', 'matplotlib') if m in sys.modules]\n"
+        "print(json.dumps({'code': r.exit_code, 'out': r.output, 'heavy': heavy}))\n"
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert out["code"] == 0
+    assert out["heavy"] == []
+    for command in ("ingest", "export", "validate", "dedupe", "report", "synth", "train", "eval", "merge", "run"):
+        assert f"  {command}" in out["out"], command
+
+
+def test_recipe_errors_name_key_and_line(tmp_path):
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"a": {"type": "object", "properties": {"n": {"type": "integer", "maximum": 3}}}},
+    }
+    f = tmp_path / "r.yaml"
+    f.write_text("a:\n  n: 9\nb: 1\n")
+    from curate.recipe import load_yaml
+
+    with pytest.raises(RecipeError) as err:
+        validate(load_yaml(f), schema, str(f))
+    text = str(err.value)
+    assert "a.n (line 2): 9 is greater than the maximum of 3" in text
+    assert "b (line 3): unknown key" in text
+    f.write_text("a: [1,\n")
+    with pytest.raises(RecipeError, match=r"line \d"):
+        load_yaml(f)
+
+
+def test_unknown_schema_is_a_usage_error():
+    from curate.errors import UsageError
+
+    with pytest.raises(UsageError, match="unknown schema"):
+        load_schema("no-such-schema")

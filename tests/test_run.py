@@ -1,0 +1,145 @@
+"""`curate run`: the demo recipe end to end, reruns that skip unchanged stages, SIGKILL and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from curate.cli import cli
+from curate.errors import RecipeError, UsageError
+from curate.pipeline import run_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "recipes" / "demo.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+def _demo_recipe(tmp_path: Path, **changes: str) -> Path:
+    """The shipped demo recipe, placed where its relative paths still resolve, with text replaced."""
+    text = DEMO.read_text()
+    for old, new in changes.items():
+        assert old in text
+        text = text.replace(old, new)
+    path = ROOT / "recipes" / f".test-{tmp_path.name}.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    start = time.perf_counter()
+    manifest = run_recipe(DEMO, workdir=work)
+    return work, manifest, time.perf_counter() - start
+
+
+def test_demo_end_to_end(demo_run):
+    work, manifest, _ = demo_run
+    by = {s["name"]: s for s in manifest["stages"]}
+    assert [s["name"] for s in manifest["stages"]] == [
+        "ingest", "validate", "dedupe", "report", "synth", "synth_validate", "final", "train", "eval"
+    ]
+    assert all(s["status"] == "ran" for s in manifest["stages"]), [(s["name"], s["status"]) for s in manifest["stages"]]
+    # planted problems are found: 2 invalid rows quarantined, duplicates and the leaked eval ticket removed
+    assert by["ingest"]["counts"]["train"] == {"read": 48, "written": 48, "rejected": 0}
+    assert by["validate"]["counts"]["quarantined"] == 2
+    assert by["dedupe"]["counts"]["contaminated"] == 1
+    assert by["report"]["counts"]["gap_rows"] > 0
+    gaps = pq.read_table(by["report"]["outputs"]["gaps"]["path"])
+    gap_text = " ".join(m[1]["content"] for m in gaps.column("messages").to_pylist())
+    assert any(w in gap_text for w in ("account", "log in", "password", "two-factor", "login"))
+    # the final dataset holds seed and synthetic rows, each with its provenance
+    final = pq.read_table(manifest["final_dataset"])
+    origins = set(final.column("origin").to_pylist())
+    assert "seed" in origins
+    synth = by["synth"]["counts"]
+    assert synth["requested"] == synth["succeeded"] + synth["failed"] + synth["skipped_budget"]
+    if synth["succeeded"]:
+        assert "synthetic" in origins or by["synth_validate"]["counts"]["valid"] == 0
+    # eval compares the base with the trained adapter on the held-out set
+    ev = json.loads(Path(by["eval"]["outputs"]["json"]["path"]).read_text())
+    assert len(ev["summary"]) == 2 and ev["rows"] == 12
+    card = Path(manifest["card"]).read_text()
+    for heading in ("Sources and origin mix", "Validation", "Deduplication", "Coverage", "Synthetic rows", "Training", "Evaluation"):
+        assert heading in card, heading
+    lineage = json.loads((work / "manifest.json").read_text())
+    assert lineage["versions"]["curate"] and all("key" in s for s in lineage["stages"])
+
+
+def test_rerun_skips_unchanged_stages(demo_run):
+    work, manifest, first_seconds = demo_run
+    start = time.perf_counter()
+    again = run_recipe(DEMO, workdir=work)
+    assert all(s["status"] == "cached" for s in again["stages"] if s["status"] != "skipped")
+    assert time.perf_counter() - start < first_seconds / 3
+    # editing one stage's settings reruns that stage; earlier stages stay cached
+    changed = _demo_recipe(work, **{"  max_new_tokens: 48": "  max_new_tokens: 40"})
+    try:
+        third = run_recipe(changed, workdir=work, only="eval")
+    finally:
+        changed.unlink()
+    status = {s["name"]: s["status"] for s in third["stages"]}
+    assert status["eval"] == "ran" and status["train"] == "cached"
+
+
+def test_sigkill_then_resume_matches_uninterrupted(demo_run, tmp_path):
+    work, manifest, _ = demo_run
+    other = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "curate.cli", "run", str(DEMO), "--workdir", str(other)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    # kill once training has written a checkpoint: the data stages are finished, training is not
+    while time.time() < deadline and proc.poll() is None:
+        if list((other / ".cache" / "train").glob("run/checkpoints/checkpoint-*")):
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (other / "train" / "stage.json").exists()
+    resumed = run_recipe(DEMO, workdir=other)
+    status = {s["name"]: s["status"] for s in resumed["stages"]}
+    assert all(status[n] == "cached" for n in ("ingest", "validate", "dedupe", "report", "synth", "synth_validate", "final"))
+    assert status["train"] == "ran" and status["eval"] == "ran"
+    train_stage = next(s for s in resumed["stages"] if s["name"] == "train")
+    assert train_stage["summary"]["metrics"]
+    # the final dataset holds the uninterrupted run's rows, in order (provenance timestamps aside)
+    a = {s["name"]: s for s in manifest["stages"]}
+    b = {s["name"]: s for s in resumed["stages"]}
+    fa = pq.read_table(a["final"]["outputs"]["kept"]["path"], columns=["id", "messages", "origin"])
+    fb = pq.read_table(b["final"]["outputs"]["kept"]["path"], columns=["id", "messages", "origin"])
+    assert fa.equals(fb)
+    ea = pq.read_table(a["eval"]["outputs"]["rows"]["path"])
+    eb = pq.read_table(b["eval"]["outputs"]["rows"]["path"])
+    assert ea.num_rows == eb.num_rows
+
+
+def test_recipe_errors_name_key_and_line(tmp_path):
+    bad = _demo_recipe(tmp_path, **{"  threshold: 0.8": "  threshold: 8\n  bogus: 1"})
+    try:
+        with pytest.raises(RecipeError) as err:
+            run_recipe(bad, workdir=tmp_path)
+    finally:
+        bad.unlink()
+    text = str(err.value)
+    assert "dedupe.threshold (line 22): 8 is greater than the maximum of 1" in text
+    assert "dedupe.bogus (line 23): unknown key" in text
+    res = CliRunner().invoke(cli, ["run", str(ROOT / "recipes" / "nope.yaml")])
+    assert res.exit_code == 2 and "no such recipe" in res.output
+
+
+def test_only_needs_earlier_stages(tmp_path):
+    with pytest.raises(UsageError, match="has not run yet"):
+        run_recipe(DEMO, workdir=tmp_path / "fresh", only="report")
+    with pytest.raises(UsageError, match="unknown stage"):
+        run_recipe(DEMO, workdir=tmp_path / "fresh", skip=["nope"])
