@@ -4,6 +4,7 @@ The fake OpenAI-compatible server (tests/fakeserver.py, no faults, no delay) run
 127.0.0.1. For each concurrency, every variant sends the same number of distinct requests:
   baseline   AsyncOpenAI(max_retries=0) + Semaphore, nothing else
   loop       curate's request loop: cache lookups, retries, rate/budget accounting, SQLite commit + ledger
+             (requests planned before the clock starts)
   e2e        synthesize(): the loop plus seed loading, templates, fact checks and the Parquet write
 CPU is this process's CPU time (user + system) divided by requests.
 
@@ -65,23 +66,28 @@ def baseline(base_url: str, prompts: list[str], concurrency: int) -> None:
     asyncio.run(main())
 
 
-def curate_loop(base_url: str, seeds: Path, concurrency: int, tmp: Path) -> None:
+def curate_loop(base_url: str, seeds: Path, concurrency: int, tmp: Path):
+    """Plan outside the timing (that is e2e's job); the returned callable is the request loop alone."""
     rec = load_synth_recipe(dict(RECIPE))
     jobs, _ = plan_jobs(rec, load_seeds(rec, seeds)[0], "bench")
     cache = Cache(tmp / f"loop-{time.time_ns()}.sqlite", "bench")
-    teacher = Teacher("bench", base_url, "x", retry=RetryPolicy(), max_connections=concurrency)
 
-    async def main() -> dict:
-        try:
-            return await execute(jobs, cache, teacher, Limits(concurrency, None, None, Budget()), retry_failed=False,
-                                 progress=None)
-        finally:
-            await teacher.close()
+    def go() -> None:
+        teacher = Teacher("bench", base_url, "x", retry=RetryPolicy(), max_connections=concurrency)
 
-    out = asyncio.run(main())
-    cache.close()
-    if sum(o.status == "ok" for o in out.values()) != len(jobs):
-        raise RuntimeError("curate loop lost requests")
+        async def main() -> dict:
+            try:
+                return await execute(jobs, cache, teacher, Limits(concurrency, None, None, Budget()),
+                                     retry_failed=False, progress=None)
+            finally:
+                await teacher.close()
+
+        out = asyncio.run(main())
+        cache.close()
+        if sum(o.status == "ok" for o in out.values()) != len(jobs):
+            raise RuntimeError("curate loop lost requests")
+
+    return go
 
 
 def curate_e2e(base_url: str, seeds: Path, concurrency: int, tmp: Path) -> None:
@@ -109,7 +115,7 @@ def main() -> None:
             warm.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"warm {i}"}]}) + "\n"
                                     for i in range(100)))
             baseline(base_url, [f"warm {i}" for i in range(100)], 16)
-            curate_loop(base_url, warm, 16, tmp)
+            curate_loop(base_url, warm, 16, tmp)()
             curate_e2e(base_url, warm, 16, tmp)
             for c in [int(x) for x in args.concurrency.split(",")]:
                 n = args.requests if c > 1 else max(200, args.requests // 4)
@@ -122,7 +128,7 @@ def main() -> None:
                                              for p in prompts))
                     runs = {
                         "baseline": lambda ps=prompts, c=c: baseline(base_url, [f"{p} b" for p in ps], c),
-                        "loop": lambda sd=seeds, c=c: curate_loop(base_url, sd, c, tmp),
+                        "loop": curate_loop(base_url, seeds, c, tmp),
                         "e2e": lambda sd=seeds, c=c: curate_e2e(base_url, sd, c, tmp),
                     }
                     order = list(runs.items()) if rep % 2 == 0 else list(runs.items())[::-1]  # cancel drift
