@@ -18,18 +18,30 @@ def estimate(src, config: dict, against, index_dir) -> dict:
     from curate.dedupe.core import shingles_of
 
     n = src.rows
-    t = time.perf_counter()
-    sample_rows = 0
-    tokens = 0
-    for _, batch in src.batches(min(SAMPLE, max(n, 1)), ["id", "messages", "origin"]):
+    sample_rows = tokens = 0
+    elapsed = 0.0
+
+    def pass1(batch) -> int:
         _, tok = key_tokens(batch, config["on"], set())
         exact_hashes(tok)
         sh = shingles_of(tok, config["shingle"], config["ngram"], config["hash"])
         sig = signatures((sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets, config["num_perm"], config["seed"])
         band_hashes(sig, config["bands"], config["rows"])
-        sample_rows, tokens = batch.num_rows, len(tok.hashes)
+        return len(tok.hashes)
+
+    for _, batch in src.batches(min(SAMPLE, max(n, 1)), ["id", "messages", "origin"]):
+        # the first read decodes a whole row group and the first call warms up kernels: time neither,
+        # and take the faster of two timed runs (a busy machine only ever adds time)
+        pass1(batch)
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            tokens = pass1(batch)
+            times.append(time.perf_counter() - t)
+        elapsed = min(times)
+        sample_rows = batch.num_rows
         break
-    per_row = (time.perf_counter() - t) / max(sample_rows, 1)
+    per_row = elapsed / max(sample_rows, 1)
     tok_per_row = tokens / max(sample_rows, 1)
     batch_rows = 5_000
     # state kept for every row between passes: band keys, exact hash, flags, length, id string
@@ -40,7 +52,8 @@ def estimate(src, config: dict, against, index_dir) -> dict:
     candidates = 0.2 * n * tok_per_row * 8 * 3
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     peak = base + state + working + candidates
-    # pass 1 measured; passes 2 (candidates only) and 3 (write) add roughly as much again
+    # pass 1's arithmetic measured; reading the input three times, verifying and writing add about
+    # as much again (1M rows of the benchmark corpus: 51 CPU s in all)
     seconds = per_row * n * 2.0
     return {
         "dry_run": True,
