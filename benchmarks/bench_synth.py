@@ -169,19 +169,25 @@ def render(results: list[dict], args: argparse.Namespace) -> str:
             f"{r['loop_cpu_ms']:.2f} | {r['loop_cpu_ms'] - r['baseline_cpu_ms']:+.2f} | {r['e2e_cpu_ms']:.2f} | "
             f"{r['e2e_cpu_ms'] - r['baseline_cpu_ms']:+.2f} |"
         )
-    ratio_ok = all(r["loop_rps"] / r["baseline_rps"] >= 0.95 for r in results)
-    over_ok = all(r["loop_cpu_ms"] - r["baseline_cpu_ms"] < 1.0 for r in results)
-    e2e_ok = all(r["e2e_cpu_ms"] - r["baseline_cpu_ms"] < 1.0 for r in results)
-    worst = min(r["loop_rps"] / r["baseline_rps"] for r in results)
+    ratios = {r["concurrency"]: r["loop_rps"] / r["baseline_rps"] for r in results}
+    short = {c: x for c, x in ratios.items() if x < 0.95}
+    over = {r["concurrency"]: r["loop_cpu_ms"] - r["baseline_cpu_ms"] for r in results}
+    e2e_over = {r["concurrency"]: r["e2e_cpu_ms"] - r["baseline_cpu_ms"] for r in results}
     lines += [
         "",
-        (f"- Target >= 0.95x baseline throughput while caching and ledgering (request loop): "
-        f"{'met' if ratio_ok else 'NOT met'} (worst {worst:.2f}x)."),
-        f"- Target client overhead < 1 ms/request (request loop, CPU): {'met' if over_ok else 'NOT met'}.",
-        (f"- End to end (adds seed ingest, templates, fact checks, Parquet write) overhead < 1 ms/request: "
-        f"{'met' if e2e_ok else 'NOT met'}."),
-        ("- The 2-core machine is shared with the server process (and, during this run, other work), so absolute "
-        "req/s are noisy; the ratios compare runs taken back to back."),
+        "- Target >= 0.95x baseline throughput while caching and ledgering (request loop): "
+        + ("met at every concurrency" if not short else
+           f"met at {', '.join(str(c) for c in ratios if c not in short) or 'none'}; NOT met at "
+           + ", ".join(f"{c} ({x:.2f}x)" for c, x in short.items())) + ".",
+        (f"- Target client overhead < 1 ms/request CPU (request loop): "
+        f"{'met' if max(over.values()) < 1 else 'NOT met'} (largest {max(over.values()):+.2f} ms)."),
+        (f"- End to end (adds seed ingest, templates, fact checks, Parquet write), same target: "
+        f"{'met' if max(e2e_over.values()) < 1 else 'NOT met'} (largest {max(e2e_over.values()):+.2f} ms)."),
+        ("- Noise: the 2-core machine runs the fake server too and was shared with other work (load average above); "
+        "repeated cells moved by +-0.4 ms CPU and +-30% req/s between runs, so ratios near 1 are within noise. "
+        "The plain baseline's CPU per request grows at 256 in flight (all tasks created up front, queued on the "
+        "semaphore); curate runs `concurrency` workers over one iterator. That is why curate is ahead there; "
+        "the cause inside the baseline was not profiled further."),
     ]
     return "\n".join(lines)
 
