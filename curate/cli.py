@@ -377,8 +377,9 @@ def eval_(data, base, adapters, output_schema, output_regex, max_new_tokens, lim
     if as_json:
         print_json(r.as_dict())
         return
-    keys = [k for k in ("parse_rate", "schema_valid_rate", "regex_rate", "exact_match_rate") if r.summary[0][k] is not None]
-    table = Table("model", *keys, *(f"{k} @P95" for k in keys),
+    names = {"parse_rate": "parses", "schema_valid_rate": "schema", "regex_rate": "regex", "exact_match_rate": "exact"}
+    keys = [k for k in names if r.summary[0][k] is not None]
+    table = Table("model", *(names[k] for k in keys), *(f"{names[k]} P95" for k in keys),
                   title=f"{r.rows} prompts; P95 input length {r.p95_input_tokens} tokens ({r.summary[0]['p95_rows']} rows at or above)")
     for s in r.summary:
         table.add_row(s["model"], *(f"{s[k]:.1%}" for k in keys), *(f"{s['p95_' + k]:.1%}" for k in keys))
