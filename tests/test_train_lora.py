@@ -17,13 +17,24 @@ pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "train"
 # small and fast: 4 optimizer steps of 2 short packed records
-SETTINGS = dict(max_steps=4, batch_size=2, grad_accum=1, lr=1e-3, warmup_ratio=0.0, eval_steps=2, save_steps=2,
-                logging_steps=1)
+SETTINGS = {"max_steps": 4, "batch_size": 2, "grad_accum": 1, "lr": 1e-3, "warmup_ratio": 0.0, "eval_steps": 2,
+            "save_steps": 2, "logging_steps": 1}
 
 
 def _flat(res) -> str:
     """CLI output with rich's line wrapping undone."""
     return " ".join(res.output.split())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """On a busy 2-core machine two OpenMP threads wait on each other: one thread runs ~10x faster here."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class Killed(Exception):
@@ -87,9 +98,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(run):
     assert run["first_checkpoints"] == ["checkpoint-2"]
     assert r.resumed_from and r.resumed_from.endswith("checkpoint-2")
     rows = [json.loads(line) for line in (run["out"] / "loss.jsonl").read_text().splitlines()]
-    # the curve spans the interruption: train losses for steps 1-4 and evaluations at 2 and 4
+    # the curve spans the interruption: train losses for steps 1-4 and evaluations at 0, 2 and 4
     assert [x["step"] for x in rows if "train_loss" in x] == [1, 2, 3, 4]
-    assert [x["step"] for x in rows if "eval_loss" in x] == [2, 4]
+    assert [x["step"] for x in rows if "eval_loss" in x] == [0, 2, 4]  # 0: the base model, before training
     assert (run["out"] / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -113,7 +124,10 @@ def test_adapter_and_run_card(run):
     assert card["counts"]["train_rows"] + card["counts"]["dropped_too_long"] == 12
     assert card["counts"]["val_rows"] + card["counts"]["train_rows"] + card["counts"]["dropped_too_long"] <= 14
     assert card["config"]["lr"] == 1e-3 and card["config"]["lora_r"] == 16
-    assert card["metrics"]["eval_loss_best"] <= max(x for x in [card["metrics"]["eval_loss_best"]])
+    evals = [json.loads(x) for x in (out / "loss.jsonl").read_text().splitlines()]
+    trained = [x["eval_loss"] for x in evals if "eval_loss" in x and x["step"] > 0]
+    assert card["metrics"]["eval_loss_best"] == pytest.approx(min(trained))
+    assert card["metrics"]["eval_loss_best"] < card["metrics"]["eval_loss_before"]
     assert card["versions"]["peft"] and card["hardware"]["padding_free"] is True
     assert r.best_checkpoint and Path(r.best_checkpoint).name in {"checkpoint-2", "checkpoint-4"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import ExitStack
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ def guard_check(log_history: list[dict], patience: int = 3, min_delta: float = 0
     window = points[-(patience + 1):]
     val = [p["eval_loss"] for p in window]
     train = [p["train_loss"] for p in window]
-    rising = all(b - a > min_delta for a, b in zip(val, val[1:]))
+    rising = all(b - a > min_delta for a, b in pairwise(val))
     falling = train[-1] < train[0]
     if not (rising and falling):
         return None
@@ -93,12 +94,16 @@ class CurateCallback(TrainerCallback):
         self.run_dir = run_dir
         self.guard, self.patience, self.min_delta, self.plot = guard, patience, min_delta, plot
         self.stop_reason: str | None = None
+        self.start_eval_loss: float | None = None  # the base model's, measured before step 1
         self._stack = ExitStack()
         self._advance: Any = None
         self._t0 = 0.0
         self._tokens0 = 0
 
     def on_train_begin(self, args, state, control, **kw):
+        if self.start_eval_loss is not None and state.global_step == 0:
+            # kept in the trainer's history (and so in checkpoints) as the curve's starting point
+            state.log_history.insert(0, {"eval_loss": self.start_eval_loss, "step": 0, "epoch": 0.0})
         self._advance = self._stack.enter_context(progress("training", total=state.max_steps, unit="steps"))
         self._advance(state.global_step)  # resumed runs start part-way
         self._t0, self._tokens0 = time.perf_counter(), state.num_input_tokens_seen

@@ -34,7 +34,7 @@ class Checker:
     validator: Any = None
 
     @classmethod
-    def build(cls, schema: str | Path | dict | None, regex: str | None) -> "Checker":
+    def build(cls, schema: str | Path | dict | None, regex: str | None) -> Checker:
         validator = None
         if schema is not None and not isinstance(schema, dict):
             path = Path(schema)
@@ -56,7 +56,7 @@ class Checker:
         pattern = None
         if regex is not None:
             try:
-                pattern = re.compile(regex, re.S)
+                pattern = re.compile(regex, re.DOTALL)
             except re.error as exc:
                 raise UsageError(f"--output-regex is not a valid regular expression: {exc}") from exc
         return cls(schema=schema, regex=pattern, validator=validator)

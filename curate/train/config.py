@@ -47,7 +47,7 @@ class TrainConfig:
     gradient_checkpointing: str | bool = "auto"
 
     @classmethod
-    def from_any(cls, value: "TrainConfig | dict | None", **overrides: Any) -> "TrainConfig":
+    def from_any(cls, value: TrainConfig | dict | None, **overrides: Any) -> TrainConfig:
         """A config from None, a TrainConfig or a recipe dict, then overrides that are not None."""
         if value is None:
             base: dict[str, Any] = {}

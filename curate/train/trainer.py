@@ -7,9 +7,10 @@ import json
 import platform
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from curate.console import console
 from curate.dataset import content_hash_file
@@ -106,6 +107,7 @@ def load_base(model_path: str, *, qlora: bool, cuda: bool, bf16: bool) -> Any:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
+        kwargs["device_map"] = {"": torch.cuda.current_device()}  # 4-bit weights are placed on the GPU at load
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
     model.config.use_cache = False  # a KV cache disables packed-sequence masking and wastes memory in training
     if qlora:
@@ -227,7 +229,8 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
         eval_strategy="steps" if has_val else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=has_val, metric_for_best_model="eval_loss", greater_is_better=False,
-        logging_steps=cfg.logging_steps, report_to="none", disable_tqdm=True, bf16=bf16,
+        # a training loss logged by every evaluation, so the guard compares like with like
+        logging_steps=min(cfg.logging_steps, cfg.eval_steps), report_to="none", disable_tqdm=True, bf16=bf16,
         activation_checkpointing=checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
         remove_unused_columns=False, label_names=["labels"], use_cpu=not cuda, dataloader_num_workers=0,
         include_num_input_tokens_seen="all" if cfg.padding_free else "non_padding",
@@ -238,7 +241,7 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
                       callbacks=[cb, *callbacks])
     metrics: dict[str, Any] = {}
     if has_val and resume_from is None:
-        metrics["eval_loss_before"] = trainer.evaluate()["eval_loss"]
+        metrics["eval_loss_before"] = cb.start_eval_loss = trainer.evaluate()["eval_loss"]
     if resume_from:
         console.print(f"resuming from {resume_from}")
     t0 = time.perf_counter()
@@ -247,6 +250,9 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
     state = trainer.state
     metrics.update(train_loss=out.training_loss, global_step=state.global_step, epochs=state.epoch,
                    train_seconds=round(wall, 2), tokens_seen=state.num_input_tokens_seen)
+    start = [e["eval_loss"] for e in state.log_history if e.get("step") == 0 and "eval_loss" in e]
+    if start and "eval_loss_before" not in metrics:
+        metrics["eval_loss_before"] = start[0]  # a resumed run: measured by the first attempt, kept in the history
     if has_val:
         # Trainer evaluates at the last step too, so the best checkpoint's loss is already known
         metrics["eval_loss_best"] = state.best_metric
