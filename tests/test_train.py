@@ -154,3 +154,30 @@ def test_cli_train_usage_errors(tmp_path):
     assert res.exit_code == 2 and "KEY=VALUE" in _flat(res)
     res = runner.invoke(cli, ["train", "x.parquet", "-o", str(tmp_path / "r"), "--set", "nonsense=1"])
     assert res.exit_code == 2 and "unknown train setting(s): nonsense" in _flat(res)
+
+
+def test_guard_callback_stops_the_trainer_and_writes_curves(tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from curate.train.callbacks import CurateCallback
+
+    cb = CurateCallback(tmp_path, guard=True, patience=3, min_delta=0.0)
+    state = SimpleNamespace(log_history=_log([(2.0, 1.50), (1.6, 1.40), (1.2, 1.45)]), global_step=30)
+    control = TrainerControl()
+    cb.on_evaluate(None, state, control)
+    assert not control.should_training_stop and cb.stop_reason is None
+    state.log_history += _log([(0.9, 1.52), (0.6, 1.60)])
+    for e in state.log_history[-4:]:
+        e["step"] += 30
+    cb.on_evaluate(None, state, control)
+    assert control.should_training_stop and "overfitting" in cb.stop_reason
+    rows = [json.loads(x) for x in (tmp_path / "loss.jsonl").read_text().splitlines()]
+    assert [r["eval_loss"] for r in rows if "eval_loss" in r] == [1.50, 1.40, 1.45, 1.52, 1.60]
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+    off = CurateCallback(tmp_path, guard=False, patience=3, min_delta=0.0)
+    control = TrainerControl()
+    off.on_evaluate(None, state, control)
+    assert not control.should_training_stop
