@@ -43,7 +43,9 @@ def measure(fn) -> tuple[float, float]:
 
 
 def baseline(base_url: str, prompts: list[str], concurrency: int) -> None:
-    import httpx2
+    from curate.synth.client import http_module
+
+    httpx2 = http_module()
     from openai import AsyncOpenAI
 
     async def main() -> None:

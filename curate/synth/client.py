@@ -131,12 +131,21 @@ class Stats:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
+def http_module() -> Any:
+    """The HTTP library the installed openai client is built on: httpx2 (openai 3.x) or httpx (1.x, 2.x)."""
+    try:
+        import httpx2
+    except ImportError:
+        import httpx as httpx2
+    return httpx2
+
+
 class Teacher:
     """One chat model behind an OpenAI-compatible endpoint."""
 
     def __init__(self, model: str, base_url: str | None, api_key: str, *, timeout: float = 120.0,
                  retry: RetryPolicy | None = None, response_format: str = "auto", max_connections: int = 64):
-        import httpx2
+        httpx2 = http_module()
         from openai import AsyncOpenAI
 
         self.model, self.base_url, self.api_key, self.timeout = model, base_url, api_key, timeout
