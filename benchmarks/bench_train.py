@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -55,8 +56,9 @@ def run_one(side: str, a: argparse.Namespace) -> dict:
     """One measured run in this process; prints its JSON for the parent."""
     import torch
 
-    settings = dict(max_steps=a.steps, batch_size=a.batch_size, grad_accum=a.grad_accum, val_fraction=0.0,
-                    eval_steps=10**6, save_steps=10**6, logging_steps=10**6, max_length=a.max_length, seed=0)
+    settings = {"max_steps": a.steps, "batch_size": a.batch_size, "grad_accum": a.grad_accum, "val_fraction": 0.0,
+                "eval_steps": 10**6, "save_steps": 10**6, "logging_steps": 10**6, "max_length": a.max_length, "seed": 0,
+                "padding_free": True}
     m = meter(a.warmup)
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,7 +83,7 @@ def baseline(padding: str, a: argparse.Namespace, s: dict, m, tmp: str) -> None:
     from curate.train.data import prepare
     from curate.train.trainer import ExampleDataset, PadCollator
 
-    cfg = TrainConfig.from_any(s)
+    cfg = TrainConfig.from_any({k: v for k, v in s.items() if k != "padding_free"})
     path = resolve_model(a.base)
     td = prepare(a.data, load_tokenizer(path), val_fraction=0.0, max_length=a.max_length)
     cuda = torch.cuda.is_available()
@@ -116,7 +118,6 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(a.one, a)))
         return
     import torch
-
     from _results import write_section
 
     command = "python3 " + " ".join(["benchmarks/bench_train.py", *sys.argv[1:]])
@@ -151,9 +152,12 @@ steps, and reports real-token throughput and peak GPU memory. Targets: >= 2x the
 
 def _body(rows: list[dict], a: argparse.Namespace, cuda: bool) -> str:
     head = "" if cuda else ("**CPU only: no GPU was at hand, so the GPU targets (tokens/s, peak GPU memory) were "
-                            "not measured.** These CPU figures only show the packed path is not slower on CPU.\n\n")
-    lines = [f"Data `{Path(a.data).name}`, base `{a.base}`, {a.steps} steps (first {a.warmup} not timed), batch "
-             f"{a.batch_size} x accumulation {a.grad_accum}.\n",
+                            "not measured.** The figures below compare the same code paths on this CPU only and say nothing "
+                            "about GPU throughput or memory.\n\n")
+    lines = [(f"Data `{Path(a.data).name}`, base `{a.base}`, {a.steps} steps (first {a.warmup} not timed), batch "
+              f"{a.batch_size} x accumulation {a.grad_accum}.\n"),
+             (f"torch threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; one run per path "
+              "(the machine may have been shared with other work).\n"),
              "| path | real tokens timed | seconds | real tokens/s | peak GPU GiB |", "|---|---|---|---|---|"]
     for r in rows:
         peak = "n/a (CPU)" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.2f}"

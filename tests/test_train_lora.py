@@ -128,7 +128,7 @@ def test_adapter_and_run_card(run):
     trained = [x["eval_loss"] for x in evals if "eval_loss" in x and x["step"] > 0]
     assert card["metrics"]["eval_loss_best"] == pytest.approx(min(trained))
     assert card["metrics"]["eval_loss_best"] < card["metrics"]["eval_loss_before"]
-    assert card["versions"]["peft"] and card["hardware"]["padding_free"] is True
+    assert card["versions"]["peft"] and card["hardware"]["padding_free"] is False  # the CPU default pads
     assert r.best_checkpoint and Path(r.best_checkpoint).name in {"checkpoint-2", "checkpoint-4"}
 
 
@@ -201,3 +201,16 @@ def test_packed_batches_give_the_padded_loss(run):
         a = run["tuned"](**packed, use_cache=False).loss
         b = run["tuned"](**padded, use_cache=False).loss
     assert torch.allclose(a, b, atol=1e-4), (a, b)
+
+
+def test_packed_and_padded_training_see_the_same_tokens_and_loss(run, tmp_path):
+    """One Trainer step each way on the same batch: LoRA starts as a no-op, so both losses are the base's."""
+    from curate.train import train
+
+    one = {"max_steps": 1, "batch_size": 2, "grad_accum": 1, "val_fraction": 0.0, "logging_steps": 1}
+    packed = train(run["data"], output=tmp_path / "packed", padding_free=True, **one)
+    padded = train(run["data"], output=tmp_path / "padded", padding_free=False, **one)
+    card = json.loads((tmp_path / "packed" / "run_card.json").read_text())
+    assert card["hardware"]["padding_free"] is True
+    assert packed.metrics["tokens_seen"] == padded.metrics["tokens_seen"] > 0  # real tokens only, both ways
+    assert packed.metrics["train_loss"] == pytest.approx(padded.metrics["train_loss"], abs=1e-4)

@@ -42,7 +42,7 @@ class TrainConfig:
     max_length: int | None = None  # None: the data's P95 token length
     length_percentile: float = 95.0
     # hardware paths ("auto": on with CUDA, off on CPU)
-    padding_free: bool = True
+    padding_free: str | bool = "auto"  # packed batches; off on CPU, where padding measured faster
     bf16: str | bool = "auto"
     gradient_checkpointing: str | bool = "auto"
 

@@ -211,11 +211,12 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
     cuda = cuda_available()
     bf16 = _auto(cfg.bf16, cuda)
     checkpointing = _auto(cfg.gradient_checkpointing, cuda)
+    packed = _auto(cfg.padding_free, cuda)
     model = load_base(model_path, qlora=qlora, cuda=cuda, bf16=bf16)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), bias=cfg.bias, task_type=cfg.task_type)
     model = get_peft_model(model, lora)
-    if cfg.padding_free:
+    if packed:
         flash = getattr(model.config, "_attn_implementation", "") == "flash_attention_2"
         collator = DataCollatorWithFlattening(return_flash_attn_kwargs=flash)
     else:
@@ -233,7 +234,7 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
         logging_steps=min(cfg.logging_steps, cfg.eval_steps), report_to="none", disable_tqdm=True, bf16=bf16,
         activation_checkpointing=checkpointing, activation_checkpointing_kwargs={"use_reentrant": False},
         remove_unused_columns=False, label_names=["labels"], use_cpu=not cuda, dataloader_num_workers=0,
-        include_num_input_tokens_seen="all" if cfg.padding_free else "non_padding",
+        include_num_input_tokens_seen="all" if packed else "non_padding",
     )
     cb = CurateCallback(run_dir, cfg.guard, cfg.guard_patience, cfg.guard_min_delta)
     trainer = Trainer(model=model, args=args, train_dataset=ExampleDataset(td.train),
@@ -267,7 +268,7 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
         stopped_early=cb.stop_reason, resumed_from=str(resume_from) if resume_from else None,
         best_checkpoint=state.best_model_checkpoint,
     )
-    _write_card(result, data, val, base, model_path, qlora, cuda, bf16, checkpointing, cfg.padding_free)
+    _write_card(result, data, val, base, model_path, qlora, cuda, bf16, checkpointing, packed)
     return result
 
 
