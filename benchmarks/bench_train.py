@@ -153,7 +153,8 @@ steps, and reports real-token throughput and peak GPU memory. Targets: >= 2x the
 def _body(rows: list[dict], a: argparse.Namespace, cuda: bool) -> str:
     head = "" if cuda else ("**CPU only: no GPU was at hand, so the GPU targets (tokens/s, peak GPU memory) were "
                             "not measured.** The figures below compare the same code paths on this CPU only and say nothing "
-                            "about GPU throughput or memory.\n\n")
+                            "about GPU throughput or memory. On this shared 2-core machine repeated runs differed by up "
+                            "to ~20%, so read small differences as noise.\n\n")
     lines = [(f"Data `{Path(a.data).name}`, base `{a.base}`, {a.steps} steps (first {a.warmup} not timed), batch "
               f"{a.batch_size} x accumulation {a.grad_accum}.\n"),
              (f"torch threads: OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; one run per path "
@@ -161,7 +162,8 @@ def _body(rows: list[dict], a: argparse.Namespace, cuda: bool) -> str:
              "| path | real tokens timed | seconds | real tokens/s | peak GPU GiB |", "|---|---|---|---|---|"]
     for r in rows:
         peak = "n/a (CPU)" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.2f}"
-        lines.append(f"| {r['side']} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} | {peak} |")
+        label = "curate (packed, padding-free)" if r["side"] == "curate" else r["side"].replace(":", " padded to ")
+        lines.append(f"| {label} | {r['tokens']} | {r['seconds']} | {r['tokens_per_s']} | {peak} |")
     base = rows[1]["tokens_per_s"]
     lines.append(f"\ncurate vs padded-to-longest baseline: {rows[0]['tokens_per_s'] / base:.2f}x tokens/s"
                  + (f", {rows[0]['peak_gpu_gib'] / rows[1]['peak_gpu_gib']:.2f}x peak memory" if cuda else ""))

@@ -214,3 +214,13 @@ def test_packed_and_padded_training_see_the_same_tokens_and_loss(run, tmp_path):
     assert card["hardware"]["padding_free"] is True
     assert packed.metrics["tokens_seen"] == padded.metrics["tokens_seen"] > 0  # real tokens only, both ways
     assert packed.metrics["train_loss"] == pytest.approx(padded.metrics["train_loss"], abs=1e-4)
+
+
+def test_cli_train_json(run, tmp_path):
+    res = CliRunner().invoke(cli, ["train", str(run["data"]), "-o", str(tmp_path / "r"), "--max-steps", "1",
+                                   "--batch-size", "2", "--grad-accum", "1", "--val-fraction", "0",
+                                   "--set", "lora_r=4", "--json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["metrics"]["global_step"] == 1 and doc["config"]["lora_r"] == 4 and doc["counts"]["val_rows"] == 0
+    assert json.loads((tmp_path / "r" / "adapter" / "adapter_config.json").read_text())["r"] == 4

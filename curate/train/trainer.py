@@ -204,7 +204,7 @@ def train(
 def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, data: Path, val: Path | None,
          base: str | None, qlora: bool, resume_from: Path | None, callbacks: Sequence[Any]) -> TrainResult:
     from peft import LoraConfig, get_peft_model
-    from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments
+    from transformers import DataCollatorWithFlattening, PrinterCallback, Trainer, TrainingArguments
 
     from curate.train.callbacks import CurateCallback
 
@@ -240,6 +240,7 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
     trainer = Trainer(model=model, args=args, train_dataset=ExampleDataset(td.train),
                       eval_dataset=ExampleDataset(td.val) if has_val else None, data_collator=collator,
                       callbacks=[cb, *callbacks])
+    trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout, which --json reserves
     metrics: dict[str, Any] = {}
     if has_val and resume_from is None:
         metrics["eval_loss_before"] = cb.start_eval_loss = trainer.evaluate()["eval_loss"]
