@@ -332,7 +332,11 @@ def train(data, output, base, val, qlora, resume, sets, as_json, **flags):
     from curate.train import train as run
     from curate.train.config import parse_sets
 
-    r = run(data, output=output, base=base, val=val, qlora=qlora, resume=resume, config=parse_sets(sets), **flags)
+    try:
+        r = run(data, output=output, base=base, val=val, qlora=qlora, resume=resume, config=parse_sets(sets), **flags)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted: run the same command again to resume from {output}/checkpoints[/]")
+        sys.exit(130)
     if as_json:
         print_json(r.as_dict())
         return
