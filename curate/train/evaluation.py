@@ -87,6 +87,8 @@ def evaluate(
     checker = Checker.build(output_schema, output_regex)
     dirs = [adapter_dir(a) for a in adapters]
     table = load_any(data)
+    # a previous eval's output can be evaluated again: its eval_ columns are replaced, not duplicated
+    table = table.drop_columns([c for c in table.column_names if c.startswith("eval_")])
     if limit is not None:
         table = table.slice(0, limit)
     if table.num_rows == 0:
