@@ -78,7 +78,8 @@ def plot_curves(rows: list[dict], png: Path) -> None:
         ax.plot(*zip(*ev), marker="o", label="validation loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.legend()
+    if tr or ev:
+        ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = png.with_name(png.stem + ".tmp.png")
