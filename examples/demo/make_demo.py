@@ -109,7 +109,7 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 def main() -> None:
     rng = random.Random(7)
     train = batch(60, [("billing", BILLING), ("shipping", SHIPPING)], rng)
-    production = batch(45, [("billing", BILLING), ("shipping", SHIPPING), ("account", ACCOUNT)], rng)
+    production = batch(150, [("billing", BILLING), ("shipping", SHIPPING), ("account", ACCOUNT)], rng)
     evaluation = batch(12, [("billing", BILLING_EVAL), ("shipping", SHIPPING_EVAL), ("account", ACCOUNT)], rng)
 
     train += [json.loads(json.dumps(train[i])) for i in (0, 5, 9)]  # exact duplicates
