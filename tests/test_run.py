@@ -51,7 +51,7 @@ def test_demo_end_to_end(demo_run):
     ]
     assert all(s["status"] == "ran" for s in manifest["stages"]), [(s["name"], s["status"]) for s in manifest["stages"]]
     # planted problems are found: 2 invalid rows quarantined, duplicates and the leaked eval ticket removed
-    assert by["ingest"]["counts"]["train"] == {"read": 48, "written": 48, "rejected": 0}
+    assert by["ingest"]["counts"]["train"] == {"read": 68, "written": 68, "rejected": 0}
     assert by["validate"]["counts"]["quarantined"] == 2
     assert by["dedupe"]["counts"]["contaminated"] == 1
     assert by["report"]["counts"]["gap_rows"] > 0
@@ -69,6 +69,8 @@ def test_demo_end_to_end(demo_run):
     # eval compares the base with the trained adapter on the held-out set
     ev = json.loads(Path(by["eval"]["outputs"]["json"]["path"]).read_text())
     assert len(ev["summary"]) == 2 and ev["rows"] == 12
+    base, tuned = ev["summary"]
+    assert tuned["schema_valid_rate"] > base["schema_valid_rate"]  # 24 LoRA steps teach the JSON format
     card = Path(manifest["card"]).read_text()
     for heading in ("Sources and origin mix", "Validation", "Deduplication", "Coverage", "Synthetic rows", "Training", "Evaluation"):
         assert heading in card, heading
@@ -132,8 +134,8 @@ def test_recipe_errors_name_key_and_line(tmp_path):
     finally:
         bad.unlink()
     text = str(err.value)
-    assert "dedupe.threshold (line 22): 8 is greater than the maximum of 1" in text
-    assert "dedupe.bogus (line 23): unknown key" in text
+    assert "dedupe.threshold (line 21): 8 is greater than the maximum of 1" in text
+    assert "dedupe.bogus (line 22): unknown key" in text
     res = CliRunner().invoke(cli, ["run", str(ROOT / "recipes" / "nope.yaml")])
     assert res.exit_code == 2 and "no such recipe" in res.output
 

@@ -51,8 +51,12 @@ def write_card(work: Path, recipe: dict[str, Any], records: list[StageRecord], d
             s = by[name].summary
             parts += ["", f"## {title}", "", f"Records in {s.get('records')}, valid {s.get('valid')}, quarantined "
                       f"{s.get('quarantined')} (quarantine: `{by[name].outputs.get('quarantine', {}).get('path')}`)."]
-            if s.get("counts"):
-                parts += ["", _table(["code", "count"], sorted(([k, v] for k, v in s["counts"].items()), key=lambda x: -x[1]))]
+            codes = [[k, "error", v] for k, v in (s.get("errors") or {}).items()]
+            codes += [[k, "warning", v] for k, v in (s.get("warnings") or {}).items()]
+            if codes:
+                parts += ["", _table(["code", "severity", "records"], sorted(codes, key=lambda x: -x[2]))]
+            if s.get("compliance"):
+                parts += ["", f"Output-format compliance: {_fmt(s['compliance'])}."]
     for name, title in (("dedupe", "Deduplication and decontamination"), ("final", "Deduplication of seed + synthetic rows")):
         if name in by and by[name].status != "skipped":
             parts += ["", f"## {title}", "", _fmt_block(by[name].counts)]
