@@ -10,7 +10,8 @@ Output formats: openai, sharegpt, alpaca.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from curate.dataset import message
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -145,10 +146,8 @@ class _RejectsSink:
         if self.path is None or not self.rows:
             return None
         if self.path.suffix in (".jsonl", ".json"):
-            with atomic_path(self.path) as tmp:
-                with open(tmp, "w", encoding="utf-8") as f:
-                    for row in self.rows:
-                        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows)
         else:
             from curate.dataset import write_table
 

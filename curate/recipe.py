@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise UsageError(f"no such recipe: {path}")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_LineLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -82,7 +82,7 @@ def line_of(data: Any, path: list[Any]) -> int | None:
     return line
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str) -> dict[str, Any]:
     """A JSON Schema from schemas/ by name (with or without .schema.json), or from a path."""
     candidates = [Path(name), SCHEMAS_DIR / name, SCHEMAS_DIR / f"{name}.schema.json", SCHEMAS_DIR / f"{name}.json"]

@@ -6,11 +6,11 @@ import json
 import subprocess
 import sys
 
-import curate
-from curate.recipe import load_schema, validate
-from curate.errors import RecipeError
-
 import pytest
+
+import curate
+from curate.errors import RecipeError
+from curate.recipe import load_schema, validate
 
 
 def test_all_names_exist():

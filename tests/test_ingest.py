@@ -275,10 +275,9 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
     from curate.dataset import AtomicParquetWriter
 
-    with pytest.raises(Boom):
-        with AtomicParquetWriter(out) as w:
-            w.write_rows([make_row([{"role": "user", "content": "a"}])])
-            raise Boom
+    with pytest.raises(Boom), AtomicParquetWriter(out) as w:
+        w.write_rows([make_row([{"role": "user", "content": "a"}])])
+        raise Boom
     assert not out.exists() and not list(tmp_path.iterdir())
 
 

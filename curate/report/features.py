@@ -20,8 +20,7 @@ FEATURES = ("turns", "prompt_tokens", "user_tokens", "assistant_tokens", "system
 QUANTILES = (50, 95, 99)
 
 _ENGLISH = frozenset(
-    "the a an and or of to in is are was be it that this for on with as by at from you your i we can how what "
-    "which who why when do does not have has will would should could please write give explain".split()
+    ["the", "a", "an", "and", "or", "of", "to", "in", "is", "are", "was", "be", "it", "that", "this", "for", "on", "with", "as", "by", "at", "from", "you", "your", "i", "we", "can", "how", "what", "which", "who", "why", "when", "do", "does", "not", "have", "has", "will", "would", "should", "could", "please", "write", "give", "explain"]
 )
 _SCRIPTS = (
     ("ja", re.compile(r"[\u3040-\u30ff]")),
