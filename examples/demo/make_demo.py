@@ -65,8 +65,8 @@ COUNTRIES = ["Canada", "Chile", "Japan", "Kenya", "Norway", "Portugal"]
 PRODUCTS = ["desk lamp", "kettle", "backpack", "monitor stand", "yoga mat", "coffee grinder"]
 
 
-def fill(template: str, rng: random.Random) -> dict[str, str]:
-    values = {
+def slot_values(rng: random.Random) -> dict[str, str]:
+    return {
         "plan": rng.choice(PLANS),
         "month": rng.choice(MONTHS),
         "order": f"#{rng.randint(10000, 99999)}",
@@ -78,12 +78,11 @@ def fill(template: str, rng: random.Random) -> dict[str, str]:
         "amount": str(rng.randint(20, 400)),
         "code": f"SAVE{rng.randint(5, 50)}",
     }
-    return values
 
 
 def ticket(category: str, spec: tuple[str, str, str], rng: random.Random) -> dict:
     prompt, priority, summary = spec
-    v = fill(prompt, rng)
+    v = slot_values(rng)
     reply = {"category": category, "priority": priority, "summary": summary.format(**v)}
     return {
         "messages": [
