@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curate.dedupe.shingle import Tokens, fmix64, tokenize
+from curate.dedupe import kernels
+from curate.dedupe.shingle import Tokens, tokenize
 from curate.errors import UsageError
 
 KEYS = ("user", "assistant", "conversation", "first-user")
@@ -88,22 +89,10 @@ def full_text(batch: pa.Table | pa.RecordBatch) -> Keys:
 
 
 def exact_hashes(tok: Tokens) -> np.ndarray:
-    """(ndocs, 2) uint64: an order-sensitive 128-bit hash of each document's normalised token sequence."""
-    out = np.zeros((tok.ndocs, 2), dtype=np.uint64)
-    if len(tok.hashes) == 0:
-        return out
-    counts = np.bincount(tok.doc, minlength=tok.ndocs)
-    starts = np.zeros(tok.ndocs + 1, dtype=np.int64)
-    np.cumsum(counts, out=starts[1:])
-    pos = (np.arange(len(tok.hashes)) - starts[tok.doc]).astype(np.uint64)
-    h1 = fmix64(tok.hashes ^ (pos * np.uint64(0x9E3779B97F4A7C15)))
-    h2 = fmix64((tok.hashes * np.uint64(0xC2B2AE3D27D4EB4F)) + pos + np.uint64(1))
-    nonempty = np.flatnonzero(counts > 0)
-    seg = starts[:-1][nonempty]
-    # wrapping sums of per-position hashes: order-sensitive, and vectorised over the whole batch
-    out[nonempty, 0] = np.add.reduceat(h1, seg) ^ counts[nonempty].astype(np.uint64)
-    out[nonempty, 1] = np.add.reduceat(h2, seg)
-    return out
+    """(ndocs, 2) uint64: an order-sensitive 128-bit hash of each document's normalised token sequence
+    (wrapping sums over token positions p of fmix64(t ^ p*golden) and fmix64(t*c + p + 1); the first
+    xor the token count)."""
+    return kernels.exact_hashes(tok.hashes, tok.doc, tok.ndocs)
 
 
 def key_tokens(batch: pa.Table | pa.RecordBatch, on: str, shared_system: set[str] | None = None) -> tuple[Keys, Tokens]:

@@ -3,8 +3,7 @@
 datasketch's MinHash(num_perm, seed) draws `a` (odd) and `b` from numpy.random.RandomState(seed),
 pre-mixes each 32-bit input hash with the MurmurHash3 32-bit finaliser, and keeps
 min(a * h + b mod 2**32) per permutation as uint32. The same arithmetic runs here over whole
-batches of documents: one pass per permutation over every shingle of the batch, then a segmented
-minimum, with no Python call per shingle.
+batches of documents in a compiled loop (`kernels.signatures`), with no Python call per shingle.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from curate.dedupe.shingle import fmix64
+from curate.dedupe import kernels
 
 EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's initial hash value: what a document with no shingles keeps
 
@@ -28,34 +27,13 @@ def permutations(num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.nda
     return a, b
 
 
-def fmix32(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finaliser, as datasketch applies it before the permutations."""
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
-
-
 def signatures(hash32: np.ndarray, offsets: np.ndarray, num_perm: int = 128, seed: int = 1) -> np.ndarray:
-    """(ndocs, num_perm) uint32 signatures; hash32[offsets[d]:offsets[d+1]] are document d's shingle hashes."""
-    ndocs = len(offsets) - 1
-    sig = np.full((ndocs, num_perm), EMPTY, dtype=np.uint32)
-    counts = np.diff(offsets)
-    nonempty = np.flatnonzero(counts > 0)
-    if len(nonempty) == 0:
-        return sig
-    hv = fmix32(np.asarray(hash32, dtype=np.uint32))
+    """(ndocs, num_perm) uint32 signatures; hash32[offsets[d]:offsets[d+1]] are document d's shingle hashes.
+
+    Per shingle: h = fmix32(hash32), then min over documents' shingles of (a_k * h + b_k) mod 2^32.
+    """
     a, b = permutations(num_perm, seed)
-    starts = offsets[:-1][nonempty]
-    buf = np.empty_like(hv)
-    out = np.empty((num_perm, len(nonempty)), dtype=np.uint32)
-    for k in range(num_perm):
-        np.multiply(hv, a[k], out=buf)
-        np.add(buf, b[k], out=buf)
-        out[k] = np.minimum.reduceat(buf, starts)
-    sig[nonempty] = out.T
-    return sig
+    return kernels.signatures(np.ascontiguousarray(hash32, dtype=np.uint32), np.asarray(offsets, dtype=np.int64), a, b)
 
 
 def collision_probability(j: float, bands: int, rows: int) -> float:
@@ -78,18 +56,13 @@ def choose_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple
 
 
 def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
-    """(ndocs, bands) uint64 keys: two documents share key i iff (barring 2^-64 collisions) band i matches."""
+    """(ndocs, bands) uint64 keys: two documents share key i iff (barring 2^-64 collisions) band i matches.
+
+    Key i is fmix64 of the multiply-xor chain, seeded with i * golden ratio, over sig[:, i*rows:(i+1)*rows].
+    """
     if bands * rows > sig.shape[1]:
         raise ValueError(f"bands*rows = {bands * rows} exceeds num_perm = {sig.shape[1]}")
-    out = np.empty((sig.shape[0], bands), dtype=np.uint64)
-    s64 = sig.astype(np.uint64)
-    for i in range(bands):
-        h = np.full(sig.shape[0], np.uint64(i * 0x9E3779B97F4A7C15 % (1 << 64)), dtype=np.uint64)
-        for j in range(rows):
-            h *= np.uint64(0xBF58476D1CE4E5B9)
-            h ^= s64[:, i * rows + j]
-        out[:, i] = fmix64(h)
-    return out
+    return kernels.band_hashes(np.ascontiguousarray(sig, dtype=np.uint32), bands, rows)
 
 
 def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Vectorised normalisation, tokenisation and shingle hashing over Arrow string arrays.
+"""Normalisation, tokenisation and shingle hashing of Arrow string arrays (the loops are compiled in `kernels`).
 
 Normalisation: Unicode NFKC and lower case; ASCII punctuation and whitespace separate tokens (other bytes
 belong to words, so non-Latin scripts survive). A shingle is a run of `n` consecutive tokens
@@ -19,12 +19,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.dedupe import kernels
+
 M64 = (1 << 64) - 1
-_SEED_TOKEN = np.uint64(0x9E3779B97F4A7C15)
-_SEED_SHINGLE = np.uint64(0x243F6A8885A308D3)
-_MUL_A = np.uint64(0xBF58476D1CE4E5B9)
-_MUL_B = np.uint64(0x94D049BB133111EB)
-_S33 = np.uint64(33)
+SEED_TOKEN, SEED_SHINGLE = int(kernels.SEED_TOKEN), int(kernels.SEED_SHINGLE)
+MUL_A, MUL_B = int(kernels.MUL_A), int(kernels.MUL_B)
 
 # True for bytes that belong to a token: everything except ASCII whitespace, control and punctuation.
 WORD_BYTE = np.ones(256, dtype=bool)
@@ -32,15 +31,6 @@ WORD_BYTE[:48] = False  # controls, space, !"#$%&'()*+,-./
 WORD_BYTE[58:65] = False  # :;<=>?@
 WORD_BYTE[91:97] = False  # [\]^_`
 WORD_BYTE[123:128] = False  # {|}~ DEL
-
-
-def fmix64(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 64-bit finaliser (wrapping uint64 arithmetic)."""
-    h = h ^ (h >> _S33)
-    h = h * np.uint64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> _S33)
-    h = h * np.uint64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> _S33)
 
 
 def _fmix64_int(h: int) -> int:
@@ -87,81 +77,18 @@ def tokenize(texts: pa.Array, doc: np.ndarray, ndocs: int) -> Tokens:
     lower = pc.utf8_lower(texts)
     offsets, data = _string_buffers(lower)
     base = offsets[0]
-    n = int(offsets[-1] - base)
-    data = data[base : base + n]
-    rel = offsets - base
-    word = WORD_BYTE[data]
-    # token edges alternate start, end, start, ... in the transitions of the word mask
-    edges = np.flatnonzero(word[1:] != word[:-1]) + 1
-    if n and word[0]:
-        edges = np.concatenate([[0], edges])
-    if n and word[-1]:
-        edges = np.concatenate([edges, [n]])
-    starts, ends = edges[0::2], edges[1::2]
-    inner = rel[1:-1]
-    inner = inner[(inner > 0) & (inner < n)]
-    glued = np.unique(inner[word[inner - 1] & word[inner]]) if len(inner) else inner
-    if len(glued):
-        # two pieces (turns) touch without a separator: split the token at the piece boundary
-        starts = np.insert(starts, np.searchsorted(starts, glued), glued)
-        ends = np.insert(ends, np.searchsorted(ends, glued), glued)
-    # tokens per piece from the (few) piece offsets, not a search per (many) token
-    per_piece = np.diff(np.searchsorted(starts, rel))
-    tok_doc = np.repeat(np.asarray(doc, dtype=np.int64), per_piece)
-    return Tokens(_hash_tokens(data, word, starts, ends), tok_doc, ndocs, data, starts, ends)
-
-
-def _hash_tokens(data: np.ndarray, word: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """64-bit hash of each token's bytes, in 8-byte little-endian chunks (see `token_hash`)."""
-    ntok = len(starts)
-    if ntok == 0:
-        return np.zeros(0, dtype=np.uint64)
-    lengths = ends - starts
-    # Hash each distinct token once: runs of text repeat words far more often than they introduce them.
-    compact = data[word]
-    coff = np.zeros(ntok + 1, dtype=np.int64)
-    np.cumsum(lengths, out=coff[1:])
-    tok_arr = pa.LargeStringArray.from_buffers(ntok, pa.py_buffer(coff), pa.py_buffer(compact))
-    enc = pc.dictionary_encode(tok_arr)
-    uoff, udata = _string_buffers(enc.dictionary)
-    uh = _chunk_hash(udata, uoff[:-1], uoff[1:])
-    return uh[np.asarray(enc.indices, dtype=np.int64)]
-
-
-def _chunk_hash(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    lengths = (ends - starts).astype(np.int64)
-    nchunks = (lengths + 7) // 8
-    order = np.argsort(-nchunks, kind="stable")
-    s_sorted, l_sorted = starts[order], lengths[order]
-    padded = np.concatenate([data, np.zeros(8, dtype=np.uint8)])
-    h = np.full(len(starts), _SEED_TOKEN, dtype=np.uint64)
-    lane = np.arange(8)
-    desc = nchunks[order]
-    for c in range(int(desc[0]) if len(desc) else 0):
-        k = _active(desc, c)
-        pos = s_sorted[:k, None] + 8 * c + lane
-        chunk = padded[pos]
-        chunk[lane[None, :] >= (l_sorted[:k] - 8 * c)[:, None]] = 0
-        word = np.ascontiguousarray(chunk).view("<u8").ravel()
-        h[:k] = fmix64((h[:k] ^ word) * _MUL_A)
-    h = fmix64(h ^ (l_sorted.astype(np.uint64) * _MUL_B))
-    out = np.empty_like(h)
-    out[order] = h
-    return out
-
-
-def _active(sorted_desc: np.ndarray, c: int) -> int:
-    """How many leading entries of a descending array exceed c."""
-    return int(np.searchsorted(-sorted_desc, -c, side="left"))
+    data = data[base : int(offsets[-1])]
+    starts, ends, hashes, tok_doc = kernels.tokenize(data, offsets - base, np.asarray(doc, dtype=np.int64), WORD_BYTE)
+    return Tokens(hashes, tok_doc, ndocs, data, starts, ends)
 
 
 def token_hash(token: bytes) -> int:
     """Pure-Python mirror of the vectorised token hash."""
-    h = int(_SEED_TOKEN)
+    h = SEED_TOKEN
     for c in range(0, len(token), 8):
         word = int.from_bytes(token[c : c + 8].ljust(8, b"\0"), "little")
-        h = _fmix64_int(((h ^ word) * int(_MUL_A)) & M64)
-    return _fmix64_int(h ^ ((len(token) * int(_MUL_B)) & M64))
+        h = _fmix64_int(((h ^ word) * MUL_A) & M64)
+    return _fmix64_int(h ^ ((len(token) * MUL_B) & M64))
 
 
 @dataclass
@@ -176,15 +103,6 @@ class Shingles:
         return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
 
 
-def _fold(parts: list[np.ndarray]) -> np.ndarray:
-    # token hashes are already well mixed: a multiply-xor chain plus one finaliser suffices
-    s = np.full(len(parts[0]), _SEED_SHINGLE, dtype=np.uint64)
-    for p in parts:
-        s *= _MUL_A
-        s ^= p
-    return fmix64(s)
-
-
 def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenated arange(starts[i], starts[i] + lengths[i]), vectorised."""
     total = int(lengths.sum())
@@ -197,33 +115,8 @@ def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 def _windows(values: np.ndarray, counts: np.ndarray, n: int, whole_if_short: bool) -> Shingles:
     """Fold every run of n consecutive values inside each document (documents are contiguous, counts long)."""
-    ndocs = len(counts)
-    vstart = np.zeros(ndocs + 1, dtype=np.int64)
-    np.cumsum(counts, out=vstart[1:])
-    nsh = np.where(counts >= n, counts - n + 1, np.minimum(counts, 1) if whole_if_short else 0)
-    off = np.zeros(ndocs + 1, dtype=np.int64)
-    np.cumsum(nsh, out=off[1:])
-    out = np.empty(int(off[-1]), dtype=np.uint64)
-    long_docs = counts >= n
-    if long_docs.any():
-        # window k of long document d starts at value vstart[d] + k and lands at off[d] + k;
-        # fold every window of the flat array through contiguous views, then pick the valid ones
-        nl = nsh[long_docs]
-        seg = np.zeros(len(nl) + 1, dtype=np.int64)
-        np.cumsum(nl, out=seg[1:])
-        within = np.arange(int(seg[-1])) - np.repeat(seg[:-1], nl)
-        pos = np.repeat(vstart[:-1][long_docs], nl) + within
-        dest = np.repeat(off[:-1][long_docs], nl) + within
-        span = len(values) - n + 1
-        out[dest] = _fold([values[j : j + span] for j in range(n)])[pos]
-    short = np.flatnonzero((counts > 0) & (counts < n) & whole_if_short)
-    if len(short):
-        # fold a variable number of values: position j for the documents that have one
-        acc = np.full(len(short), _SEED_SHINGLE, dtype=np.uint64)
-        for j in range(n - 1):
-            has = counts[short] > j
-            acc[has] = (acc[has] * _MUL_A) ^ values[vstart[short[has]] + j]
-        out[off[short]] = fmix64(acc)
+    out, off = kernels.windows(np.ascontiguousarray(values, dtype=np.uint64), np.asarray(counts, dtype=np.int64),
+                               n, whole_if_short)
     return Shingles(out, off)
 
 
@@ -266,9 +159,9 @@ def shingle_hash_py(shingle: bytes, kind: str) -> int:
         parts = [token_hash(t) for t in shingle.split(b" ") if t]
     else:
         parts = [ord(ch) for ch in shingle.decode("utf-8")]
-    s = int(_SEED_SHINGLE)
+    s = SEED_SHINGLE
     for p in parts:
-        s = ((s * int(_MUL_A)) & M64) ^ p
+        s = ((s * MUL_A) & M64) ^ p
     return _fmix64_int(s)
 
 

@@ -1,0 +1,229 @@
+"""Compiled (numba) loops for the per-token and per-shingle work of pass 1.
+
+Each kernel computes exactly what the vectorised numpy definitions in `shingle`, `minhash` and
+`keys` compute (tests compare them), but in one pass over memory per batch instead of one numpy
+pass per permutation or per token position. Compiled code is cached on disk (numba's `cache=True`),
+so only the first run on a machine pays the compile time (a few seconds).
+
+All arithmetic is unsigned and wraps: every constant is a typed `np.uint64` / `np.uint32`, since
+numba widens a mix of unsigned and signed Python ints to float.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+U64 = np.uint64
+U32 = np.uint32
+_M32 = U64(0xFFFFFFFF)
+_S33 = U64(33)
+_F1 = U64(0xFF51AFD7ED558CCD)
+_F2 = U64(0xC4CEB9FE1A85EC53)
+SEED_TOKEN = U64(0x9E3779B97F4A7C15)
+SEED_SHINGLE = U64(0x243F6A8885A308D3)
+MUL_A = U64(0xBF58476D1CE4E5B9)
+MUL_B = U64(0x94D049BB133111EB)
+_GOLD = U64(0x9E3779B97F4A7C15)
+_EXACT2 = U64(0xC2B2AE3D27D4EB4F)
+_ONE = U64(1)
+
+
+@njit(inline="always")
+def _fmix64(h):
+    h ^= h >> _S33
+    h *= _F1
+    h ^= h >> _S33
+    h *= _F2
+    return h ^ (h >> _S33)
+
+
+@njit(inline="always")
+def _fmix32(h):
+    h = U32(h ^ (h >> U32(16)))
+    h = U32(h * U32(0x85EBCA6B))
+    h = U32(h ^ (h >> U32(13)))
+    h = U32(h * U32(0xC2B2AE35))
+    return U32(h ^ (h >> U32(16)))
+
+
+@njit(cache=True, nogil=True)
+def tokenize(data, rel, doc, word_byte):
+    """Tokens of lower-cased UTF-8 `data`; piece k is data[rel[k]:rel[k+1]] and belongs to document doc[k].
+
+    A token is a maximal run of word bytes inside one piece. Returns (starts, ends, hashes, token doc),
+    with `shingle.token_hash` of each token's bytes.
+    """
+    n = len(data)
+    cap = (n + 1) // 2 + len(doc) + 1
+    starts = np.empty(cap, np.int64)
+    ends = np.empty(cap, np.int64)
+    hashes = np.empty(cap, np.uint64)
+    tdoc = np.empty(cap, np.int64)
+    t = 0
+    for k in range(len(doc)):
+        i, stop, d = rel[k], rel[k + 1], doc[k]
+        while i < stop:
+            while i < stop and not word_byte[data[i]]:
+                i += 1
+            if i >= stop:
+                break
+            s = i
+            h = SEED_TOKEN
+            w = U64(0)
+            sh = U64(0)
+            while i < stop and word_byte[data[i]]:
+                w |= U64(data[i]) << sh
+                sh += U64(8)
+                i += 1
+                if sh == U64(64):
+                    h = _fmix64((h ^ w) * MUL_A)
+                    w = U64(0)
+                    sh = U64(0)
+            if sh != U64(0):
+                h = _fmix64((h ^ w) * MUL_A)
+            starts[t] = s
+            ends[t] = i
+            hashes[t] = _fmix64(h ^ (U64(i - s) * MUL_B))
+            tdoc[t] = d
+            t += 1
+    return starts[:t], ends[:t], hashes[:t], tdoc[:t]
+
+
+@njit(cache=True, nogil=True)
+def windows(values, counts, n, whole_if_short):
+    """(shingle hashes, offsets): the fold of every run of n consecutive values within each document
+    (documents contiguous in `values`, `counts` long); a shorter non-empty document is one shingle of
+    all its values when whole_if_short."""
+    ndocs = len(counts)
+    off = np.zeros(ndocs + 1, np.int64)
+    for d in range(ndocs):
+        c = counts[d]
+        m = c - n + 1 if c >= n else (min(c, 1) if whole_if_short else 0)
+        off[d + 1] = off[d] + m
+    out = np.empty(off[ndocs], np.uint64)
+    v0 = 0
+    for d in range(ndocs):
+        c = counts[d]
+        o = off[d]
+        if c >= n:
+            for k in range(c - n + 1):
+                s = SEED_SHINGLE
+                for j in range(n):
+                    s = (s * MUL_A) ^ values[v0 + k + j]
+                out[o + k] = _fmix64(s)
+        elif c > 0 and whole_if_short:
+            s = SEED_SHINGLE
+            for j in range(c):
+                s = (s * MUL_A) ^ values[v0 + j]
+            out[o] = _fmix64(s)
+        v0 += c
+    return out, off
+
+
+@njit(cache=True, nogil=True)
+def signatures(hash32, offsets, a, b):
+    """(ndocs, num_perm) uint32 datasketch affine32 signatures; hash32[offsets[d]:offsets[d+1]] are document d's."""
+    ndocs = len(offsets) - 1
+    p = len(a)
+    sig = np.full((ndocs, p), U32(0xFFFFFFFF), np.uint32)
+    for d in range(ndocs):
+        row = sig[d]
+        for s in range(offsets[d], offsets[d + 1]):
+            hv = _fmix32(hash32[s])
+            for k in range(p):
+                v = U32(a[k] * hv + b[k])
+                if v < row[k]:
+                    row[k] = v
+    return sig
+
+
+@njit(cache=True, nogil=True)
+def band_hashes(sig, bands, rows):
+    """(ndocs, bands) uint64 band keys, as `minhash.band_hashes`."""
+    ndocs = sig.shape[0]
+    out = np.empty((ndocs, bands), np.uint64)
+    for d in range(ndocs):
+        for i in range(bands):
+            h = U64(i) * _GOLD
+            for j in range(rows):
+                h = (h * MUL_A) ^ U64(sig[d, i * rows + j])
+            out[d, i] = _fmix64(h)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def exact_hashes(hashes, tdoc, ndocs):
+    """(ndocs, 2) uint64 order-sensitive hashes of each document's token sequence, as `keys.exact_hashes`."""
+    out = np.zeros((ndocs, 2), np.uint64)
+    count = np.zeros(ndocs, np.int64)
+    for t in range(len(hashes)):
+        d = tdoc[t]
+        pos = U64(count[d])
+        out[d, 0] += _fmix64(hashes[t] ^ (pos * _GOLD))
+        out[d, 1] += _fmix64(hashes[t] * _EXACT2 + pos + _ONE)
+        count[d] += 1
+    for d in range(ndocs):
+        if count[d]:
+            out[d, 0] ^= U64(count[d])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def bucket_pairs(packed, shift, window, out, k):
+    """Pairs of documents sharing a key in one band, from `packed` = sorted (key << shift | position).
+
+    Within a run of equal keys (positions ascending), each member is paired with its `window`
+    predecessors and, beyond those, with the run's first member. Pairs (smaller, larger position)
+    are written to out[k:] (grown as needed); returns (out, new k).
+    """
+    mask = (U64(1) << U64(shift)) - U64(1)
+    sh = U64(shift)
+    n = len(packed)
+    run_start = 0
+    for i in range(1, n + 1):
+        if i < n and (packed[i] >> sh) == (packed[run_start] >> sh):
+            continue
+        for j in range(run_start + 1, i):
+            lo = max(run_start, j - window)
+            need = j - lo + (1 if lo > run_start else 0)
+            if k + need > out.shape[0]:
+                grown = np.empty((max(2 * out.shape[0], k + need), 2), np.int64)
+                grown[:k] = out[:k]
+                out = grown
+            pj = np.int64(packed[j] & mask)
+            if lo > run_start:
+                out[k, 0] = np.int64(packed[run_start] & mask)
+                out[k, 1] = pj
+                k += 1
+            for q in range(lo, j):
+                out[k, 0] = np.int64(packed[q] & mask)
+                out[k, 1] = pj
+                k += 1
+        run_start = i
+    return out, k
+
+
+@njit(cache=True, nogil=True)
+def jaccard(docs, offsets, values, pairs):
+    """Exact Jaccard of each pair's sorted unique value sets (CSR rows found by binary search in `docs`)."""
+    out = np.zeros(len(pairs), np.float64)
+    for p in range(len(pairs)):
+        ka = np.searchsorted(docs, pairs[p, 0])
+        kb = np.searchsorted(docs, pairs[p, 1])
+        i, ie = offsets[ka], offsets[ka + 1]
+        j, je = offsets[kb], offsets[kb + 1]
+        union = (ie - i) + (je - j)
+        inter = 0
+        while i < ie and j < je:
+            if values[i] == values[j]:
+                inter += 1
+                i += 1
+                j += 1
+            elif values[i] < values[j]:
+                i += 1
+            else:
+                j += 1
+        union -= inter
+        out[p] = inter / union if union > 0 else 0.0
+    return out
