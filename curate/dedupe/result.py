@@ -103,34 +103,42 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
     n = plan.n
     old_ids = index.ids() if plan.m else []
 
-    def id_of(node: int) -> str:
-        return old_ids[node] if node < plan.m else ids[node - plan.m]
+    ids_obj = _objects(ids)
+    old_obj = _objects(old_ids)
 
+    def ids_of(nodes: np.ndarray) -> np.ndarray:
+        out = np.empty(len(nodes), dtype=object)
+        new = nodes >= plan.m
+        out[new] = ids_obj[nodes[new] - plan.m]
+        out[~new] = old_obj[nodes[~new]]
+        return out
+
+    # per-row columns of the removed file; None / -1 / NaN where a row was not removed (or has no value)
+    rem, kept_node = plan.removed, plan.kept_node
     reason = np.full(n, None, dtype=object)
     dup_of = np.full(n, None, dtype=object)
-    dup_row = np.full(n, None, dtype=object)
-    jac = np.full(n, None, dtype=object)
-    jest = np.full(n, None, dtype=object)
+    dup_row = np.full(n, -1, dtype=np.int64)
+    jac = np.full(n, np.nan)
+    jest = np.full(n, np.nan)
     evidence = np.full(n, None, dtype=object)
-    for r, why, k, j, e in zip(plan.removed.tolist(), plan.reason, plan.kept_node.tolist(), plan.jaccard, plan.jaccard_est):
-        reason[r], dup_of[r] = why, id_of(k)
-        dup_row[r] = k - plan.m if k >= plan.m else None
-        jac[r] = None if np.isnan(j) else round(float(j), 4)
-        jest[r] = round(float(e), 4)
-        if why == "exact":
-            evidence[r] = "same normalised text"
-        elif jac[r] is None:
-            evidence[r] = f"MinHash estimated Jaccard {jest[r]} (not verified)"
-        else:
-            evidence[r] = f"{config['shingle']} {config['ngram']}-gram Jaccard {jac[r]} (verified)"
-        if k < plan.m:
-            evidence[r] += " with a row of the index"
+    reason[rem] = plan.reason
+    dup_of[rem] = ids_of(kept_node)
+    dup_row[rem] = np.where(kept_node >= plan.m, kept_node - plan.m, -1)
+    jac[rem] = np.round(plan.jaccard, 4)
+    jest[rem] = np.round(plan.jaccard_est, 4)
+    near_text = f"{config['shingle']} {config['ngram']}-gram Jaccard"
+    evidence[rem] = [
+        ("same normalised text" if why == "exact"
+         else f"MinHash estimated Jaccard {e} (not verified)" if j != j
+         else f"{near_text} {j} (verified)") + (" with a row of the index" if old else "")
+        for why, j, e, old in zip(plan.reason, jac[rem].tolist(), jest[rem].tolist(), (kept_node < plan.m).tolist())
+    ]
     for c in contam:
         r = c["row"]
         if reason[r] is None:
             reason[r], dup_of[r] = "contaminated", c["eval_id"]
             evidence[r] = f"{c['match']} match with {c['eval_file']} item {c['eval_id']} turn {c['eval_turn']}: {c['evidence']}"
-    removed_mask = np.array([x is not None for x in reason], dtype=bool)
+    removed_mask = reason != None  # noqa: E711 -- elementwise on an object array
 
     in_cluster = plan.cluster_of_row >= 0
     previews: dict[int, str] = {}
@@ -147,16 +155,17 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
             sl = slice(start, start + batch.num_rows)
             rm = removed_mask[sl]
             cl = plan.cluster_of_row[sl]
-            kept = batch.filter(pa.array(~rm)).append_column(
-                KEPT_EXTRA[0], pa.array(np.where(cl[~rm] >= 0, cl[~rm], None).tolist(), pa.int64()))
+            kc = cl[~rm]
+            kept = batch.filter(pa.array(~rm)).append_column(KEPT_EXTRA[0], pa.array(kc, mask=kc < 0))
+            rc, rr, rj, re = cl[rm], dup_row[sl][rm], jac[sl][rm], jest[sl][rm]
             cols = [
-                pa.array(np.where(cl[rm] >= 0, cl[rm], None).tolist(), pa.int64()),
-                pa.array(reason[sl][rm].tolist(), pa.string()),
-                pa.array(dup_of[sl][rm].tolist(), pa.string()),
-                pa.array(dup_row[sl][rm].tolist(), pa.int64()),
-                pa.array(jac[sl][rm].tolist(), pa.float64()),
-                pa.array(jest[sl][rm].tolist(), pa.float64()),
-                pa.array(evidence[sl][rm].tolist(), pa.string()),
+                pa.array(rc, mask=rc < 0),
+                pa.array(reason[sl][rm], pa.string()),
+                pa.array(dup_of[sl][rm], pa.string()),
+                pa.array(rr, mask=rr < 0),
+                pa.array(rj, mask=np.isnan(rj)),
+                pa.array(re, mask=np.isnan(re)),
+                pa.array(evidence[sl][rm], pa.string()),
             ]
             removed = batch.filter(pa.array(rm))
             for f, col in zip(REMOVED_EXTRA, cols):
@@ -184,7 +193,7 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
         kept_w.close()
         rem_w.close()
 
-    clusters = _clusters_table(plan, removed_mask, reason, jac, jest, id_of, previews, ids)
+    clusters = _clusters_table(plan, removed_mask, reason, jac, jest, ids_of, previews, ids_obj)
     dec_rows = [{"train_id": ids[c["row"]], "train_row": c["row"], **{k: c[k] for k in REPORT_SCHEMA.names if k in c}}
                 for c in contam]
     decon = pa.Table.from_pylist(dec_rows, schema=REPORT_SCHEMA)
@@ -234,29 +243,47 @@ def _join_pieces(keys) -> list[str]:
     return [" / ".join(p) for p in out]
 
 
-def _clusters_table(plan, removed_mask, reason, jac, jest, id_of, previews, ids) -> pa.Table:
-    by_cluster: dict[int, list[int]] = {}
-    for r in np.flatnonzero(removed_mask & (plan.cluster_of_row >= 0)).tolist():
-        by_cluster.setdefault(int(plan.cluster_of_row[r]), []).append(r)
-    rows = []
-    for c, members in sorted(by_cluster.items()):
-        k = int(plan.cluster_kept[c])
-        js = [jac[r] for r in members]
-        rows.append(
-            {
-                "cluster_id": c,
-                "size": len(members) + 1,
-                "kept_id": id_of(k),
-                "kept_row": k - plan.m if k >= plan.m else None,
-                "kept_preview": previews.get(k - plan.m, "(kept by an earlier run; in the index)") if k >= plan.m else "(kept by an earlier run; in the index)",
-                "member_ids": [ids[r] for r in members],
-                "member_rows": members,
-                "member_previews": [previews.get(r, "") for r in members],
-                "reasons": [reason[r] for r in members],
-                "jaccard": js,
-                "jaccard_est": [jest[r] for r in members],
-                "min_jaccard": min((j for j in js if j is not None), default=None),
-            }
-        )
-    rows.sort(key=lambda x: (-x["size"], x["cluster_id"]))
-    return pa.Table.from_pylist(rows, schema=CLUSTER_SCHEMA)
+def _objects(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def _lists(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+
+
+def _clusters_table(plan, removed_mask, reason, jac, jest, ids_of, previews, ids_obj) -> pa.Table:
+    """One row per cluster with a removed member, largest first: who was kept, who went, and why."""
+    rows = np.flatnonzero(removed_mask & (plan.cluster_of_row >= 0))
+    if len(rows) == 0:
+        return CLUSTER_SCHEMA.empty_table()
+    cl = plan.cluster_of_row[rows]
+    rows = rows[np.lexsort((rows, cl))]  # grouped by cluster, members in row order
+    cl = plan.cluster_of_row[rows]
+    cid, first, count = np.unique(cl, return_index=True, return_counts=True)
+    offsets = np.append(first, len(rows))
+    kept = plan.cluster_kept[cid]
+    in_index = "(kept by an earlier run; in the index)"
+    mj, mje = jac[rows], jest[rows]
+    with np.errstate(invalid="ignore"):
+        min_j = np.fmin.reduceat(mj, first)  # fmin skips NaN (unverified); all-NaN stays NaN
+    table = pa.table(
+        {
+            "cluster_id": pa.array(cid),
+            "size": pa.array(count + 1),
+            "kept_id": pa.array(ids_of(kept), pa.string()),
+            "kept_row": pa.array(kept - plan.m, mask=kept < plan.m),
+            "kept_preview": pa.array([previews.get(k - plan.m, in_index) if k >= plan.m else in_index
+                                      for k in kept.tolist()], pa.string()),
+            "member_ids": _lists(offsets, pa.array(ids_obj[rows], pa.string())),
+            "member_rows": _lists(offsets, pa.array(rows)),
+            "member_previews": _lists(offsets, pa.array([previews.get(r, "") for r in rows.tolist()], pa.string())),
+            "reasons": _lists(offsets, pa.array(reason[rows], pa.string())),
+            "jaccard": _lists(offsets, pa.array(mj, mask=np.isnan(mj))),
+            "jaccard_est": _lists(offsets, pa.array(mje, mask=np.isnan(mje))),
+            "min_jaccard": pa.array(min_j, mask=np.isnan(min_j)),
+        },
+        schema=CLUSTER_SCHEMA,
+    )
+    return table.take(np.lexsort((cid, -(count + 1))))
