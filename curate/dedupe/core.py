@@ -165,7 +165,7 @@ def dedupe(
     exact = np.zeros((n, 2), dtype=np.uint64)
     band = np.zeros((n, bands), dtype=np.uint64)
     nonempty = np.zeros(n, dtype=bool)
-    length = np.zeros(n, dtype=np.int64)
+    length = np.zeros(n if keep == "longest" else 0, dtype=np.int64)
     ids: list[str] = []
     origin = np.zeros(n, dtype=np.int32)  # codes into origin_code, so a million rows hold no strings
     origin_code: dict[str | None, int] = {}
@@ -180,7 +180,8 @@ def dedupe(
         sig = signatures(h32, sh.offsets, num_perm, seed)
         band[sl] = band_hashes(sig, bands, rows_per_band)
         nonempty[sl] = np.diff(sh.offsets) > 0
-        length[sl] = keys.length
+        if keep == "longest":
+            length[sl] = keys.length
         ids.extend(batch.column("id").to_pylist())
         enc = pc.dictionary_encode(batch.column("origin").combine_chunks())
         codes = [origin_code.setdefault(v, len(origin_code)) for v in enc.dictionary.to_pylist()]

@@ -48,11 +48,12 @@ def _fmix32(h):
 
 
 @njit(cache=True, nogil=True)
-def tokenize(data, rel, doc, word_byte):
-    """Tokens of lower-cased UTF-8 `data`; piece k is data[rel[k]:rel[k+1]] and belongs to document doc[k].
+def tokenize(data, rel, doc, word_byte, lower):
+    """Tokens of UTF-8 `data`; piece k is data[rel[k]:rel[k+1]] and belongs to document doc[k].
 
     A token is a maximal run of word bytes inside one piece. Returns (starts, ends, hashes, token doc),
-    with `shingle.token_hash` of each token's bytes.
+    with `shingle.token_hash` of each token's bytes mapped through `lower` (a byte table: ASCII
+    lower-casing, or the identity for text lower-cased already).
     """
     n = len(data)
     cap = (n + 1) // 2 + len(doc) + 1
@@ -73,7 +74,7 @@ def tokenize(data, rel, doc, word_byte):
             w = U64(0)
             sh = U64(0)
             while i < stop and word_byte[data[i]]:
-                w |= U64(data[i]) << sh
+                w |= U64(lower[data[i]]) << sh
                 sh += U64(8)
                 i += 1
                 if sh == U64(64):

@@ -28,7 +28,14 @@ class Keys:
     texts: pa.Array  # key pieces, rows' pieces adjacent and in row order
     doc: np.ndarray  # row (within the batch) of each piece
     nrows: int
-    length: np.ndarray  # characters of key text per row (for keep="longest")
+
+    @property
+    def length(self) -> np.ndarray:
+        """Characters of key text per row (for keep="longest")."""
+        if len(self.texts) == 0:
+            return np.zeros(self.nrows, dtype=np.int64)
+        lengths = np.asarray(pc.utf8_length(self.texts), dtype=np.int64)
+        return np.bincount(self.doc, weights=lengths, minlength=self.nrows).astype(np.int64)
 
 
 def check_on(on: str) -> None:
@@ -79,8 +86,7 @@ def extract(batch: pa.Table | pa.RecordBatch, on: str, shared_system: set[str] |
         mask[idx[first]] = True
     texts = pc.filter(content, pa.array(mask))
     doc = parent[mask]
-    lengths = np.asarray(pc.utf8_length(texts), dtype=np.int64) if len(texts) else np.zeros(0, np.int64)
-    return Keys(texts, doc, n, np.bincount(doc, weights=lengths, minlength=n).astype(np.int64))
+    return Keys(texts, doc, n)
 
 
 def full_text(batch: pa.Table | pa.RecordBatch) -> Keys:

@@ -31,6 +31,9 @@ WORD_BYTE[:48] = False  # controls, space, !"#$%&'()*+,-./
 WORD_BYTE[58:65] = False  # :;<=>?@
 WORD_BYTE[91:97] = False  # [\]^_`
 WORD_BYTE[123:128] = False  # {|}~ DEL
+IDENTITY = np.arange(256, dtype=np.uint8)
+ASCII_LOWER = IDENTITY.copy()
+ASCII_LOWER[65:91] += 32
 
 
 def _fmix64_int(h: int) -> int:
@@ -48,9 +51,17 @@ class Tokens:
     hashes: np.ndarray  # uint64 per token
     doc: np.ndarray  # int64 document index per token
     ndocs: int
-    data: np.ndarray  # normalised (lower-cased) bytes the tokens point into
+    raw: np.ndarray  # the bytes the tokens point into: lower-cased already, or ASCII to lower through ASCII_LOWER
     starts: np.ndarray
     ends: np.ndarray
+    lowered: bool = True
+
+    @property
+    def data(self) -> np.ndarray:
+        """Normalised (lower-cased) bytes the tokens point into."""
+        if not self.lowered:
+            self.raw, self.lowered = ASCII_LOWER[self.raw], True
+        return self.raw
 
     def text(self, i: int, j: int) -> str:
         """The tokens i..j-1 joined by spaces (for evidence shown to users)."""
@@ -58,10 +69,12 @@ class Tokens:
 
 
 def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets int64, data uint8) of a non-null string array."""
-    arr = arr.cast(pa.large_string()) if arr.type != pa.large_string() else arr
+    """(offsets int64, data uint8) of a non-null string array, without copying the character data."""
+    if arr.type not in (pa.string(), pa.large_string()):
+        arr = arr.cast(pa.large_string())
     bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    width = np.int64 if arr.type == pa.large_string() else np.int32
+    offsets = np.frombuffer(bufs[1], dtype=width)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     return offsets, data
 
@@ -71,15 +84,17 @@ def tokenize(texts: pa.Array, doc: np.ndarray, ndocs: int) -> Tokens:
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     texts = pc.fill_null(texts, "")
-    if len(texts) and not pc.all(pc.string_is_ascii(texts)).as_py():
+    ascii_only = not len(texts) or pc.all(pc.string_is_ascii(texts)).as_py()
+    if not ascii_only:
         # NFKC folds full-width punctuation, letters and digits ("？" -> "?") before splitting
-        texts = pc.utf8_normalize(texts, form="NFKC")
-    lower = pc.utf8_lower(texts)
-    offsets, data = _string_buffers(lower)
+        texts = pc.utf8_lower(pc.utf8_normalize(texts, form="NFKC"))
+    offsets, data = _string_buffers(texts)
     base = offsets[0]
     data = data[base : int(offsets[-1])]
-    starts, ends, hashes, tok_doc = kernels.tokenize(data, offsets - base, np.asarray(doc, dtype=np.int64), WORD_BYTE)
-    return Tokens(hashes, tok_doc, ndocs, data, starts, ends)
+    # ASCII text is lower-cased byte by byte inside the kernel, sparing a lower-cased copy of the batch
+    starts, ends, hashes, tok_doc = kernels.tokenize(data, offsets - base, np.asarray(doc, dtype=np.int64), WORD_BYTE,
+                                                     ASCII_LOWER if ascii_only else IDENTITY)
+    return Tokens(hashes, tok_doc, ndocs, data, starts, ends, lowered=not ascii_only)
 
 
 def token_hash(token: bytes) -> int:
