@@ -228,3 +228,20 @@ def jaccard(docs, offsets, values, pairs):
         union -= inter
         out[p] = inter / union if union > 0 else 0.0
     return out
+
+
+@njit(cache=True, nogil=True)
+def sorted_sets(values, offsets, order):
+    """CSR of the sorted unique values of segments order[0], order[1], ... (segment i: values[offsets[i]:offsets[i+1]])."""
+    out = np.empty(offsets[-1], np.uint32)
+    off = np.zeros(len(order) + 1, np.int64)
+    k = 0
+    for p in range(len(order)):
+        i = order[p]
+        seg = np.sort(values[offsets[i] : offsets[i + 1]])
+        for j in range(len(seg)):
+            if j == 0 or seg[j] != seg[j - 1]:
+                out[k] = seg[j]
+                k += 1
+        off[p + 1] = k
+    return off, out[:k]

@@ -84,19 +84,9 @@ class ShingleSets:
 def build_sets(doc_ids: np.ndarray, hashes: np.ndarray, offsets: np.ndarray) -> ShingleSets:
     """CSR of unique shingles per document (sorted by document number) from per-document lists of 32-bit hashes."""
     doc_ids = np.asarray(doc_ids, dtype=np.int64)
-    counts = np.diff(offsets)
-    rank = np.empty(len(doc_ids), dtype=np.uint64)
-    rank[np.argsort(doc_ids, kind="stable")] = np.arange(len(doc_ids), dtype=np.uint64)
-    h32 = np.asarray(hashes, dtype=np.uint32).astype(np.uint64)
-    # one sort of (document rank, hash) packed in a uint64 orders and groups everything at once
-    key = np.sort((np.repeat(rank, counts) << np.uint64(32)) | h32)
-    keep = np.ones(len(key), dtype=bool)
-    keep[1:] = key[1:] != key[:-1]
-    key = key[keep]
-    owner = (key >> np.uint64(32)).astype(np.int64)
-    off = np.zeros(len(doc_ids) + 1, dtype=np.int64)
-    np.cumsum(np.bincount(owner, minlength=len(doc_ids)), out=off[1:])
-    return ShingleSets(np.sort(doc_ids), off, (key & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+    order = np.argsort(doc_ids, kind="stable")
+    off, values = kernels.sorted_sets(np.ascontiguousarray(hashes, dtype=np.uint32), np.asarray(offsets, dtype=np.int64), order)
+    return ShingleSets(doc_ids[order], off, values)
 
 
 def concat_sets(parts: list[ShingleSets]) -> ShingleSets:

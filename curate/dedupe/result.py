@@ -99,6 +99,7 @@ class RowState:
 def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: dict, *, index, matcher,
            shared: set[str], batch_size: int, t0: float) -> DedupeResult:
     """Pass 3: write kept and removed rows; build the clusters and decontamination tables and the summary."""
+    c2 = time.process_time()
     ids, contam, nonempty, spill, on = rows.ids, rows.contam, rows.nonempty, rows.spill, config["on"]
     n = plan.n
     old_ids = index.ids() if plan.m else []
@@ -228,8 +229,10 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
         if matcher is not None:
             write_table(decon, paths["decontamination"])
         summary["outputs"] = {k: str(v) for k, v in paths.items() if k != "decontamination" or matcher is not None}
+        summary["cpu_seconds"]["write"] = round(time.process_time() - c2, 3)
         with atomic_path(paths["summary"]) as tmp:
             tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    summary["cpu_seconds"].setdefault("write", round(time.process_time() - c2, 3))
     kept_t = pa.concat_tables(kept_parts).cast(keep_schema) if kept_parts else (keep_schema.empty_table() if output is None else None)
     rem_t = pa.concat_tables(rem_parts).cast(rem_schema) if rem_parts else (rem_schema.empty_table() if output is None else None)
     return DedupeResult(summary, clusters, decon, {k: str(v) for k, v in paths.items()}, kept_t, rem_t)
