@@ -133,9 +133,7 @@ def signatures(hash32, offsets, a, b):
         for s in range(offsets[d], offsets[d + 1]):
             hv = _fmix32(hash32[s])
             for k in range(p):
-                v = U32(a[k] * hv + b[k])
-                if v < row[k]:
-                    row[k] = v
+                row[k] = min(row[k], U32(a[k] * hv + b[k]))
     return sig
 
 

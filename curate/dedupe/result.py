@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import resource
 import time
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
     near_text = f"{config['shingle']} {config['ngram']}-gram Jaccard"
     evidence[rem] = [
         ("same normalised text" if why == "exact"
-         else f"MinHash estimated Jaccard {e} (not verified)" if j != j
+         else f"MinHash estimated Jaccard {e} (not verified)" if math.isnan(j)
          else f"{near_text} {j} (verified)") + (" with a row of the index" if old else "")
         for why, j, e, old in zip(plan.reason, jac[rem].tolist(), jest[rem].tolist(), (kept_node < plan.m).tolist())
     ]
@@ -139,7 +140,7 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
         if reason[r] is None:
             reason[r], dup_of[r] = "contaminated", c["eval_id"]
             evidence[r] = f"{c['match']} match with {c['eval_file']} item {c['eval_id']} turn {c['eval_turn']}: {c['evidence']}"
-    removed_mask = reason != None  # noqa: E711 -- elementwise on an object array
+    removed_mask = np.not_equal(reason, None)  # elementwise on the object array
 
     in_cluster = plan.cluster_of_row >= 0
     previews: dict[int, str] = {}
