@@ -26,7 +26,7 @@ class ShingleSpill:
 
     def add(self, start: int, hash32: np.ndarray, offsets: np.ndarray) -> None:
         """Append a batch's shingles; offsets are the batch-local CSR offsets (rows start..)."""
-        self.file.write(np.ascontiguousarray(hash32, dtype=np.uint32).tobytes())
+        self.file.write(np.ascontiguousarray(hash32, dtype=np.uint32).data)  # no intermediate bytes copy
         self.offsets[start + 1 : start + len(offsets)] = self.pos + offsets[1:]
         self.pos += len(hash32)
 
