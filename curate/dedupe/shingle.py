@@ -98,7 +98,7 @@ def tokenize(texts: pa.Array, doc: np.ndarray, ndocs: int) -> Tokens:
 
 
 def token_hash(token: bytes) -> int:
-    """Pure-Python mirror of the vectorised token hash."""
+    """Pure-Python mirror of the compiled token hash (`kernels.tokenize`)."""
     h = SEED_TOKEN
     for c in range(0, len(token), 8):
         word = int.from_bytes(token[c : c + 8].ljust(8, b"\0"), "little")
@@ -169,7 +169,7 @@ def _joined_codepoints(tok: Tokens) -> tuple[np.ndarray, np.ndarray]:
 
 
 def shingle_hash_py(shingle: bytes, kind: str) -> int:
-    """64-bit hash of one shingle's bytes, identical to the vectorised one."""
+    """64-bit hash of one shingle's bytes, identical to the compiled one (`kernels.windows`)."""
     if kind == "word":
         parts = [token_hash(t) for t in shingle.split(b" ") if t]
     else:
