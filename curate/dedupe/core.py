@@ -166,7 +166,7 @@ def dedupe(
     band = np.zeros((n, bands), dtype=np.uint64)
     nonempty = np.zeros(n, dtype=bool)
     length = np.zeros(n if keep == "longest" else 0, dtype=np.int64)
-    ids: list[str] = []
+    id_chunks: list[pa.Array] = []  # row ids stay in Arrow: a Python list of 10M ids would cost ~700 MB
     origin = np.zeros(n, dtype=np.int32)  # codes into origin_code, so a million rows hold no strings
     origin_code: dict[str | None, int] = {}
     spill = ShingleSpill(n)
@@ -182,7 +182,7 @@ def dedupe(
         nonempty[sl] = np.diff(sh.offsets) > 0
         if keep == "longest":
             length[sl] = keys.length
-        ids.extend(batch.column("id").to_pylist())
+        id_chunks.extend(batch.column("id").chunks)
         enc = pc.dictionary_encode(batch.column("origin").combine_chunks())
         codes = [origin_code.setdefault(v, len(origin_code)) for v in enc.dictionary.to_pylist()]
         idx = np.asarray(pc.fill_null(enc.indices, -1), dtype=np.int64)
@@ -216,6 +216,7 @@ def dedupe(
     # CPU seconds of this process per phase: read + hash, decide (LSH, verify, clusters), write
     plan.stats["cpu_seconds"] = {"pass1": round(c1 - c0, 3), "decide": round(time.process_time() - c1, 3)}
     try:
+        ids = pa.chunked_array(id_chunks).combine_chunks().cast(pa.string()) if id_chunks else pa.array([], pa.string())
         state = RowState(ids, exact, band, nonempty, spill, contam)
         return finish(src, output, plan, state, config, index=index, matcher=matcher, shared=shared,
                       batch_size=batch_size, t0=t0)

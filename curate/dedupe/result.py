@@ -89,7 +89,7 @@ def _strip(schema: pa.Schema) -> list[str]:
 class RowState:
     """What pass 1 learned about every row, kept for the decision and for writing."""
 
-    ids: list[str]
+    ids: pa.Array  # string id per row
     exact: np.ndarray
     band: np.ndarray
     nonempty: np.ndarray
@@ -105,13 +105,13 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
     n = plan.n
     old_ids = index.ids() if plan.m else []
 
-    ids_obj = _objects(ids)
     old_obj = _objects(old_ids)
 
     def ids_of(nodes: np.ndarray) -> np.ndarray:
+        """Object array of the ids of global nodes (rows of the index first, then this input's)."""
         out = np.empty(len(nodes), dtype=object)
         new = nodes >= plan.m
-        out[new] = ids_obj[nodes[new] - plan.m]
+        out[new] = ids.take(pa.array(nodes[new] - plan.m)).to_numpy(zero_copy_only=False)
         out[~new] = old_obj[nodes[~new]]
         return out
 
@@ -195,15 +195,15 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
         kept_w.close()
         rem_w.close()
 
-    clusters = _clusters_table(plan, removed_mask, reason, jac, jest, ids_of, previews, ids_obj)
-    dec_rows = [{"train_id": ids[c["row"]], "train_row": c["row"], **{k: c[k] for k in REPORT_SCHEMA.names if k in c}}
+    clusters = _clusters_table(plan, removed_mask, reason, jac, jest, ids_of, previews, ids)
+    dec_rows = [{"train_id": ids[c["row"]].as_py(), "train_row": c["row"], **{k: c[k] for k in REPORT_SCHEMA.names if k in c}}
                 for c in contam]
     decon = pa.Table.from_pylist(dec_rows, schema=REPORT_SCHEMA)
 
     if index is not None and idx_rows:
         sets = spill.sets(np.concatenate(idx_rows))
         if len(sets.docs):
-            index.append([ids[r] for r in sets.docs.tolist()], rows.exact[sets.docs], rows.band[sets.docs], sets.offsets,
+            index.append(ids.take(pa.array(sets.docs)).to_pylist(), rows.exact[sets.docs], rows.band[sets.docs], sets.offsets,
                      sets.values)
 
     counts = {r: int(np.sum(reason == r)) for r in ("exact", "near", "contaminated")}
@@ -257,7 +257,7 @@ def _lists(offsets: np.ndarray, values: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
-def _clusters_table(plan, removed_mask, reason, jac, jest, ids_of, previews, ids_obj) -> pa.Table:
+def _clusters_table(plan, removed_mask, reason, jac, jest, ids_of, previews, ids) -> pa.Table:
     """One row per cluster with a removed member, largest first: who was kept, who went, and why."""
     rows = np.flatnonzero(removed_mask & (plan.cluster_of_row >= 0))
     if len(rows) == 0:
@@ -280,7 +280,7 @@ def _clusters_table(plan, removed_mask, reason, jac, jest, ids_of, previews, ids
             "kept_row": pa.array(kept - plan.m, mask=kept < plan.m),
             "kept_preview": pa.array([previews.get(k - plan.m, in_index) if k >= plan.m else in_index
                                       for k in kept.tolist()], pa.string()),
-            "member_ids": _lists(offsets, pa.array(ids_obj[rows], pa.string())),
+            "member_ids": _lists(offsets, ids.take(pa.array(rows))),
             "member_rows": _lists(offsets, pa.array(rows)),
             "member_previews": _lists(offsets, pa.array([previews.get(r, "") for r in rows.tolist()], pa.string())),
             "reasons": _lists(offsets, pa.array(reason[rows], pa.string())),
