@@ -243,3 +243,28 @@ def sorted_sets(values, offsets, order):
                 k += 1
         off[p + 1] = k
     return off, out[:k]
+
+
+@njit(cache=True, nogil=True)
+def sort_by_key(packed, shift):
+    """`packed` (key << shift | position, positions ascending) sorted: a stable LSD radix sort on bits
+    shift..63 only, 11 bits per pass; equal keys keep their position order, so this equals np.sort."""
+    n = len(packed)
+    src = packed.copy()
+    dst = np.empty_like(src)
+    mask = U64(2047)
+    b = shift
+    while b < 64:
+        count = np.zeros(2049, np.int64)
+        sb = U64(b)
+        for i in range(n):
+            count[((src[i] >> sb) & mask) + U64(1)] += 1
+        for j in range(2048):
+            count[j + 1] += count[j]
+        for i in range(n):
+            d = (src[i] >> sb) & mask
+            dst[count[d]] = src[i]
+            count[d] += 1
+        src, dst = dst, src
+        b += 11
+    return src
