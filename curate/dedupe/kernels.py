@@ -268,3 +268,54 @@ def sort_by_key(packed, shift):
         src, dst = dst, src
         b += 11
     return src
+
+
+@njit(cache=True, nogil=True)
+def exact_groups(ex, active):
+    """rep[node] = smallest active node with the same (ex[:, 0], ex[:, 1]); inactive nodes are their own rep.
+
+    Nodes are radix-sorted by the top bits of ex[:, 0] (ties in node order); inside each run, the
+    few distinct full keys are told apart by comparing both words.
+    """
+    n = ex.shape[0]
+    rep = np.arange(n)
+    nodes = np.flatnonzero(active)
+    m = len(nodes)
+    if m == 0:
+        return rep
+    shift = 1
+    while (1 << shift) < m:
+        shift += 1
+    low = U64((1 << shift) - 1)
+    packed = np.empty(m, np.uint64)
+    for p in range(m):
+        packed[p] = (ex[nodes[p], 0] & ~low) | U64(p)
+    packed = sort_by_key(packed, shift)
+    keys0 = np.empty(8, np.uint64)
+    keys1 = np.empty(8, np.uint64)
+    reps = np.empty(8, np.int64)
+    start = 0
+    for i in range(1, m + 1):
+        if i < m and (packed[i] & ~low) == (packed[start] & ~low):
+            continue
+        if i - start > 1:
+            k = 0  # distinct full keys seen in this run, with their first (smallest) node
+            for q in range(start, i):
+                node = nodes[np.int64(packed[q] & low)]
+                a, b = ex[node, 0], ex[node, 1]
+                found = -1
+                for j in range(k):
+                    if keys0[j] == a and keys1[j] == b:
+                        found = j
+                        break
+                if found >= 0:
+                    rep[node] = reps[found]
+                else:
+                    if k == len(keys0):
+                        keys0 = np.concatenate((keys0, keys0))
+                        keys1 = np.concatenate((keys1, keys1))
+                        reps = np.concatenate((reps, reps))
+                    keys0[k], keys1[k], reps[k] = a, b, node
+                    k += 1
+        start = i
+    return rep

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from curate.dedupe import lsh
+from curate.dedupe import kernels, lsh
 from curate.dedupe.minhash import signatures
 
 
@@ -30,18 +30,10 @@ class Plan:
 
 
 def _exact_groups(act_all: np.ndarray, ex_all: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """rep[node] = smallest node with the same exact key; and the array of representatives."""
-    rep = np.arange(len(act_all), dtype=np.int64)
+    """rep[node] = smallest node with the same exact key; and the representatives (active, ascending)."""
+    rep = kernels.exact_groups(np.ascontiguousarray(ex_all, dtype=np.uint64), np.asarray(act_all, dtype=np.bool_))
     nodes = np.flatnonzero(act_all)
-    if len(nodes) == 0:
-        return rep, nodes
-    order = np.lexsort((nodes, ex_all[nodes, 1], ex_all[nodes, 0]))
-    sn = nodes[order]
-    new_group = np.ones(len(sn), dtype=bool)
-    new_group[1:] = (ex_all[sn[1:], 0] != ex_all[sn[:-1], 0]) | (ex_all[sn[1:], 1] != ex_all[sn[:-1], 1])
-    firsts = np.flatnonzero(new_group)
-    rep[sn] = sn[firsts[np.cumsum(new_group) - 1]]
-    return rep, sn[new_group]
+    return rep, nodes[rep[nodes] == nodes]
 
 
 def decide(
