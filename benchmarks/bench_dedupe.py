@@ -289,13 +289,23 @@ NOTES = """Notes:
 - curate's precision is below 1 because clusters are transitive (union-find): a copy that is
   >= 0.8 similar only to a record removed earlier is removed too, while the ground truth counts
   it as a duplicate only if it is >= 0.8 similar to an earlier record; every linking pair is true.
-- The 30x target is still missed (16x on the references' work at 1M). Tokenising, hashing,
-  MinHash, band keys, bucket pairs, set building and Jaccard are compiled loops (numba,
-  curate/dedupe/kernels.py); curate's own per-phase CPU at 1M (`cpu_seconds` in the summary) was
-  about 10.5 s pass 1, 5.0 s deciding, 8.8 s writing. 30x would need everything, reading the
-  Parquet file included, in about 9 us per record; pass 1 alone spends about 3 us per record in
-  the tokeniser's byte loop, 1.5 us in 128-permutation MinHash and 2 us in Parquet and Arrow
-  string handling, and deciding sorts 1M keys once per band (21 bands)."""
+- Tokenising, hashing, MinHash, band keys, bucket pairs, exact groups, set building and Jaccard
+  are compiled loops (numba, curate/dedupe/kernels.py)."""
+
+
+def where_time_goes(split: dict, n: int, reference_rate: float | None) -> str:
+    """A note on curate's own per-phase CPU (`cpu_seconds` in its summary) at the largest size."""
+    if not split:
+        return ""
+    per = {k: v / n * 1e6 for k, v in split.items()}
+    return (f"- curate's per-phase CPU at {n:,} records: pass 1 (read, tokenise, hash, MinHash, band keys) "
+            f"{split['pass1']:.1f} s ({per['pass1']:.1f} us/record), deciding (LSH buckets, verification, "
+            f"clusters) {split['decide']:.1f} s, pass 3 (re-read every column, write the outputs) "
+            f"{split['write']:.1f} s."
+            + (f" 30x the datasketch reference on the references' work would need all of it, imports included, in "
+               f"{n / (30 * reference_rate):.1f} s (now {split['pass1'] + split['decide']:.1f} s for pass 1 and deciding)."
+               if reference_rate else "")
+            + " In pass 1 the tokeniser's byte loop, 128-permutation MinHash and Parquet/Arrow decoding are the largest parts.")
 
 
 def targets(summary: dict[int, dict]) -> list[str]:
@@ -401,6 +411,8 @@ def main() -> None:
                 lines.append(f"| {n:,} | curate, decision only | {out['n']:,} | | {cpu_d:.1f} | {out['n'] / cpu_d:,.0f} | | "
                              f"{p:.4f} | {r:.4f} | {f:.4f} | {speed_d} |")
         summary[n] = {k: (v["n"] / v["cpu"], v["peak_rss_mib"], prf(v["removed"], truth[: v["n"]])[2]) for k, v in res.items()}
+        if "curate" in res:
+            summary[n]["curate_split"] = res["curate"].get("cpu_split", {})
     lines += ["", f"Labelled pairs (`chrisjmccormick__MinHash__articles_2500`, 20 pairs), word {NGRAM}-grams at {THRESHOLD}:", "",
               "| pipeline | pairs found | true pairs found | false pairs | CPU s |", "|---|---|---|---|---|"]
     names_c, _, truth_pairs = chris_corpus()
@@ -411,7 +423,11 @@ def main() -> None:
         found = {tuple(sorted((names_c[i], names_c[j]))) for i, j in out["pairs"]}
         lines.append(f"| {name} | {len(found)} | {len(found & truth_pairs)}/{len(truth_pairs)} | {len(found - truth_pairs)} | {out['cpu']:.2f} |")
         print(lines[-1], flush=True)
-    lines += ["", "Targets (from the issue), as measured above:", ""] + targets(summary) + ["", NOTES]
+    big = max(a.sizes)
+    split = (summary.get(big) or {}).get("curate_split", {})
+    ref_rate = (summary.get(big) or {}).get("datasketch", (None,))[0]
+    lines += ["", "Targets (from the issue), as measured above:", ""] + targets(summary) + ["", NOTES,
+                                                                                         where_time_goes(split, big, ref_rate)]
     body = "\n".join(lines)
     print(body)
     if not a.no_write:
