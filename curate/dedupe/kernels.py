@@ -16,7 +16,6 @@ from numba import njit
 
 U64 = np.uint64
 U32 = np.uint32
-_M32 = U64(0xFFFFFFFF)
 _S33 = U64(33)
 _F1 = U64(0xFF51AFD7ED558CCD)
 _F2 = U64(0xC4CEB9FE1A85EC53)

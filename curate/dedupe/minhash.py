@@ -15,8 +15,6 @@ import numpy as np
 
 from curate.dedupe import kernels
 
-EMPTY = np.uint32(0xFFFFFFFF)  # datasketch's initial hash value: what a document with no shingles keeps
-
 
 @lru_cache(maxsize=8)
 def permutations(num_perm: int = 128, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:

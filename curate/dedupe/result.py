@@ -230,10 +230,10 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
         if matcher is not None:
             write_table(decon, paths["decontamination"])
         summary["outputs"] = {k: str(v) for k, v in paths.items() if k != "decontamination" or matcher is not None}
-        summary["cpu_seconds"]["write"] = round(time.process_time() - c2, 3)
+    summary["cpu_seconds"]["write"] = round(time.process_time() - c2, 3)
+    if output is not None:
         with atomic_path(paths["summary"]) as tmp:
             tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    summary["cpu_seconds"].setdefault("write", round(time.process_time() - c2, 3))
     kept_t = pa.concat_tables(kept_parts).cast(keep_schema) if kept_parts else (keep_schema.empty_table() if output is None else None)
     rem_t = pa.concat_tables(rem_parts).cast(rem_schema) if rem_parts else (rem_schema.empty_table() if output is None else None)
     return DedupeResult(summary, clusters, decon, {k: str(v) for k, v in paths.items()}, kept_t, rem_t)
