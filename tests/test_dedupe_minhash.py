@@ -37,6 +37,23 @@ def test_vectorised_shingles_equal_python_mirror(kind, n, ascii_only):
         assert [int(v) for v in sh.hashes[sh.offsets[d] : sh.offsets[d + 1]]] == expected
 
 
+@pytest.mark.parametrize("ascii_only", [False, True], ids=["mixed-scripts", "ascii-batch"])
+def test_token_hashes_of_random_pieces_equal_python_mirror(ascii_only):
+    # random cuts, empty pieces, runs of word bytes split between two pieces of one document, tokens
+    # straddling 8-byte boundaries: the kernel's 8-byte loads must agree with the byte-level mirror
+    rng = np.random.default_rng(7)
+    alphabet = list("aBzZ09 .,-_\n\tQxYLONGER") + ([] if ascii_only else ["é", "中", "Ⅷ", "？"])
+    for _ in range(50):
+        pieces = ["".join(rng.choice(alphabet, int(rng.integers(0, 40)))) for _ in range(int(rng.integers(1, 8)))]
+        doc = np.sort(rng.integers(0, 3, len(pieces)))
+        tok = S.tokenize(pa.array(pieces), doc, 3)
+        expected: list[list[int]] = [[], [], []]
+        for d, piece in zip(doc.tolist(), pieces):
+            expected[d] += [S.token_hash(t.encode()) for t in S._py_tokens(piece)]
+        assert tok.counts.tolist() == [len(e) for e in expected]
+        assert [int(h) for h in tok.hashes] == [h for e in expected for h in e]
+
+
 @pytest.mark.parametrize("kind,num_perm", [("word", 128), ("char", 64), ("word", 256)])
 def test_signatures_equal_datasketch_minhash(kind, num_perm):
     _, sig = _curate(TEXTS, kind, 5, num_perm)

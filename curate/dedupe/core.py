@@ -57,13 +57,20 @@ class Source:
     def schema(self) -> pa.Schema:
         return self.table.schema if self.table is not None else self._pf.schema_arrow
 
-    def batches(self, size: int, columns: list[str] | None = None) -> Iterator[tuple[int, pa.Table]]:
+    def batches(self, size: int, columns: list[str] | None = None, *, keys_only: bool = False) -> Iterator[tuple[int, pa.Table]]:
+        """(first row, table) per batch. keys_only: of `messages`, read only what keys are made of (role and
+        content), which spares decoding the other message fields (a third of pass 1's Parquet time)."""
         start = 0
         if self.table is not None:
             t = self.table.select(columns) if columns else self.table
             for start in range(0, t.num_rows, size):
                 yield start, t.slice(start, size)
             return
+        if keys_only and columns and "messages" in columns:
+            leaves = [c.path for c in self._pf.schema if c.path.startswith("messages.")
+                      and c.path.count(".") == 3 and c.path.rsplit(".", 1)[1] in ("role", "content")]
+            if len(leaves) == 2:
+                columns = [x for c in columns for x in (leaves if c == "messages" else [c])]
         for rb in self._pf.iter_batches(batch_size=size, columns=columns):
             yield start, pa.Table.from_batches([rb])
             start += rb.num_rows
@@ -145,7 +152,7 @@ def dedupe(
     shared: set[str] = set()
     if on == "conversation":
         counts: Counter = Counter()
-        for _, batch in src.batches(batch_size, ["messages"]):
+        for _, batch in src.batches(batch_size, ["messages"], keys_only=True):
             counts.update(system_prompts(batch).to_pylist())
         shared = shared_system_prompts(counts)
 
@@ -170,7 +177,7 @@ def dedupe(
     origin = np.zeros(n, dtype=np.int32)  # codes into origin_code, so a million rows hold no strings
     origin_code: dict[str | None, int] = {}
     spill = ShingleSpill(n)
-    for start, batch in src.batches(batch_size, ["id", "messages", "origin"]):
+    for start, batch in src.batches(batch_size, ["id", "messages", "origin"], keys_only=True):
         keys, tok = key_tokens(batch, on, shared)
         sl = slice(start, start + batch.num_rows)
         exact[sl] = exact_hashes(tok)

@@ -69,7 +69,7 @@ def load_eval(paths: list[str | Path], fmt: str = "auto", long_ngram: int = 13) 
 def _ngram_table(tok: Tokens, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sh = word_shingles(tok, n, whole_if_short=False)
     item = sh.doc
-    counts = np.bincount(tok.doc, minlength=tok.ndocs) if len(tok.doc) else np.zeros(tok.ndocs, np.int64)
+    counts = tok.counts
     tstart = np.concatenate([[0], np.cumsum(counts)])
     pos = tstart[item] + (np.arange(len(item)) - sh.offsets[item])
     order = np.lexsort((pos, item, sh.hashes))

@@ -98,7 +98,7 @@ def exact_hashes(tok: Tokens) -> np.ndarray:
     """(ndocs, 2) uint64: an order-sensitive 128-bit hash of each document's normalised token sequence
     (wrapping sums over token positions p of fmix64(t ^ p*golden) and fmix64(t*c + p + 1); the first
     xor the token count)."""
-    return kernels.exact_hashes(tok.hashes, tok.doc, tok.ndocs)
+    return kernels.exact_hashes(tok.hashes, tok.counts)
 
 
 def key_tokens(batch: pa.Table | pa.RecordBatch, on: str, shared_system: set[str] | None = None) -> tuple[Keys, Tokens]:

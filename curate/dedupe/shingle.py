@@ -31,8 +31,8 @@ WORD_BYTE[:48] = False  # controls, space, !"#$%&'()*+,-./
 WORD_BYTE[58:65] = False  # :;<=>?@
 WORD_BYTE[91:97] = False  # [\]^_`
 WORD_BYTE[123:128] = False  # {|}~ DEL
-IDENTITY = np.arange(256, dtype=np.uint8)
-ASCII_LOWER = IDENTITY.copy()
+WORD_BYTE_U8 = WORD_BYTE.astype(np.uint8)
+ASCII_LOWER = np.arange(256, dtype=np.uint8)
 ASCII_LOWER[65:91] += 32
 
 
@@ -49,12 +49,27 @@ class Tokens:
     """Tokens of a batch of documents, flattened in document order."""
 
     hashes: np.ndarray  # uint64 per token
-    doc: np.ndarray  # int64 document index per token
-    ndocs: int
+    counts: np.ndarray  # int64 tokens per document
     raw: np.ndarray  # the bytes the tokens point into: lower-cased already, or ASCII to lower through ASCII_LOWER
-    starts: np.ndarray
-    ends: np.ndarray
+    edges: np.ndarray  # int64: token j is raw[edges[2j]:edges[2j + 1]]
     lowered: bool = True
+
+    @property
+    def ndocs(self) -> int:
+        return len(self.counts)
+
+    @property
+    def doc(self) -> np.ndarray:
+        """Document index per token."""
+        return np.repeat(np.arange(len(self.counts)), self.counts)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self.edges[0::2]
+
+    @property
+    def ends(self) -> np.ndarray:
+        return self.edges[1::2]
 
     @property
     def data(self) -> np.ndarray:
@@ -65,7 +80,8 @@ class Tokens:
 
     def text(self, i: int, j: int) -> str:
         """The tokens i..j-1 joined by spaces (for evidence shown to users)."""
-        return " ".join(bytes(self.data[self.starts[k] : self.ends[k]]).decode("utf-8", "replace") for k in range(i, j))
+        starts, ends, data = self.starts, self.ends, self.data
+        return " ".join(bytes(data[starts[k] : ends[k]]).decode("utf-8", "replace") for k in range(i, j))
 
 
 def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -79,22 +95,26 @@ def _string_buffers(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
+def _piece_bytes(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets relative to the first piece, the pieces' bytes) of a non-null string array."""
+    offsets, data = _string_buffers(texts)
+    return offsets - offsets[0], data[offsets[0] : offsets[-1]]
+
+
 def tokenize(texts: pa.Array, doc: np.ndarray, ndocs: int) -> Tokens:
-    """Tokenise text pieces; piece k belongs to document doc[k] (pieces of a document are adjacent)."""
+    """Tokenise text pieces; piece k belongs to document doc[k] (non-decreasing: a document's pieces are adjacent)."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
     texts = pc.fill_null(texts, "")
-    ascii_only = not len(texts) or pc.all(pc.string_is_ascii(texts)).as_py()
+    doc = np.asarray(doc, dtype=np.int64)
+    rel, data = _piece_bytes(texts)
+    # ASCII text is lower-cased inside the kernel, sparing a lower-cased copy of the batch
+    ascii_only, edges, hashes, counts = kernels.tokenize(data, rel, doc, ndocs, WORD_BYTE_U8, True)
     if not ascii_only:
         # NFKC folds full-width punctuation, letters and digits ("？" -> "?") before splitting
-        texts = pc.utf8_lower(pc.utf8_normalize(texts, form="NFKC"))
-    offsets, data = _string_buffers(texts)
-    base = offsets[0]
-    data = data[base : int(offsets[-1])]
-    # ASCII text is lower-cased byte by byte inside the kernel, sparing a lower-cased copy of the batch
-    starts, ends, hashes, tok_doc = kernels.tokenize(data, offsets - base, np.asarray(doc, dtype=np.int64), WORD_BYTE,
-                                                     ASCII_LOWER if ascii_only else IDENTITY)
-    return Tokens(hashes, tok_doc, ndocs, data, starts, ends, lowered=not ascii_only)
+        rel, data = _piece_bytes(pc.utf8_lower(pc.utf8_normalize(texts, form="NFKC")))
+        _, edges, hashes, counts = kernels.tokenize(data, rel, doc, ndocs, WORD_BYTE_U8, False)
+    return Tokens(hashes, counts, data, edges, lowered=not ascii_only)
 
 
 def token_hash(token: bytes) -> int:
@@ -138,8 +158,7 @@ def _windows(values: np.ndarray, counts: np.ndarray, n: int, whole_if_short: boo
 def word_shingles(tok: Tokens, n: int, whole_if_short: bool = True) -> Shingles:
     """Word n-gram hashes per document; a document shorter than n tokens is one shingle of them all
     (or none, with whole_if_short=False)."""
-    counts = np.bincount(tok.doc, minlength=tok.ndocs) if len(tok.doc) else np.zeros(tok.ndocs, np.int64)
-    return _windows(tok.hashes, counts, n, whole_if_short)
+    return _windows(tok.hashes, tok.counts, n, whole_if_short)
 
 
 def char_shingles(tok: Tokens, n: int) -> Shingles:
@@ -154,8 +173,9 @@ def _joined_codepoints(tok: Tokens) -> tuple[np.ndarray, np.ndarray]:
     if ntok == 0:
         return np.zeros(0, np.uint64), np.zeros(tok.ndocs, np.int64)
     lengths = tok.ends - tok.starts
+    doc = tok.doc
     last = np.ones(ntok, dtype=bool)
-    last[:-1] = tok.doc[1:] != tok.doc[:-1]
+    last[:-1] = doc[1:] != doc[:-1]
     seg = lengths + ~last  # each token's bytes, then a space unless it ends its document
     dest = np.zeros(ntok, dtype=np.int64)
     np.cumsum(seg[:-1], out=dest[1:])
@@ -164,7 +184,7 @@ def _joined_codepoints(tok: Tokens) -> tuple[np.ndarray, np.ndarray]:
     # tokens end only at ASCII bytes, so the buffer is valid UTF-8; one decode for the whole batch
     cps = np.frombuffer(buf.tobytes().decode("utf-8").encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
     lead = (buf & 0xC0) != 0x80
-    counts = np.bincount(np.repeat(tok.doc, seg)[lead], minlength=tok.ndocs)
+    counts = np.bincount(np.repeat(doc, seg)[lead], minlength=tok.ndocs)
     return cps, counts
 
 
@@ -226,8 +246,7 @@ def with_sha1(tok: Tokens, sh: Shingles, shingle: str, n: int) -> Shingles:
     """
     import hashlib
 
-    counts = np.bincount(tok.doc, minlength=tok.ndocs) if len(tok.doc) else np.zeros(tok.ndocs, np.int64)
-    tstart = np.concatenate([[0], np.cumsum(counts)])
+    tstart = np.concatenate([[0], np.cumsum(tok.counts)])
     top = np.empty(len(sh.hashes), dtype=np.uint64)
     k = 0
     for d in range(tok.ndocs):
