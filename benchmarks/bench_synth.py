@@ -195,16 +195,16 @@ def render(results: list[dict], args: argparse.Namespace) -> str:
          "max_tokens, temperature; max_retries=0), so openai's own per-call work is identical on both sides, "
          "including its parameter transform (`_async_transform_recursive`, about 0.4 ms of the ~1.5 ms of client "
          "CPU per request). With 1 in flight the client is CPU-bound, so 0.95x leaves about 0.08 ms of extra "
-         "CPU per request. curate's extra is its durable record of each response before the next request goes "
-         "out: one SQLite transaction (response + ledger line), about 0.045 ms CPU with the network faked out and "
-         "0.08-0.17 ms inside this loop (process_time around the commit; caches are cold between requests), plus "
-         "about 0.02 ms of bookkeeping (budget, outcome, retry loop). Seven longer ad hoc comparisons on this "
-         "machine (16-24 back-to-back pairs of 300-400 requests each) put the loop at 0.82-0.95x of the baseline "
-         "at concurrency 1, median about 0.92x."),
+         "CPU per request. curate's extra is its durable record of each response: one SQLite transaction "
+         "(responses + ledger lines), 0.08-0.17 ms inside this loop, plus about 0.02 ms of bookkeeping. A "
+         "commit per response held the loop at a median of about 0.92x here (seven back-to-back runs of "
+         "`--requests 6000 --repeats 7 --concurrency 1`: 0.91-0.94x). Since responses arriving within 10 ms of "
+         "the last commit share the next one (curate/synth/cache.py, COMMIT_DELAY; at ~650 responses/s about "
+         "six per commit), the same runs, alternated with those, gave 0.95-0.98x in five of seven (0.86x and "
+         "1.13x in the other two), median 0.97x."),
         ("- Noise: each concurrency-1 run is ~0.6 s, and this 2-core VM also runs the fake server, other jobs "
          "and host steal; one full garbage collection over the ~180k objects that openai and pydantic create is "
-         "~0.1 s by itself. On 2026-11-23, other runs of this command with the same curate code gave 0.80x, 0.87x and "
-         "1.06x at concurrency 1 and 0.90x-1.05x at 16; read the per-repeat column before any single ratio."),
+         "~0.1 s by itself. Read the per-repeat column before any single ratio."),
         ("- At 256 in flight the baseline's CPU per request grows because httpcore's pool checks every idle "
          "connection (getpeername + poll) each time it assigns a request: about 240 checks per request in the "
          "baseline, whose semaphore wakes the next task one loop iteration after a connection is released, "
