@@ -306,6 +306,23 @@ def sorted_sets(values, offsets, order):
 
 
 @njit(cache=True, nogil=True)
+def equal_fraction(sig, a, b):
+    """Per pair p, the share of positions where rows a[p] and b[p] of `sig` agree (MinHash's Jaccard estimate).
+
+    Equal to (sig[a] == sig[b]).mean(axis=1) without its two (pairs x num_perm) temporaries."""
+    out = np.empty(len(a), np.float64)
+    width = sig.shape[1]
+    for p in range(len(a)):
+        x = sig[a[p]]
+        y = sig[b[p]]
+        same = 0
+        for k in range(width):
+            same += x[k] == y[k]
+        out[p] = same / width
+    return out
+
+
+@njit(cache=True, nogil=True)
 def sort_by_key(packed, shift):
     """`packed` (key << shift | position, positions ascending) sorted: a stable LSD radix sort on bits
     shift..63 only, 11 bits per pass; equal keys keep their position order, so this equals np.sort."""

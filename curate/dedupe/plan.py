@@ -80,7 +80,7 @@ def decide(
         if len(p) == 0:
             return np.zeros(0)
         a, b = np.searchsorted(sets.docs, p[:, 0]), np.searchsorted(sets.docs, p[:, 1])
-        return (sig[a] == sig[b]).mean(axis=1)
+        return kernels.equal_fraction(sig, a, b)
 
     pair_est = est(pairs)
     pair_j = lsh.jaccard(sets, pairs) if verify else pair_est
