@@ -305,7 +305,13 @@ def where_time_goes(split: dict, n: int, reference_rate: float | None) -> str:
             + (f" 30x the datasketch reference on the references' work would need all of it, imports included, in "
                f"{n / (30 * reference_rate):.1f} s (now {split['pass1'] + split['decide']:.1f} s for pass 1 and deciding)."
                if reference_rate else "")
-            + " In pass 1 the tokeniser's byte loop, 128-permutation MinHash and Parquet/Arrow decoding are the largest parts.")
+            + " Where the rest goes (profiled separately at 1M, one core): in pass 1 the tokeniser ~2 s, decoding the "
+            "role/content Parquet columns ~1.1 s, MinHash ~0.5 s; in deciding, 21 band sorts ~0.4 s and sorting the "
+            "candidate rows' shingle sets ~0.4 s; fixed costs ~1.4 s (imports ~0.6 s; on the first call numba's "
+            "registry loading, which imports scipy.linalg, and pandas, which pyarrow imports at its first Python-to-Arrow "
+            "conversion, ~0.8 s together). In pass 3, decoding every column (~1.2 s) and "
+            "encoding the kept and removed rows as zstd Parquet (~2.8 s) are most of it, which alone puts 30x end to "
+            "end out of reach on one core while the outputs are written.")
 
 
 def targets(summary: dict[int, dict]) -> list[str]:

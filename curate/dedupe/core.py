@@ -121,7 +121,7 @@ def dedupe(
     containment: float = 0.7,
     boilerplate_rows: int | None = None,
 ):
-    """Remove exact and near-duplicate rows (and rows containing eval items); see docs/dedupe.md."""
+    """Remove exact and near-duplicate rows (and rows containing eval items); see the README, section `curate dedupe`."""
     from curate.dedupe.result import RowState, finish
 
     _check(on, shingle, ngram, num_perm, threshold, keep)

@@ -1,4 +1,4 @@
-"""`curate synth`: resumable teacher-model generation with fact-flagging (see docs/synth.md).
+"""`curate synth`: resumable teacher-model generation with fact-flagging (see the README, section `curate synth`).
 
     recipe.py   YAML recipe -> SynthRecipe (validated, templates compiled, documents loaded), seeds
     render.py   sandboxed jinja2 templates and seed variables
