@@ -45,7 +45,17 @@ def check_on(on: str) -> None:
 
 def _messages(batch: pa.Table | pa.RecordBatch) -> pa.ListArray:
     col = batch.column("messages")
-    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    if isinstance(col, pa.ChunkedArray):
+        return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+    return col
+
+
+def _parents(msgs: pa.ListArray) -> np.ndarray:
+    """Row of each element of msgs.flatten() (as pc.list_parent_indices, ~20x faster: read from the offsets)."""
+    if msgs.null_count or not pa.types.is_list(msgs.type):  # a null row may own child elements flatten() skips
+        return np.asarray(pc.list_parent_indices(msgs), dtype=np.int64)
+    offsets = np.frombuffer(msgs.buffers()[1], dtype=np.int32)[msgs.offset : msgs.offset + len(msgs) + 1]
+    return np.repeat(np.arange(len(msgs), dtype=np.int64), np.diff(offsets))
 
 
 def system_prompts(batch: pa.Table | pa.RecordBatch) -> pa.Array:
@@ -66,7 +76,7 @@ def extract(batch: pa.Table | pa.RecordBatch, on: str, shared_system: set[str] |
     msgs = _messages(batch)
     n = len(msgs)
     flat = msgs.flatten()
-    parent = np.asarray(pc.list_parent_indices(msgs), dtype=np.int64)
+    parent = _parents(msgs)
     role = flat.field("role")
     content = flat.field("content")
     if on == "conversation":
@@ -84,7 +94,7 @@ def extract(batch: pa.Table | pa.RecordBatch, on: str, shared_system: set[str] |
         first[1:] = parent[idx[1:]] != parent[idx[:-1]]
         mask = np.zeros_like(mask)
         mask[idx[first]] = True
-    texts = pc.filter(content, pa.array(mask))
+    texts = content if mask.all() else pc.filter(content, pa.array(mask))  # all kept: no copy of the text
     doc = parent[mask]
     return Keys(texts, doc, n)
 
