@@ -66,7 +66,7 @@ def query_pairs(bands: np.ndarray, ref_bands: np.ndarray) -> np.ndarray:
 
 @dataclass
 class ShingleSets:
-    """Sorted unique 32-bit shingle hashes (the MinHash inputs) of selected documents, in CSR form.
+    """Unique 32-bit shingle hashes (the MinHash inputs) of selected documents, in CSR form.
 
     Exact Jaccard is computed on these 32-bit hashes: two distinct shingles of a pair collide with
     probability ~|A||B|/2^32 (about 1e-5 for 100-shingle rows), moving that pair's Jaccard by 1/|A u B|.
@@ -85,7 +85,7 @@ def build_sets(doc_ids: np.ndarray, hashes: np.ndarray, offsets: np.ndarray) -> 
     """CSR of unique shingles per document (sorted by document number) from per-document lists of 32-bit hashes."""
     doc_ids = np.asarray(doc_ids, dtype=np.int64)
     order = np.argsort(doc_ids, kind="stable")
-    off, values = kernels.sorted_sets(np.ascontiguousarray(hashes, dtype=np.uint32), np.asarray(offsets, dtype=np.int64), order)
+    off, values = kernels.unique_sets(np.ascontiguousarray(hashes, dtype=np.uint32), np.asarray(offsets, dtype=np.int64), order)
     return ShingleSets(doc_ids[order], off, values)
 
 
@@ -102,7 +102,7 @@ def concat_sets(parts: list[ShingleSets]) -> ShingleSets:
 
 
 def jaccard(sets: ShingleSets, pairs: np.ndarray) -> np.ndarray:
-    """Exact Jaccard of each pair's shingle sets (a merge of the two sorted sets per pair)."""
+    """Exact Jaccard of each pair's shingle sets (one set in a hash table, the other looked up in it)."""
     if len(pairs) == 0:
         return np.zeros(0, dtype=np.float64)
     return kernels.jaccard(sets.docs, sets.offsets, sets.values, np.ascontiguousarray(pairs, dtype=np.int64))
