@@ -370,28 +370,45 @@ def equal_fraction(sig, a, b):
 
 
 @njit(cache=True, nogil=True)
-def sort_by_key(packed, shift):
-    """`packed` (key << shift | position, positions ascending) sorted: a stable LSD radix sort on bits
-    shift..63 only, 11 bits per pass; equal keys keep their position order, so this equals np.sort."""
-    n = len(packed)
-    src = packed.copy()
-    dst = np.empty_like(src)
+def _radix(src, dst, shift):
+    """Sort `src` by its bits shift..63 (stable LSD radix, 11 bits per pass; all passes' counts in one read);
+    `dst` is scratch of the same length. Returns whichever of the two holds the result."""
+    n = len(src)
+    npass = (64 - shift + 10) // 11
     mask = U64(2047)
-    b = shift
-    while b < 64:
-        count = np.zeros(2049, np.int64)
-        sb = U64(b)
-        for i in range(n):
-            count[((src[i] >> sb) & mask) + U64(1)] += 1
+    count = np.zeros((npass, 2049), np.int64)
+    for i in range(n):
+        v = src[i]
+        for q in range(npass):
+            count[q, ((v >> U64(shift + 11 * q)) & mask) + U64(1)] += 1
+    for q in range(npass):
+        c = count[q]
         for j in range(2048):
-            count[j + 1] += count[j]
+            c[j + 1] += c[j]
+        sb = U64(shift + 11 * q)
         for i in range(n):
             d = (src[i] >> sb) & mask
-            dst[count[d]] = src[i]
-            count[d] += 1
+            dst[c[d]] = src[i]
+            c[d] += 1
         src, dst = dst, src
-        b += 11
     return src
+
+
+@njit(cache=True, nogil=True)
+def sort_by_key(packed, shift):
+    """`packed` (key << shift | position, positions ascending) sorted: a stable LSD radix sort on bits
+    shift..63 only; equal keys keep their position order, so this equals np.sort."""
+    return _radix(packed.copy(), np.empty_like(packed), shift)
+
+
+@njit(cache=True, nogil=True)
+def band_sorted(keys, shift, src, dst):
+    """`keys` packed as (key with its low `shift` bits cleared | position) and sorted as `sort_by_key`
+    does, in the scratch arrays src / dst (the result is one of them)."""
+    low = (U64(1) << U64(shift)) - U64(1)
+    for i in range(len(keys)):
+        src[i] = (keys[i] & ~low) | U64(i)
+    return _radix(src, dst, shift)
 
 
 @njit(cache=True, nogil=True)

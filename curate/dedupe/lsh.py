@@ -27,10 +27,11 @@ def candidate_pairs(bands: np.ndarray, docs: np.ndarray, window: int = 8) -> np.
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
     shift = max(int(n - 1).bit_length(), 1)
-    pos = np.arange(n, dtype=np.uint64)
+    src, dst = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64)
+    by_band = np.ascontiguousarray(bands.T, dtype=np.uint64)  # one band's keys contiguous: no strided reads
     out, k = np.empty((1024, 2), dtype=np.int64), 0
-    for b in range(bands.shape[1]):
-        packed = kernels.sort_by_key((bands[:, b] & ~np.uint64((1 << shift) - 1)) | pos, shift)
+    for b in range(len(by_band)):
+        packed = kernels.band_sorted(by_band[b], shift, src, dst)
         out, k = kernels.bucket_pairs(packed, shift, window, out, k)
     pairs = np.asarray(docs, dtype=np.int64)[out[:k]]
     pairs.sort(axis=1)
