@@ -28,10 +28,10 @@ def candidate_pairs(bands: np.ndarray, docs: np.ndarray, window: int = 8) -> np.
         return np.zeros((0, 2), dtype=np.int64)
     shift = max(int(n - 1).bit_length(), 1)
     src, dst = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64)
-    by_band = np.ascontiguousarray(bands.T, dtype=np.uint64)  # one band's keys contiguous: no strided reads
     out, k = np.empty((1024, 2), dtype=np.int64), 0
-    for b in range(len(by_band)):
-        packed = kernels.band_sorted(by_band[b], shift, src, dst)
+    for b in range(bands.shape[1]):
+        # one band's keys made contiguous at a time: a copy of the whole matrix would double its memory
+        packed = kernels.band_sorted(np.ascontiguousarray(bands[:, b], dtype=np.uint64), shift, src, dst)
         out, k = kernels.bucket_pairs(packed, shift, window, out, k)
     pairs = np.asarray(docs, dtype=np.int64)[out[:k]]
     pairs.sort(axis=1)
