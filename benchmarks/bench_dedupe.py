@@ -306,8 +306,8 @@ def where_time_goes(split: dict, n: int, reference_rate: float | None) -> str:
                f"{n / (30 * reference_rate):.1f} s (now {split['pass1'] + split['decide']:.1f} s for pass 1 and deciding)."
                if reference_rate else "")
             + " Where the rest goes (profiled separately at 1M, one core): in pass 1 the tokeniser ~2 s, decoding the "
-            "role/content Parquet columns ~1.1 s, MinHash ~0.5 s; in deciding, 21 band sorts ~0.4 s and sorting the "
-            "candidate rows' shingle sets ~0.4 s; fixed costs ~1.4 s (imports ~0.6 s; on the first call numba's "
+            "role/content Parquet columns ~1.1 s, MinHash ~0.5 s; in deciding, sorting and scanning the 21 bands ~0.6 s "
+            "and reading the candidate rows' shingles back from the spill file ~0.2 s; fixed costs ~1.4 s (imports ~0.6 s; on the first call numba's "
             "registry loading, which imports scipy.linalg, and pandas, which pyarrow imports at its first Python-to-Arrow "
             "conversion, ~0.8 s together). In pass 3, decoding every column (~1.2 s) and "
             "encoding the kept and removed rows as zstd Parquet (~2.8 s) are most of it, which alone puts 30x end to "
