@@ -148,3 +148,23 @@ def test_sha1_mode_dedupes_like_default(shared_data):
 
     a = dedupe(shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json", hash="sha1")
     assert a.summary["removed_by_reason"]["exact"] == 14 and a.summary["config"]["hash"] == "sha1"
+
+
+def test_shingle_sets_and_exact_jaccard_equal_python_sets():
+    # rows from empty to far larger than the kernels' initial 256-slot tables, with repeated values
+    from curate.dedupe import lsh
+
+    rng = np.random.default_rng(3)
+    sizes = np.array([5, 300, 2000, 0, 7, 130])
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    values = rng.integers(0, 600, offsets[-1]).astype(np.uint32)
+    docs = np.array([40, 10, 30, 20, 50, 60])  # not in order: build_sets sorts rows by document
+    sets = lsh.build_sets(docs, values, offsets)
+    py = {int(d): set(values[offsets[i] : offsets[i + 1]].tolist()) for i, d in enumerate(docs)}
+    assert sets.docs.tolist() == sorted(py)
+    for k, d in enumerate(sets.docs.tolist()):
+        row = sets.values[sets.offsets[k] : sets.offsets[k + 1]].tolist()
+        assert len(row) == len(set(row)) and set(row) == py[d]
+    pairs = np.array([[10, 30], [10, 40], [10, 60], [20, 30], [30, 50], [30, 60]])
+    expected = [len(py[a] & py[b]) / len(py[a] | py[b]) if py[a] | py[b] else 0.0 for a, b in pairs.tolist()]
+    assert lsh.jaccard(sets, pairs).tolist() == expected

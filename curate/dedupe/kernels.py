@@ -268,6 +268,16 @@ def _slot(v, mask):
     return np.int64(((U64(v) * _GOLD) >> U64(40)) & mask)
 
 
+@njit(inline="always")
+def _table(size, need, keys, stamp):
+    """An open-addressing table (size, keys, generation stamps) with room for need / 2 values."""
+    if need <= size:
+        return size, keys, stamp
+    while size < need:
+        size *= 2
+    return size, np.empty(size, np.uint32), np.zeros(size, np.int64)
+
+
 @njit(cache=True, nogil=True)
 def jaccard(docs, offsets, values, pairs):
     """Exact Jaccard of each pair's unique value sets (CSR rows found by binary search in `docs`).
@@ -288,11 +298,7 @@ def jaccard(docs, offsets, values, pairs):
         if ka != last:
             last = ka
             gen += 1
-            if 2 * (ie - i) > size:
-                while size < 2 * (ie - i):
-                    size *= 2
-                keys = np.empty(size, np.uint32)
-                stamp = np.zeros(size, np.int64)
+            size, keys, stamp = _table(size, 2 * (ie - i), keys, stamp)
             mask = U64(size - 1)
             for q in range(i, ie):
                 s = _slot(values[q], mask)
@@ -328,11 +334,7 @@ def unique_sets(values, offsets, order):
     for p in range(len(order)):
         i = order[p]
         lo, hi = offsets[i], offsets[i + 1]
-        if 2 * (hi - lo) > size:
-            while size < 2 * (hi - lo):
-                size *= 2
-            keys = np.empty(size, np.uint32)
-            stamp = np.zeros(size, np.int64)
+        size, keys, stamp = _table(size, 2 * (hi - lo), keys, stamp)
         mask = U64(size - 1)
         gen = p + 1
         for q in range(lo, hi):
