@@ -3,7 +3,7 @@
 Each kernel is the definition the rest of `curate.dedupe` relies on: tests check the token and
 shingle hashes against the pure-Python mirrors in `shingle` (`token_hash`, `shingle_hash_py`) and
 the signatures against datasketch's own MinHash. Compiled code is cached on disk (numba's
-`cache=True`), so only the first run on a machine pays the compile time (about 10 s).
+`cache=True`), so only the first run on a machine pays the compile time (about 12 s).
 
 All arithmetic is unsigned and wraps: every constant is a typed `np.uint64` / `np.uint32`, since
 numba widens a mix of unsigned and signed Python ints to float.
