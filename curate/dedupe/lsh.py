@@ -27,11 +27,11 @@ def candidate_pairs(bands: np.ndarray, docs: np.ndarray, window: int = 8) -> np.
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
     shift = max(int(n - 1).bit_length(), 1)
+    bands = np.asarray(bands, dtype=np.uint64)
     src, dst = np.empty(n, dtype=np.uint64), np.empty(n, dtype=np.uint64)
     out, k = np.empty((1024, 2), dtype=np.int64), 0
     for b in range(bands.shape[1]):
-        # one band's keys made contiguous at a time: a copy of the whole matrix would double its memory
-        packed = kernels.band_sorted(np.ascontiguousarray(bands[:, b], dtype=np.uint64), shift, src, dst)
+        packed = kernels.band_sorted(bands[:, b], shift, src, dst)  # the column view: packing reads it once
         out, k = kernels.bucket_pairs(packed, shift, window, out, k)
     pairs = np.asarray(docs, dtype=np.int64)[out[:k]]
     pairs.sort(axis=1)

@@ -188,17 +188,14 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
             else:
                 kept_parts.append(kept)
                 rem_parts.append(removed)
-        if kept_w is not None:
-            kept_w.flush()
-            rem_w.flush()
     except BaseException:
         for w in (kept_w, rem_w):
             if w is not None:
-                w.writer.__exit__(RuntimeError, RuntimeError("aborted"), None)
+                w.abort()
         raise
     if kept_w is not None:
-        kept_w.writer.close()
-        rem_w.writer.close()
+        kept_w.close()
+        rem_w.close()
     previews = _Previews(preview_rows, preview_texts)
 
     clusters = _clusters_table(plan, removed_mask, reason, jac, jest, ids_of, previews, ids)
@@ -290,6 +287,15 @@ class _RowGroups:
         if self.parts:
             self.writer.write_table(pa.concat_tables(self.parts).cast(self.writer.schema))
         self.parts, self.nbytes = [], 0
+
+    def close(self) -> None:
+        """Write what is gathered and publish the file."""
+        self.flush()
+        self.writer.close()
+
+    def abort(self) -> None:
+        """Drop the file: a failed run leaves nothing complete-looking behind."""
+        self.writer.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
 def _objects(values: list) -> np.ndarray:
