@@ -229,3 +229,24 @@ def test_empty_input_and_rows_without_a_key():
     r = dedupe(same, on="assistant")
     assert r.summary["removed"] == 0 and r.summary["empty_key_rows"] == 2
     assert dedupe(same).summary["removed"] == 1
+
+
+def test_run_allocator_settings_are_scoped():
+    """While dedupe runs Arrow allocates through the system allocator; its pool is restored afterwards,
+    also when the run fails, and nested uses keep the setting until the outermost one ends."""
+    import pyarrow as pa
+
+    from curate.dedupe.alloc import reuse_freed_memory
+
+    before = pa.default_memory_pool().backend_name
+    with reuse_freed_memory():
+        assert pa.default_memory_pool().backend_name == "system"
+        with reuse_freed_memory():
+            pass
+        assert pa.default_memory_pool().backend_name == "system"
+    assert pa.default_memory_pool().backend_name == before
+    with pytest.raises(UsageError):
+        dedupe(rows_to_table([chat(text(1))]), threshold=2.0)
+    assert pa.default_memory_pool().backend_name == before
+    r = dedupe(rows_to_table([chat(text(1)), chat(text(1))]))
+    assert r.summary["removed"] == 1 and pa.default_memory_pool().backend_name == before

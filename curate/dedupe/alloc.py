@@ -1,0 +1,90 @@
+"""Allocator settings for the length of one dedupe run: keep freed memory for the next batch.
+
+Every batch of a run allocates and frees the same few-MiB scratch buffers (decoded Parquet pages,
+token edges, shingle hashes, signatures). With the default settings glibc hands freed memory back to
+the kernel (heap trimming, and munmap of every block above its mmap threshold) and Arrow's mimalloc
+pool purges freed pages, so the next batch page-faults freshly zeroed pages again: about 350k page
+faults and 2-3 s of system time per million rows, ~0.8 s of it avoidable (benchmarks/RESULTS.md).
+
+While a run lasts, Arrow allocates through the system allocator and glibc keeps what is freed (mmap
+threshold 32 MiB, the most glibc accepts; trim threshold 1 GiB). Afterwards glibc is left as its own
+adaptive mode leaves itself after freeing a 32 MiB block (mmap threshold 32 MiB, trim threshold
+64 MiB), the memory held is returned to the kernel (malloc_trim), and Arrow's pool is restored.
+Where the C library is not glibc, only the Arrow pool changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import platform
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pyarrow as pa
+
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters (malloc.h)
+MMAP_THRESHOLD = 32 << 20
+RUN_TRIM_THRESHOLD = 1 << 30
+RUN_TOP_PAD = 64 << 20
+AFTER_TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
+AFTER_TOP_PAD = 128 << 10  # glibc's default
+
+_lock = threading.Lock()
+_depth = 0
+_saved_pool: pa.MemoryPool | None = None
+
+
+def _glibc():
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+_LIBC = _glibc()
+
+
+def _mallopt(**params: int) -> None:
+    if _LIBC is not None:
+        for name, value in params.items():
+            _LIBC.mallopt(globals()[name], value)
+
+
+@contextmanager
+def reuse_freed_memory() -> Iterator[None]:
+    """Keep freed memory for reuse while the body runs (nested or concurrent uses share one setting)."""
+    global _depth, _saved_pool
+    with _lock:
+        if _depth == 0:
+            _saved_pool = pa.default_memory_pool()
+            pa.set_memory_pool(pa.system_memory_pool())
+            _mallopt(M_MMAP_THRESHOLD=MMAP_THRESHOLD, M_TRIM_THRESHOLD=RUN_TRIM_THRESHOLD, M_TOP_PAD=RUN_TOP_PAD)
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                pa.set_memory_pool(_saved_pool)
+                _saved_pool = None
+                _mallopt(M_TRIM_THRESHOLD=AFTER_TRIM_THRESHOLD, M_TOP_PAD=AFTER_TOP_PAD)
+                if _LIBC is not None:
+                    _LIBC.malloc_trim(0)
+
+
+def reusing_freed_memory(fn: Callable) -> Callable:
+    """`fn` run inside `reuse_freed_memory()`."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with reuse_freed_memory():
+            return fn(*args, **kwargs)
+
+    return run
