@@ -238,13 +238,20 @@ def test_run_allocator_settings_are_scoped():
 
     from curate.dedupe.alloc import reuse_freed_memory
 
+    from curate.dedupe import alloc
+
     before = pa.default_memory_pool().backend_name
+    hugepage = alloc._set_hugepage(True) if alloc._set_hugepage else None  # True is numpy's default on Linux
     with reuse_freed_memory():
         assert pa.default_memory_pool().backend_name == "system"
         with reuse_freed_memory():
             pass
         assert pa.default_memory_pool().backend_name == "system"
+        if hugepage is not None:
+            assert alloc._set_hugepage(False) is False  # off inside the run
     assert pa.default_memory_pool().backend_name == before
+    if hugepage is not None:
+        assert alloc._set_hugepage(hugepage) is True  # and restored after it
     with pytest.raises(UsageError):
         dedupe(rows_to_table([chat(text(1))]), threshold=2.0)
     assert pa.default_memory_pool().backend_name == before
