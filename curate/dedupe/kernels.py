@@ -372,11 +372,11 @@ def equal_fraction(sig, a, b):
 
 
 @njit(cache=True, nogil=True)
-def _radix(src, dst, shift):
-    """Sort `src` by its bits shift..63 (stable LSD radix, 11 bits per pass; all passes' counts in one read);
-    `dst` is scratch of the same length. Returns whichever of the two holds the result."""
+def _radix(src, dst, shift, nbits):
+    """Sort `src` by its bits shift..shift + nbits - 1 (stable LSD radix, 11 bits per pass; all passes'
+    counts in one read); `dst` is scratch of the same length. Returns whichever of the two holds the result."""
     n = len(src)
-    npass = (64 - shift + 10) // 11
+    npass = (nbits + 10) // 11
     mask = U64(2047)
     count = np.zeros((npass, 2049), np.int64)
     for i in range(n):
@@ -400,17 +400,18 @@ def _radix(src, dst, shift):
 def sort_by_key(packed, shift):
     """`packed` (key << shift | position, positions ascending) sorted: a stable LSD radix sort on bits
     shift..63 only; equal keys keep their position order, so this equals np.sort."""
-    return _radix(packed.copy(), np.empty_like(packed), shift)
+    return _radix(packed.copy(), np.empty_like(packed), shift, 64 - shift)
 
 
 @njit(cache=True, nogil=True)
-def band_sorted(keys, shift, src, dst):
-    """`keys` packed as (key with its low `shift` bits cleared | position) and sorted as `sort_by_key`
-    does, in the scratch arrays src / dst (the result is one of them)."""
-    low = (U64(1) << U64(shift)) - U64(1)
-    for i in range(len(keys)):
-        src[i] = (keys[i] & ~low) | U64(i)
-    return _radix(src, dst, shift)
+def band_sorted(keys, rows, shift, bits, src, dst):
+    """keys[rows[i]] packed as (its top `bits` bits << shift | i), shift + bits <= 64, and sorted by those
+    key bits with ties in position order, in the scratch arrays src / dst (the result is one of them)."""
+    drop = U64(64 - bits)
+    sh = U64(shift)
+    for i in range(len(rows)):
+        src[i] = ((keys[rows[i]] >> drop) << sh) | U64(i)
+    return _radix(src, dst, shift, bits)
 
 
 @njit(cache=True, nogil=True)

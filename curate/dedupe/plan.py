@@ -63,7 +63,7 @@ def decide(
     exact_edges = np.stack([rep[members], members], axis=1)
     exact_edges = exact_edges[exact_edges[:, 1] >= m]
 
-    pairs = lsh.candidate_pairs(band_all[reps], reps)
+    pairs = lsh.candidate_pairs(band_all, reps)
     pairs = pairs[pairs[:, 1] >= m]  # both ends old: decided by an earlier run
     cand = np.unique(pairs)
     old_c, new_c = cand[cand < m], cand[cand >= m]
