@@ -163,19 +163,25 @@ def windows(values, counts, n, whole_if_short):
 
 @njit(cache=True, nogil=True)
 def signatures(hash32, offsets, a, b):
-    """(ndocs, num_perm) uint32 datasketch affine32 signatures; hash32[offsets[d]:offsets[d+1]] are document d's.
+    """(ndocs, num_perm) uint32 datasketch affine32 signatures; hash32[offsets[d]:offsets[d+1]] are document d's."""
+    return signatures_at(hash32, offsets[:-1], offsets[1:], a, b)
+
+
+@njit(cache=True, nogil=True)
+def signatures_at(hash32, starts, ends, a, b):
+    """(len(starts), num_perm) uint32 datasketch affine32 signatures of hash32[starts[d]:ends[d]], d = 0, 1, ...
 
     Four shingles per sweep over the permutations: the running minima are loaded and stored a quarter
     as often, which halves the time of the one-shingle loop (the SIMD units, not memory, then bound it).
     """
-    ndocs = len(offsets) - 1
+    ndocs = len(starts)
     p = len(a)
     sig = np.empty((ndocs, p), np.uint32)
     acc = np.empty(p, np.uint32)
     for d in range(ndocs):
         acc[:] = U32(0xFFFFFFFF)
-        s = offsets[d]
-        e = offsets[d + 1]
+        s = starts[d]
+        e = ends[d]
         while s + 4 <= e:
             h0 = _fmix32(hash32[s])
             h1 = _fmix32(hash32[s + 1])

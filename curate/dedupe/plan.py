@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curate.dedupe import kernels, lsh
-from curate.dedupe.minhash import signatures
+from curate.dedupe.minhash import permutations
 
 
 @dataclass
@@ -74,16 +74,19 @@ def decide(
     new_sets = load_sets(new_c - m)
     new_sets.docs = new_sets.docs + m
     sets = lsh.concat_sets(parts + [new_sets])
-    sig = signatures(sets.values, sets.offsets, num_perm, seed)
 
     def est(p: np.ndarray) -> np.ndarray:
+        """MinHash estimates of pairs, from signatures of just the documents in them."""
         if len(p) == 0:
             return np.zeros(0)
-        a, b = np.searchsorted(sets.docs, p[:, 0]), np.searchsorted(sets.docs, p[:, 1])
-        return kernels.equal_fraction(sig, a, b)
+        docs = np.unique(p)
+        k = np.searchsorted(sets.docs, docs)
+        a, b = permutations(num_perm, seed)
+        sig = kernels.signatures_at(sets.values, sets.offsets[k], sets.offsets[k + 1], a, b)
+        return kernels.equal_fraction(sig, np.searchsorted(docs, p[:, 0]), np.searchsorted(docs, p[:, 1]))
 
-    pair_est = est(pairs)
-    pair_j = lsh.jaccard(sets, pairs) if verify else pair_est
+    # verified: estimates are only reported, for the removed rows' pairs below (a fraction of the candidates)
+    pair_j = lsh.jaccard(sets, pairs) if verify else est(pairs)
     near_edges = pairs[pair_j >= threshold - 1e-12]
     labels = lsh.components(total, np.concatenate([exact_edges, near_edges]))
 
