@@ -233,27 +233,26 @@ def test_empty_input_and_rows_without_a_key():
 
 def test_run_allocator_settings_are_scoped():
     """While dedupe runs Arrow allocates through the system allocator; its pool is restored afterwards,
-    also when the run fails, and nested uses keep the setting until the outermost one ends."""
+    also when the run fails, and nested uses keep the setting until the outermost one ends. numpy's
+    huge-page setting is off inside small_pages() and restored after it."""
     import pyarrow as pa
-
-    from curate.dedupe.alloc import reuse_freed_memory
 
     from curate.dedupe import alloc
 
     before = pa.default_memory_pool().backend_name
-    hugepage = alloc._set_hugepage(True) if alloc._set_hugepage else None  # True is numpy's default on Linux
-    with reuse_freed_memory():
+    with alloc.reuse_freed_memory():
         assert pa.default_memory_pool().backend_name == "system"
-        with reuse_freed_memory():
+        with alloc.reuse_freed_memory():
             pass
         assert pa.default_memory_pool().backend_name == "system"
-        if hugepage is not None:
-            assert alloc._set_hugepage(False) is False  # off inside the run
     assert pa.default_memory_pool().backend_name == before
-    if hugepage is not None:
-        assert alloc._set_hugepage(hugepage) is True  # and restored after it
     with pytest.raises(UsageError):
         dedupe(rows_to_table([chat(text(1))]), threshold=2.0)
     assert pa.default_memory_pool().backend_name == before
     r = dedupe(rows_to_table([chat(text(1)), chat(text(1))]))
     assert r.summary["removed"] == 1 and pa.default_memory_pool().backend_name == before
+    if alloc._set_hugepage is not None:
+        hugepage = alloc._set_hugepage(True)  # numpy's default on Linux
+        with alloc.small_pages():
+            assert alloc._set_hugepage(False) is False  # off inside
+        assert alloc._set_hugepage(hugepage) is True  # restored after

@@ -7,13 +7,15 @@ pool purges freed pages, so the next batch page-faults freshly zeroed pages agai
 faults and 2-3 s of system time per million rows, ~0.8 s of it avoidable (benchmarks/RESULTS.md).
 
 While a run lasts, Arrow allocates through the system allocator and glibc keeps what is freed (mmap
-threshold 32 MiB, the most glibc accepts; trim threshold 1 GiB). numpy also stops asking the kernel
-for transparent huge pages for its arrays of 4 MiB and more: where the kernel defragments on such
-requests (defrag=madvise, the usual default), a fault then waits for memory compaction, which after
-a few hundred batches costs more than the huge pages save (pass 1 and deciding ~0.3 s faster at 1M). Afterwards glibc is left as its own
+threshold 32 MiB, the most glibc accepts; trim threshold 1 GiB). Afterwards glibc is left as its own
 adaptive mode leaves itself after freeing a 32 MiB block (mmap threshold 32 MiB, trim threshold
-64 MiB), the memory held is returned to the kernel (malloc_trim), and Arrow's pool and numpy's
-huge-page setting are restored.
+64 MiB), the memory held is returned to the kernel (malloc_trim), and Arrow's pool is restored.
+
+`small_pages()` is for the hashing and deciding passes: numpy stops asking the kernel for transparent
+huge pages for its arrays of 4 MiB and more. Where the kernel defragments on such requests
+(defrag=madvise, the usual default), a fault then waits for memory compaction, which after a few
+hundred batches costs more than the huge pages save: ~0.3 s of pass 1 and deciding at 1M rows. The
+writing pass is ~0.8 s faster with them, so it runs with numpy's setting as it was.
 Where the C library is not glibc, only the Arrow pool changes.
 """
 
@@ -40,7 +42,6 @@ AFTER_TOP_PAD = 128 << 10  # glibc's default
 _lock = threading.Lock()
 _depth = 0
 _saved_pool: pa.MemoryPool | None = None
-_saved_hugepage = False
 # numpy's switch for madvise(MADV_HUGEPAGE) on large arrays (numpy >= 1.20); it returns the previous value
 _set_hugepage = getattr(getattr(getattr(np, "_core", None), "multiarray", None), "_set_madvise_hugepage", None)
 
@@ -67,13 +68,11 @@ def _mallopt(**params: int) -> None:
 @contextmanager
 def reuse_freed_memory() -> Iterator[None]:
     """Keep freed memory for reuse while the body runs (nested or concurrent uses share one setting)."""
-    global _depth, _saved_pool, _saved_hugepage
+    global _depth, _saved_pool
     with _lock:
         if _depth == 0:
             _saved_pool = pa.default_memory_pool()
             pa.set_memory_pool(pa.system_memory_pool())
-            if _set_hugepage is not None:
-                _saved_hugepage = _set_hugepage(False)
             _mallopt(M_MMAP_THRESHOLD=MMAP_THRESHOLD, M_TRIM_THRESHOLD=RUN_TRIM_THRESHOLD, M_TOP_PAD=RUN_TOP_PAD)
         _depth += 1
     try:
@@ -84,11 +83,22 @@ def reuse_freed_memory() -> Iterator[None]:
             if _depth == 0:
                 pa.set_memory_pool(_saved_pool)
                 _saved_pool = None
-                if _set_hugepage is not None:
-                    _set_hugepage(_saved_hugepage)
                 _mallopt(M_TRIM_THRESHOLD=AFTER_TRIM_THRESHOLD, M_TOP_PAD=AFTER_TOP_PAD)
                 if _LIBC is not None:
                     _LIBC.malloc_trim(0)
+
+
+@contextmanager
+def small_pages() -> Iterator[None]:
+    """numpy asks for no transparent huge pages while the body runs (its setting is restored after)."""
+    if _set_hugepage is None:
+        yield
+        return
+    before = _set_hugepage(False)
+    try:
+        yield
+    finally:
+        _set_hugepage(before)
 
 
 def reusing_freed_memory(fn: Callable) -> Callable:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.dedupe.alloc import reusing_freed_memory
+from curate.dedupe.alloc import reusing_freed_memory, small_pages
 from curate.dedupe.keys import check_on, exact_hashes, key_tokens, shared_system_prompts, system_prompts
 from curate.dedupe.minhash import band_hashes, choose_bands, collision_probability, signatures
 from curate.dedupe.plan import decide
@@ -169,57 +169,58 @@ def dedupe(
 
         matcher = Matcher(load_eval(list(against), against_format, long_ngram))
 
-    # pass 1: exact hashes and band keys of every row
-    n = src.rows
-    exact = np.zeros((n, 2), dtype=np.uint64)
-    band = np.zeros((n, bands), dtype=np.uint64)
-    nonempty = np.zeros(n, dtype=bool)
-    length = np.zeros(n if keep == "longest" else 0, dtype=np.int64)
-    id_chunks: list[pa.Array] = []  # row ids stay in Arrow: a Python list of 10M ids would cost ~700 MB
-    origin = np.zeros(n, dtype=np.int32)  # codes into origin_code, so a million rows hold no strings
-    origin_code: dict[str | None, int] = {}
-    spill = ShingleSpill(n)
-    for start, batch in src.batches(batch_size, ["id", "messages", "origin"], keys_only=True):
-        keys, tok = key_tokens(batch, on, shared)
-        sl = slice(start, start + batch.num_rows)
-        exact[sl] = exact_hashes(tok)
-        sh = shingles_of(tok, shingle, ngram, hash)
-        h32 = (sh.hashes >> np.uint64(32)).astype(np.uint32)
-        spill.add(start, h32, sh.offsets)
-        sig = signatures(h32, sh.offsets, num_perm, seed)
-        band[sl] = band_hashes(sig, bands, rows_per_band)
-        nonempty[sl] = np.diff(sh.offsets) > 0
-        if keep == "longest":
-            length[sl] = keys.length
-        id_chunks.extend(batch.column("id").chunks)
-        enc = pc.dictionary_encode(batch.column("origin").combine_chunks())
-        codes = [origin_code.setdefault(v, len(origin_code)) for v in enc.dictionary.to_pylist()]
-        idx = np.asarray(pc.fill_null(enc.indices, -1), dtype=np.int64)
-        origin[sl] = np.where(idx >= 0, np.asarray(codes + [0], dtype=np.int32)[idx], origin_code.setdefault(None, len(origin_code)))
-        if matcher is not None:
-            matcher.add_batch(batch, start)
+    with small_pages():  # see curate/dedupe/alloc.py
+        # pass 1: exact hashes and band keys of every row
+        n = src.rows
+        exact = np.zeros((n, 2), dtype=np.uint64)
+        band = np.zeros((n, bands), dtype=np.uint64)
+        nonempty = np.zeros(n, dtype=bool)
+        length = np.zeros(n if keep == "longest" else 0, dtype=np.int64)
+        id_chunks: list[pa.Array] = []  # row ids stay in Arrow: a Python list of 10M ids would cost ~700 MB
+        origin = np.zeros(n, dtype=np.int32)  # codes into origin_code, so a million rows hold no strings
+        origin_code: dict[str | None, int] = {}
+        spill = ShingleSpill(n)
+        for start, batch in src.batches(batch_size, ["id", "messages", "origin"], keys_only=True):
+            keys, tok = key_tokens(batch, on, shared)
+            sl = slice(start, start + batch.num_rows)
+            exact[sl] = exact_hashes(tok)
+            sh = shingles_of(tok, shingle, ngram, hash)
+            h32 = (sh.hashes >> np.uint64(32)).astype(np.uint32)
+            spill.add(start, h32, sh.offsets)
+            sig = signatures(h32, sh.offsets, num_perm, seed)
+            band[sl] = band_hashes(sig, bands, rows_per_band)
+            nonempty[sl] = np.diff(sh.offsets) > 0
+            if keep == "longest":
+                length[sl] = keys.length
+            id_chunks.extend(batch.column("id").chunks)
+            enc = pc.dictionary_encode(batch.column("origin").combine_chunks())
+            codes = [origin_code.setdefault(v, len(origin_code)) for v in enc.dictionary.to_pylist()]
+            idx = np.asarray(pc.fill_null(enc.indices, -1), dtype=np.int64)
+            origin[sl] = np.where(idx >= 0, np.asarray(codes + [0], dtype=np.int32)[idx], origin_code.setdefault(None, len(origin_code)))
+            if matcher is not None:
+                matcher.add_batch(batch, start)
 
-    t1, c1 = time.perf_counter(), time.process_time()
-    contam = matcher.matches(containment, boilerplate_rows=boilerplate_rows) if matcher else []
-    contaminated = np.zeros(n, dtype=bool)
-    contaminated[[c["row"] for c in contam]] = True
+        t1, c1 = time.perf_counter(), time.process_time()
+        contam = matcher.matches(containment, boilerplate_rows=boilerplate_rows) if matcher else []
+        contaminated = np.zeros(n, dtype=bool)
+        contaminated[[c["row"] for c in contam]] = True
 
-    plan = decide(
-        n=n,
-        exact=exact,
-        band=band,
-        active=nonempty & ~contaminated,
-        length=length,
-        origins=(origin, list(origin_code)),
-        keep=keep,
-        origin_priority=origin_priority,
-        threshold=threshold,
-        verify=verify,
-        index=index,
-        load_sets=spill.sets,
-        num_perm=num_perm,
-        seed=seed,
-    )
+        plan = decide(
+            n=n,
+            exact=exact,
+            band=band,
+            active=nonempty & ~contaminated,
+            length=length,
+            origins=(origin, list(origin_code)),
+            keep=keep,
+            origin_priority=origin_priority,
+            threshold=threshold,
+            verify=verify,
+            index=index,
+            load_sets=spill.sets,
+            num_perm=num_perm,
+            seed=seed,
+        )
     plan.stats["seconds_pass1"] = round(t1 - t0, 3)
     plan.stats["seconds_pass2"] = round(time.perf_counter() - t1, 3)
     # CPU seconds of this process per phase: read + hash, decide (LSH, verify, clusters), write
