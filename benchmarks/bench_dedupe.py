@@ -293,7 +293,7 @@ NOTES = """Notes:
   are compiled loops (numba, curate/dedupe/kernels.py)."""
 
 
-def where_time_goes(split: dict, n: int, reference_rate: float | None) -> str:
+def where_time_goes(split: dict, n: int, reference_rate: float | None, decision_rate: float | None) -> str:
     """A note on curate's own per-phase CPU (`cpu_seconds` in its summary) at the largest size."""
     if not split:
         return ""
@@ -303,15 +303,17 @@ def where_time_goes(split: dict, n: int, reference_rate: float | None) -> str:
             f"clusters) {split['decide']:.1f} s, pass 3 (re-read every column, write the outputs) "
             f"{split['write']:.1f} s."
             + (f" 30x the datasketch reference on the references' work would need all of it, imports included, in "
-               f"{n / (30 * reference_rate):.1f} s (now {split['pass1'] + split['decide']:.1f} s for pass 1 and deciding)."
-               if reference_rate else "")
+               f"{n / (30 * reference_rate):.1f} s (now {n / decision_rate:.1f} s)."
+               if reference_rate and decision_rate else "")
             + " Where the rest goes (profiled separately at 1M, one core): in pass 1 the tokeniser ~2 s, decoding the "
-            "role/content Parquet columns ~1.1 s, MinHash ~0.5 s; in deciding, sorting and scanning the 21 bands ~0.6 s "
-            "and reading the candidate rows' shingles back from the spill file ~0.2 s; fixed costs ~1.4 s (imports ~0.6 s; on the first call numba's "
-            "registry loading, which imports scipy.linalg, and pandas, which pyarrow imports at its first Python-to-Arrow "
-            "conversion, ~0.8 s together). In pass 3, decoding every column (~1.2 s) and "
-            "encoding the kept and removed rows as zstd Parquet (~2.8 s) are most of it, which alone puts 30x end to "
-            "end out of reach on one core while the outputs are written.")
+            "role/content Parquet columns ~1 s, MinHash ~0.5 s; in deciding, sorting and scanning the 21 bands ~0.5 s, "
+            "reading the candidate rows' shingles back from the spill file ~0.25 s and exact Jaccard ~0.3 s; fixed costs "
+            "~1 s (imports ~0.5 s; on the first call numba's registry loading, which imports scipy.linalg, and pandas, "
+            "which pyarrow imports at its first Python-to-Arrow conversion, ~0.4 s together); and 1-2 s of system time, "
+            "mostly the kernel zeroing fresh pages, even with the allocator settings of curate/dedupe/alloc.py (without "
+            "them ~1 s more). In pass 3, decoding every column (~0.8 s), filtering them (~0.7 s) and encoding the kept "
+            "and removed rows as zstd Parquet (~2.5 s) are most of it, which alone puts 30x end to end out of reach "
+            "on one core while the outputs are written.")
 
 
 def targets(summary: dict[int, dict]) -> list[str]:
@@ -337,6 +339,12 @@ def targets(summary: dict[int, dict]) -> list[str]:
     return out
 
 
+def _cpu_cell(cpus: list[float]) -> str:
+    """The lowest CPU seconds, and every run's when there were several."""
+    best = min(cpus)
+    return f"{best:.1f}" if len(cpus) == 1 else f"{best:.1f} ({', '.join(f'{c:.1f}' for c in cpus)})"
+
+
 def warm_kernels() -> float:
     """Compile curate's numba kernels (cached on disk) outside the timed workers; seconds taken."""
     from curate.dataset import make_row, rows_to_table
@@ -360,6 +368,8 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--reference-limit", type=int, default=None,
                     help="run datasketch (and rensa) on only the first N records of larger corpora")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run every pipeline this many times per size and keep each one's lowest CPU time")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--worker")
     ap.add_argument("--corpus")
@@ -381,10 +391,12 @@ def main() -> None:
         "references read all texts into a list first. datasketch: `MinHash.bulk` + `MinHashLSH` "
         "(its default bands for 0.8), query before insert, estimated Jaccard checked. rensa: `RMinHash` + "
         "`RMinHashLSH(num_bands=16)`, same pattern. records/s is computed from the worker's CPU time "
-         "(user + system), which a shared machine disturbs far less than wall time; wall seconds are shown too."),
+         "(user + system), which a shared machine disturbs far less than wall time; wall seconds are shown too."
+         + (f" Every pipeline ran {a.repeats} times per size; each row is its run with the lowest CPU time, and "
+            "the CPU s column lists every run's." if a.repeats > 1 else "")),
         f"Load average when the run started: {load:.1f} (other jobs shared this 2-core machine; timings are noisy).",
         (f"curate's compiled kernels (numba, cached on disk) were loaded or compiled before the timed runs in {warm:.1f} s; "
-         "a first run on a new machine pays the compile once (about 10 s). \"curate, decision only\" is curate's "
+         "a first run on a new machine pays the compile once (about 12 s). \"curate, decision only\" is curate's "
          "CPU time minus its pass 3 (writing the kept, removed and clusters Parquet files): the same work the "
          "references do."),
         "",
@@ -397,24 +409,26 @@ def main() -> None:
         res = {}
         for name in names:
             limit = a.reference_limit if (name != "curate" and a.reference_limit and n > a.reference_limit) else None
-            out = launch(name, str(corpus), limit)
-            if out is None:
+            runs = [o for o in (launch(name, str(corpus), limit) for _ in range(a.repeats)) if o is not None]
+            if not runs:
                 lines.append(f"| {n:,} | {name} | failed | | | | | | | | |")
                 continue
+            out = min(runs, key=lambda o: o["cpu"])  # the least disturbed run; every run's CPU is shown
             res[name] = out
             p, r, f = prf(out["removed"], truth[: out["n"]])
             rate = out["n"] / out["cpu"]
             base = res.get("datasketch")
             speed = f"{rate / (base['n'] / base['cpu']):.1f}x" if base and name != "datasketch" else ("1.0x" if name == "datasketch" else "")
-            lines.append(f"| {n:,} | {name} | {out['n']:,} | {out['seconds']:.1f} | {out['cpu']:.1f} | {rate:,.0f} | {out['peak_rss_mib']:,.0f} | "
-                         f"{p:.4f} | {r:.4f} | {f:.4f} | {speed} |")
+            lines.append(f"| {n:,} | {name} | {out['n']:,} | {out['seconds']:.1f} | {_cpu_cell([o['cpu'] for o in runs])} | {rate:,.0f} | "
+                         f"{out['peak_rss_mib']:,.0f} | {p:.4f} | {r:.4f} | {f:.4f} | {speed} |")
             print(lines[-1], flush=True)
             if name == "curate" and out.get("cpu_split", {}).get("write"):
                 # the same work as the references: read, hash, LSH, verify, decide; no output files written
-                cpu_d = out["cpu"] - out["cpu_split"]["write"]
+                decision = [o["cpu"] - o["cpu_split"]["write"] for o in runs]
+                cpu_d = min(decision)
                 res["curate_decision"] = {**out, "cpu": cpu_d}
                 speed_d = f"{out['n'] / cpu_d / (base['n'] / base['cpu']):.1f}x" if base else ""
-                lines.append(f"| {n:,} | curate, decision only | {out['n']:,} | | {cpu_d:.1f} | {out['n'] / cpu_d:,.0f} | | "
+                lines.append(f"| {n:,} | curate, decision only | {out['n']:,} | | {_cpu_cell(decision)} | {out['n'] / cpu_d:,.0f} | | "
                              f"{p:.4f} | {r:.4f} | {f:.4f} | {speed_d} |")
         summary[n] = {k: (v["n"] / v["cpu"], v["peak_rss_mib"], prf(v["removed"], truth[: v["n"]])[2]) for k, v in res.items()}
         if "curate" in res:
@@ -432,8 +446,9 @@ def main() -> None:
     big = max(a.sizes)
     split = (summary.get(big) or {}).get("curate_split", {})
     ref_rate = (summary.get(big) or {}).get("datasketch", (None,))[0]
+    decision_rate = (summary.get(big) or {}).get("curate_decision", (None,))[0]
     lines += ["", "Targets (from the issue), as measured above:", ""] + targets(summary) + ["", NOTES,
-                                                                                         where_time_goes(split, big, ref_rate)]
+                                                                                         where_time_goes(split, big, ref_rate, decision_rate)]
     body = "\n".join(lines)
     print(body)
     if not a.no_write:
