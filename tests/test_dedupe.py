@@ -254,5 +254,7 @@ def test_run_allocator_settings_are_scoped():
     if alloc._set_hugepage is not None:
         hugepage = alloc._set_hugepage(True)  # numpy's default on Linux
         with alloc.small_pages():
-            assert alloc._set_hugepage(False) is False  # off inside
-        assert alloc._set_hugepage(hugepage) is True  # restored after
+            with alloc.small_pages():
+                pass
+            assert alloc._set_hugepage(False) is False  # off inside, also after a nested use ended
+        assert alloc._set_hugepage(hugepage) is True  # restored after the outermost

@@ -42,6 +42,8 @@ AFTER_TOP_PAD = 128 << 10  # glibc's default
 _lock = threading.Lock()
 _depth = 0
 _saved_pool: pa.MemoryPool | None = None
+_pages_depth = 0
+_saved_hugepage = True
 # numpy's switch for madvise(MADV_HUGEPAGE) on large arrays (numpy >= 1.20); it returns the previous value
 _set_hugepage = getattr(getattr(getattr(np, "_core", None), "multiarray", None), "_set_madvise_hugepage", None)
 
@@ -90,15 +92,23 @@ def reuse_freed_memory() -> Iterator[None]:
 
 @contextmanager
 def small_pages() -> Iterator[None]:
-    """numpy asks for no transparent huge pages while the body runs (its setting is restored after)."""
+    """numpy asks for no transparent huge pages while the body runs (nested or concurrent uses share one
+    setting; numpy's own is restored when the last ends)."""
+    global _pages_depth, _saved_hugepage
     if _set_hugepage is None:
         yield
         return
-    before = _set_hugepage(False)
+    with _lock:
+        if _pages_depth == 0:
+            _saved_hugepage = _set_hugepage(False)
+        _pages_depth += 1
     try:
         yield
     finally:
-        _set_hugepage(before)
+        with _lock:
+            _pages_depth -= 1
+            if _pages_depth == 0:
+                _set_hugepage(_saved_hugepage)
 
 
 def reusing_freed_memory(fn: Callable) -> Callable:
