@@ -275,6 +275,15 @@ def _slot(v, mask):
 
 
 @njit(inline="always")
+def _probe(v, keys, stamp, gen, size):
+    """Slot of `v` in the open-addressing table of generation `gen`: where it is, or the free slot it goes in."""
+    s = _slot(v, U64(size - 1))
+    while stamp[s] == gen and keys[s] != v:
+        s = (s + 1) & (size - 1)
+    return s
+
+
+@njit(inline="always")
 def _table(size, need, keys, stamp):
     """An open-addressing table (size, keys, generation stamps) with room for need / 2 values."""
     if need <= size:
@@ -305,23 +314,13 @@ def jaccard(docs, offsets, values, pairs):
             last = ka
             gen += 1
             size, keys, stamp = _table(size, 2 * (ie - i), keys, stamp)
-            mask = U64(size - 1)
             for q in range(i, ie):
-                s = _slot(values[q], mask)
-                while stamp[s] == gen:
-                    s = (s + 1) & (size - 1)
+                s = _probe(values[q], keys, stamp, gen, size)
                 stamp[s] = gen
                 keys[s] = values[q]
-        mask = U64(size - 1)
         inter = 0
         for q in range(j, je):
-            v = values[q]
-            s = _slot(v, mask)
-            while stamp[s] == gen:
-                if keys[s] == v:
-                    inter += 1
-                    break
-                s = (s + 1) & (size - 1)
+            inter += stamp[_probe(values[q], keys, stamp, gen, size)] == gen
         union = (ie - i) + (je - j) - inter
         out[p] = inter / union if union > 0 else 0.0
     return out
@@ -341,21 +340,15 @@ def unique_sets(values, offsets, order):
         i = order[p]
         lo, hi = offsets[i], offsets[i + 1]
         size, keys, stamp = _table(size, 2 * (hi - lo), keys, stamp)
-        mask = U64(size - 1)
         gen = p + 1
         for q in range(lo, hi):
             v = values[q]
-            s = _slot(v, mask)
-            while True:
-                if stamp[s] != gen:
-                    stamp[s] = gen
-                    keys[s] = v
-                    out[k] = v
-                    k += 1
-                    break
-                if keys[s] == v:
-                    break
-                s = (s + 1) & (size - 1)
+            s = _probe(v, keys, stamp, gen, size)
+            if stamp[s] != gen:
+                stamp[s] = gen
+                keys[s] = v
+                out[k] = v
+                k += 1
         off[p + 1] = k
     return off, out[:k]
 
