@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import functools
 import platform
 import threading
 from collections.abc import Callable, Iterator
@@ -39,11 +38,6 @@ RUN_TOP_PAD = 64 << 20
 AFTER_TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
 AFTER_TOP_PAD = 128 << 10  # glibc's default
 
-_lock = threading.Lock()
-_depth = 0
-_saved_pool: pa.MemoryPool | None = None
-_pages_depth = 0
-_saved_hugepage = True
 # numpy's switch for madvise(MADV_HUGEPAGE) on large arrays (numpy >= 1.20); it returns the previous value
 _set_hugepage = getattr(getattr(getattr(np, "_core", None), "multiarray", None), "_set_madvise_hugepage", None)
 
@@ -59,64 +53,52 @@ def _glibc():
 
 
 _LIBC = _glibc()
+_lock = threading.Lock()
 
 
-def _mallopt(**params: int) -> None:
+def _shared(enter: Callable[[], object], leave: Callable[[object], None]):
+    """A context manager that runs `enter` when the first of any nested or concurrent uses begins and
+    `leave(what enter returned)` when the last ends."""
+    state = {"depth": 0, "saved": None}
+
+    @contextmanager
+    def scope() -> Iterator[None]:
+        with _lock:
+            if state["depth"] == 0:
+                state["saved"] = enter()
+            state["depth"] += 1
+        try:
+            yield
+        finally:
+            with _lock:
+                state["depth"] -= 1
+                if state["depth"] == 0:
+                    leave(state["saved"])
+
+    return scope
+
+
+def _keep_freed() -> pa.MemoryPool:
+    pool = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
     if _LIBC is not None:
-        for name, value in params.items():
-            _LIBC.mallopt(globals()[name], value)
+        _LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        _LIBC.mallopt(M_TRIM_THRESHOLD, RUN_TRIM_THRESHOLD)
+        _LIBC.mallopt(M_TOP_PAD, RUN_TOP_PAD)
+    return pool
 
 
-@contextmanager
-def reuse_freed_memory() -> Iterator[None]:
-    """Keep freed memory for reuse while the body runs (nested or concurrent uses share one setting)."""
-    global _depth, _saved_pool
-    with _lock:
-        if _depth == 0:
-            _saved_pool = pa.default_memory_pool()
-            pa.set_memory_pool(pa.system_memory_pool())
-            _mallopt(M_MMAP_THRESHOLD=MMAP_THRESHOLD, M_TRIM_THRESHOLD=RUN_TRIM_THRESHOLD, M_TOP_PAD=RUN_TOP_PAD)
-        _depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                pa.set_memory_pool(_saved_pool)
-                _saved_pool = None
-                _mallopt(M_TRIM_THRESHOLD=AFTER_TRIM_THRESHOLD, M_TOP_PAD=AFTER_TOP_PAD)
-                if _LIBC is not None:
-                    _LIBC.malloc_trim(0)
+def _hand_back(pool: pa.MemoryPool) -> None:
+    pa.set_memory_pool(pool)
+    if _LIBC is not None:
+        _LIBC.mallopt(M_TRIM_THRESHOLD, AFTER_TRIM_THRESHOLD)
+        _LIBC.mallopt(M_TOP_PAD, AFTER_TOP_PAD)
+        _LIBC.malloc_trim(0)
 
 
-@contextmanager
-def small_pages() -> Iterator[None]:
-    """numpy asks for no transparent huge pages while the body runs (nested or concurrent uses share one
-    setting; numpy's own is restored when the last ends)."""
-    global _pages_depth, _saved_hugepage
-    if _set_hugepage is None:
-        yield
-        return
-    with _lock:
-        if _pages_depth == 0:
-            _saved_hugepage = _set_hugepage(False)
-        _pages_depth += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _pages_depth -= 1
-            if _pages_depth == 0:
-                _set_hugepage(_saved_hugepage)
+# Keep freed memory for reuse while the body runs; also usable as a decorator (`@reuse_freed_memory()`).
+reuse_freed_memory = _shared(_keep_freed, _hand_back)
 
-
-def reusing_freed_memory(fn: Callable) -> Callable:
-    """`fn` run inside `reuse_freed_memory()`."""
-
-    @functools.wraps(fn)
-    def run(*args, **kwargs):
-        with reuse_freed_memory():
-            return fn(*args, **kwargs)
-
-    return run
+# numpy asks for no transparent huge pages while the body runs; numpy's own setting is restored after.
+small_pages = _shared(lambda: _set_hugepage(False) if _set_hugepage else None,
+                      lambda before: _set_hugepage(before) if _set_hugepage else None)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.dedupe.alloc import reusing_freed_memory, small_pages
+from curate.dedupe.alloc import reuse_freed_memory, small_pages
 from curate.dedupe.keys import check_on, exact_hashes, key_tokens, shared_system_prompts, system_prompts
 from curate.dedupe.minhash import band_hashes, choose_bands, collision_probability, signatures
 from curate.dedupe.plan import decide
@@ -96,7 +96,7 @@ def _check(on: str, shingle: str, ngram: int, num_perm: int, threshold: float, k
         raise UsageError(f"unknown --keep {keep!r}; choose one of: {', '.join(KEEP_RULES)}")
 
 
-@reusing_freed_memory
+@reuse_freed_memory()
 def dedupe(
     data: pa.Table | str | Path,
     output: str | Path | None = None,
