@@ -18,6 +18,21 @@ def test_all_names_exist():
         assert hasattr(curate, name), name
 
 
+def test_names_resolve_lazily_and_stay_functions():
+    code = (
+        "import sys, json\n"
+        "from curate.dedupe import dedupe\n"
+        "loaded = [m for m in ('curate.synth', 'curate.report', 'curate.train', 'curate.validate', 'curate.pipeline') if m in sys.modules]\n"
+        "import curate.report.core, curate.train\n"  # binding the subpackages must not hide the functions
+        "from curate import dedupe as d, report, train\n"
+        "print(json.dumps({'loaded': loaded, 'same': d is dedupe, 'kinds': [type(f).__name__ for f in (d, report, train)]}))\n"
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert out == {"loaded": [], "same": True, "kinds": ["function", "function", "function"]}
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        curate.nope  # noqa: B018
+
+
 def test_help_lists_commands_without_heavy_imports():
     code = (
         "import sys, json\n"
