@@ -170,6 +170,27 @@ def test_shingle_sets_and_exact_jaccard_equal_python_sets():
     assert lsh.jaccard(sets, pairs).tolist() == expected
 
 
+def test_spilled_sets_equal_python_sets_across_windows():
+    """Rows read back from the spill file, in windows smaller than the request, unordered and repeated."""
+    from curate.dedupe.spill import ShingleSpill
+
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(0, 400, 50)
+    sizes[[3, 4, 20]] = 0  # empty rows, two of them adjacent
+    spill = ShingleSpill(len(sizes), window=7)
+    rows_values = [rng.integers(0, 300, k).astype(np.uint32) for k in sizes]
+    for start in range(0, len(sizes), 12):  # batches of 12 rows
+        part = rows_values[start : start + 12]
+        spill.add(start, np.concatenate(part), np.concatenate([[0], np.cumsum([len(v) for v in part])]))
+    want = rng.choice(len(sizes), 30, replace=False).tolist() + [3, 4, 20, 7, 7]
+    sets = spill.sets(np.array(want))
+    spill.close()
+    assert sets.docs.tolist() == sorted(set(want))
+    for k, d in enumerate(sets.docs.tolist()):
+        row = sets.values[sets.offsets[k] : sets.offsets[k + 1]].tolist()
+        assert len(row) == len(set(row)) and set(row) == set(rows_values[d].tolist()), d
+
+
 def test_candidate_pairs_equal_brute_force_and_chance_collisions_only_add():
     """LSH candidates from the radix-sorted bands, on rows picked out of a larger matrix, are exactly the
     brute-force pairs sharing the sorted top bits of a band key: every pair sharing a whole key, plus

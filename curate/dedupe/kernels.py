@@ -329,18 +329,27 @@ def jaccard(docs, offsets, values, pairs):
 @njit(cache=True, nogil=True)
 def unique_sets(values, offsets, order):
     """CSR of the unique values of segments order[0], order[1], ... (segment i: values[offsets[i]:offsets[i+1]]),
-    each in first-seen order, through an open-addressing table per segment (~7x faster than sorting it)."""
+    each in first-seen order (see `unique_into`)."""
     out = np.empty(offsets[-1], np.uint32)
     off = np.zeros(len(order) + 1, np.int64)
+    k = unique_into(values, offsets[order], offsets[order + 1], out, off, 0)
+    return off, out[:k]
+
+
+@njit(cache=True, nogil=True)
+def unique_into(values, starts, ends, out, off, p0):
+    """Write the unique values of each segment values[starts[i]:ends[i]], in first-seen order, to `out` from
+    position off[p0] on; off[p0 + i + 1] is where segment i's values end. Returns that end for the last one.
+
+    One open-addressing table serves every segment (~7x faster than sorting each)."""
     size = 256
     keys = np.empty(size, np.uint32)
     stamp = np.zeros(size, np.int64)
-    k = 0
-    for p in range(len(order)):
-        i = order[p]
-        lo, hi = offsets[i], offsets[i + 1]
+    k = off[p0]
+    for i in range(len(starts)):
+        lo, hi = starts[i], ends[i]
         size, keys, stamp = _table(size, 2 * (hi - lo), keys, stamp)
-        gen = p + 1
+        gen = i + 1
         for q in range(lo, hi):
             v = values[q]
             s = _probe(v, keys, stamp, gen, size)
@@ -349,8 +358,8 @@ def unique_sets(values, offsets, order):
                 keys[s] = v
                 out[k] = v
                 k += 1
-        off[p + 1] = k
-    return off, out[:k]
+        off[p0 + i + 1] = k
+    return k
 
 
 @njit(cache=True, nogil=True)

@@ -105,6 +105,8 @@ def concat_sets(parts: list[ShingleSets]) -> ShingleSets:
     """Join CSR sets whose document numbers ascend from one part to the next."""
     if not parts:
         return ShingleSets(np.zeros(0, np.int64), np.zeros(1, np.int64), np.zeros(0, np.uint32))
+    if len(parts) == 1:  # no copy: the candidates' sets are ~0.2 GB at 10^6 rows
+        return parts[0]
     offs, base = [np.zeros(1, dtype=np.int64)], 0
     for p in parts:
         offs.append(p.offsets[1:] + base)

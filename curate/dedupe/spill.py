@@ -11,8 +11,8 @@ import tempfile
 
 import numpy as np
 
-from curate.dedupe.lsh import ShingleSets, build_sets, concat_sets
-from curate.dedupe.shingle import ranges as _ranges
+from curate.dedupe import kernels
+from curate.dedupe.lsh import ShingleSets
 
 
 class ShingleSpill:
@@ -31,20 +31,29 @@ class ShingleSpill:
         self.pos += len(hash32)
 
     def sets(self, rows: np.ndarray) -> ShingleSets:
-        """Unique shingle sets of the given rows, reading one window of rows at a time."""
-        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        """Unique shingle sets of the given rows, reading one window of rows at a time into one reused buffer;
+        each row's set goes straight into the result (no per-window parts to join)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) > 1 and not np.all(rows[1:] > rows[:-1]):
+            rows = np.unique(rows)
         self.file.flush()
-        parts = []
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        out = np.empty(int((ends - starts).sum()), dtype=np.uint32)  # the tail left by repeated shingles is never touched
+        off = np.zeros(len(rows) + 1, dtype=np.int64)
+        buf = np.empty(0, dtype=np.uint32)
         bounds = np.flatnonzero(np.diff(rows // self.window)) + 1
-        for r in np.split(rows, bounds) if len(rows) else []:
-            lo, hi = int(self.offsets[r[0]]), int(self.offsets[r[-1] + 1])
+        p = 0
+        for s, e in zip(np.split(starts, bounds), np.split(ends, bounds)) if len(rows) else ():
+            lo, hi = int(s[0]), int(e[-1])
+            if len(buf) < hi - lo:
+                buf = np.empty(hi - lo, dtype=np.uint32)
             self.file.seek(lo * 4)
-            buf = np.frombuffer(self.file.read((hi - lo) * 4), dtype=np.uint32)
-            sizes = self.offsets[r + 1] - self.offsets[r]
-            off = np.zeros(len(r) + 1, dtype=np.int64)
-            np.cumsum(sizes, out=off[1:])
-            parts.append(build_sets(r, buf[_ranges(self.offsets[r] - lo, sizes)], off))
-        return concat_sets(parts)
+            got = self.file.readinto(memoryview(buf[: hi - lo]).cast("B"))
+            if got != (hi - lo) * 4:
+                raise OSError(f"dedupe spill file: read {got} of {(hi - lo) * 4} bytes")
+            kernels.unique_into(buf, s - lo, e - lo, out, off, p)
+            p += len(s)
+        return ShingleSets(rows, off, out[: off[-1]])
 
     def close(self) -> None:
         self.file.close()
