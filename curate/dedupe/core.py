@@ -21,7 +21,7 @@ from curate.dedupe.alloc import reuse_freed_memory, small_pages
 from curate.dedupe.keys import check_on, exact_hashes, key_tokens, shared_system_prompts, system_prompts
 from curate.dedupe.minhash import band_hashes, choose_bands, collision_probability, signatures
 from curate.dedupe.plan import decide
-from curate.dedupe.shingle import Shingles, Tokens, char_shingles, with_sha1, word_shingles
+from curate.dedupe.shingle import Shingles, Tokens, char_shingles, with_sha1, word_shingle_tops, word_shingles
 from curate.dedupe.spill import ShingleSpill
 from curate.errors import UsageError
 
@@ -80,6 +80,14 @@ class Source:
 def shingles_of(tok: Tokens, shingle: str, ngram: int, hash: str = "curate") -> Shingles:
     sh = word_shingles(tok, ngram) if shingle == "word" else char_shingles(tok, ngram)
     return with_sha1(tok, sh, shingle, ngram) if hash == "sha1" else sh
+
+
+def minhash_inputs(tok: Tokens, shingle: str, ngram: int, hash: str = "curate") -> tuple[np.ndarray, np.ndarray]:
+    """(uint32 hashes, offsets): what MinHash takes of each row's shingles, the top 32 bits of their hashes."""
+    if hash == "curate" and shingle == "word":  # straight from the compiled loop, no 64-bit array
+        return word_shingle_tops(tok, ngram)
+    sh = shingles_of(tok, shingle, ngram, hash)
+    return (sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets
 
 
 def _check(on: str, shingle: str, ngram: int, num_perm: int, threshold: float, keep: str) -> None:
@@ -184,12 +192,11 @@ def dedupe(
             keys, tok = key_tokens(batch, on, shared)
             sl = slice(start, start + batch.num_rows)
             exact[sl] = exact_hashes(tok)
-            sh = shingles_of(tok, shingle, ngram, hash)
-            h32 = (sh.hashes >> np.uint64(32)).astype(np.uint32)
-            spill.add(start, h32, sh.offsets)
-            sig = signatures(h32, sh.offsets, num_perm, seed)
+            h32, offsets = minhash_inputs(tok, shingle, ngram, hash)
+            spill.add(start, h32, offsets)
+            sig = signatures(h32, offsets, num_perm, seed)
             band[sl] = band_hashes(sig, bands, rows_per_band)
-            nonempty[sl] = np.diff(sh.offsets) > 0
+            nonempty[sl] = np.diff(offsets) > 0
             if keep == "longest":
                 length[sl] = keys.length
             id_chunks.extend(batch.column("id").chunks)
@@ -244,5 +251,4 @@ def text_signatures(texts: Sequence[str], shingle: str = "word", ngram: int = 5,
     from curate.dedupe.shingle import tokenize
 
     tok = tokenize(pa.array(list(texts), pa.string()), np.arange(len(texts)), len(texts))
-    sh = shingles_of(tok, shingle, ngram, hash)
-    return signatures((sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets, num_perm, seed)
+    return signatures(*minhash_inputs(tok, shingle, ngram, hash), num_perm, seed)

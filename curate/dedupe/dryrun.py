@@ -5,8 +5,6 @@ from __future__ import annotations
 import resource
 import time
 
-import numpy as np
-
 from curate.dedupe.keys import exact_hashes, key_tokens
 from curate.dedupe.minhash import band_hashes, signatures
 
@@ -15,7 +13,7 @@ SAMPLE = 2_000
 
 def estimate(src, config: dict, against, index_dir) -> dict:
     """Time the signature pass on a sample of rows and scale it; memory from per-row state sizes."""
-    from curate.dedupe.core import shingles_of
+    from curate.dedupe.core import minhash_inputs
 
     n = src.rows
     sample_rows = tokens = 0
@@ -24,8 +22,8 @@ def estimate(src, config: dict, against, index_dir) -> dict:
     def pass1(batch) -> int:
         _, tok = key_tokens(batch, config["on"], set())
         exact_hashes(tok)
-        sh = shingles_of(tok, config["shingle"], config["ngram"], config["hash"])
-        sig = signatures((sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets, config["num_perm"], config["seed"])
+        sig = signatures(*minhash_inputs(tok, config["shingle"], config["ngram"], config["hash"]), config["num_perm"],
+                         config["seed"])
         band_hashes(sig, config["bands"], config["rows"])
         return len(tok.hashes)
 

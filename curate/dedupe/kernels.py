@@ -128,22 +128,48 @@ def windows(values, counts, n, whole_if_short):
     """(shingle hashes, offsets): the fold of every run of n consecutive values within each document
     (documents contiguous in `values`, `counts` long); a shorter non-empty document is one shingle of
     all its values when whole_if_short."""
+    off = _window_offsets(counts, n, whole_if_short)
+    out = np.empty(off[-1], np.uint64)
+    _fold_windows(values, counts, n, whole_if_short, off, out, U64(0))
+    return out, off
+
+
+@njit(cache=True, nogil=True)
+def window_tops(values, counts, n, whole_if_short):
+    """As `windows`, but only the top 32 bits of each hash (MinHash's input), as uint32: the 64-bit
+    hashes are never stored, nor shifted and narrowed in a second pass."""
+    off = _window_offsets(counts, n, whole_if_short)
+    out = np.empty(off[-1], np.uint32)
+    _fold_windows(values, counts, n, whole_if_short, off, out, U64(32))
+    return out, off
+
+
+@njit(inline="always")
+def _window_offsets(counts, n, whole_if_short):
     ndocs = len(counts)
     off = np.zeros(ndocs + 1, np.int64)
     for d in range(ndocs):
         c = counts[d]
         m = c - n + 1 if c >= n else (min(c, 1) if whole_if_short else 0)
         off[d + 1] = off[d] + m
-    out = np.empty(off[ndocs], np.uint64)
+    return off
+
+
+@njit(inline="always")
+def _fold_windows(values, counts, n, whole_if_short, off, out, shift):
+    """out[off[d]:off[d + 1]] = the window hashes of document d, >> shift (stored in out's integer type)."""
+    longest = 0
+    for d in range(len(counts)):
+        longest = max(longest, counts[d])
+    seg = np.empty(max(longest - n + 1, 1), np.uint64)
     seed = SEED_SHINGLE * MUL_A
     v0 = 0
-    for d in range(ndocs):
+    for d in range(len(counts)):
         c = counts[d]
         o = off[d]
         if c >= n:
             # one step of the fold across all the document's windows at a time: loops SIMD can run
             m = c - n + 1
-            seg = out[o : o + m]
             for k in range(m):
                 seg[k] = seed ^ values[v0 + k]
             for j in range(1, n):
@@ -151,14 +177,13 @@ def windows(values, counts, n, whole_if_short):
                 for k in range(m):
                     seg[k] = (seg[k] * MUL_A) ^ vals[k]
             for k in range(m):
-                seg[k] = _fmix64(seg[k])
+                out[o + k] = _fmix64(seg[k]) >> shift
         elif c > 0 and whole_if_short:
-            s = SEED_SHINGLE
+            h = SEED_SHINGLE
             for j in range(c):
-                s = (s * MUL_A) ^ values[v0 + j]
-            out[o] = _fmix64(s)
+                h = (h * MUL_A) ^ values[v0 + j]
+            out[o] = _fmix64(h) >> shift
         v0 += c
-    return out, off
 
 
 @njit(cache=True, nogil=True)

@@ -161,6 +161,12 @@ def word_shingles(tok: Tokens, n: int, whole_if_short: bool = True) -> Shingles:
     return _windows(tok.hashes, tok.counts, n, whole_if_short)
 
 
+def word_shingle_tops(tok: Tokens, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(top 32 bits of each word n-gram hash as uint32, offsets): `word_shingles`' hashes >> 32."""
+    return kernels.window_tops(np.ascontiguousarray(tok.hashes, dtype=np.uint64), np.asarray(tok.counts, dtype=np.int64),
+                               n, True)
+
+
 def char_shingles(tok: Tokens, n: int) -> Shingles:
     """Character n-gram hashes over each document's tokens joined by single spaces."""
     cps, counts = _joined_codepoints(tok)
