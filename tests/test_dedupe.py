@@ -165,6 +165,11 @@ def test_incremental_index(tmp_path):
     assert r3.summary["index_rows_before"] == 22 and r3.summary["removed"] == 1
     with pytest.raises(UsageError, match="ngram"):
         dedupe(rows_to_table(first), index_dir=idx, ngram=3)
+    # an index written by an older format (other hashes) is refused, not silently matched against
+    manifest = json.loads((idx / "index.json").read_text())
+    (idx / "index.json").write_text(json.dumps({**manifest, "version": 1}))
+    with pytest.raises(UsageError, match="format version 1"):
+        dedupe(rows_to_table(first), index_dir=idx)
 
 
 def test_dry_run_writes_nothing(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 from curate.dataset import atomic_path
 from curate.errors import UsageError
 
-VERSION = 1
+VERSION = 2  # 2: the token hash changed (curate 0.1.0 after 2026-11-24); hashes of version 1 do not match
 COMPAT_KEYS = ("on", "shingle", "ngram", "hash", "num_perm", "seed", "bands", "rows")
 _FILES = ("ids", "exact", "bands", "offsets", "values")
 
@@ -33,6 +33,11 @@ class LshIndex:
                 data = json.loads(manifest.read_text())
             except json.JSONDecodeError as exc:
                 raise UsageError(f"{manifest}: not a curate dedupe index ({exc}); pass another --index DIR") from exc
+            if data.get("version") != VERSION:
+                raise UsageError(
+                    f"{manifest}: the index is format version {data.get('version')!r}, this curate reads version "
+                    f"{VERSION} (its hashes differ); rebuild it by running the earlier batches into a new --index DIR"
+                )
             old = data.get("config", {})
             diff = [f"{k}={old.get(k)!r} (now {self.config[k]!r})" for k in COMPAT_KEYS if old.get(k) != self.config[k]]
             if diff:

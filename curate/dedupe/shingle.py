@@ -23,7 +23,7 @@ from curate.dedupe import kernels
 
 M64 = (1 << 64) - 1
 SEED_TOKEN, SEED_SHINGLE = int(kernels.SEED_TOKEN), int(kernels.SEED_SHINGLE)
-MUL_A, MUL_B = int(kernels.MUL_A), int(kernels.MUL_B)
+MUL_A = int(kernels.MUL_A)
 
 # True for bytes that belong to a token: everything except ASCII whitespace, control and punctuation.
 WORD_BYTE = np.ones(256, dtype=bool)
@@ -118,12 +118,13 @@ def tokenize(texts: pa.Array, doc: np.ndarray, ndocs: int) -> Tokens:
 
 
 def token_hash(token: bytes) -> int:
-    """Pure-Python mirror of the compiled token hash (`kernels.tokenize`)."""
-    h = SEED_TOKEN
-    for c in range(0, len(token), 8):
-        word = int.from_bytes(token[c : c + 8].ljust(8, b"\0"), "little")
-        h = _fmix64_int(((h ^ word) * MUL_A) & M64)
-    return _fmix64_int(h ^ ((len(token) * MUL_B) & M64))
+    """Pure-Python mirror of the compiled token hash (`kernels.tokenize`): the token's little-endian 8-byte
+    words, the last zero-padded, folded as fmix64(h) ^ word from h = seed ^ first word, then fmix64."""
+    words = [int.from_bytes(token[c : c + 8].ljust(8, b"\0"), "little") for c in range(0, len(token), 8)]
+    h = SEED_TOKEN ^ words[0]
+    for word in words[1:]:
+        h = _fmix64_int(h) ^ word
+    return _fmix64_int(h)
 
 
 @dataclass
