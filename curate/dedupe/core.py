@@ -185,10 +185,12 @@ def dedupe(
         nonempty = np.zeros(n, dtype=bool)
         length = np.zeros(n if keep == "longest" else 0, dtype=np.int64)
         id_chunks: list[pa.Array] = []  # row ids stay in Arrow: a Python list of 10M ids would cost ~700 MB
-        origin = np.zeros(n, dtype=np.int32)  # codes into origin_code, so a million rows hold no strings
+        # origin codes (into origin_code, so a million rows hold no strings), read only for keep="origin"
+        origin = np.zeros(n if keep == "origin" else 0, dtype=np.int32)
         origin_code: dict[str | None, int] = {}
         spill = ShingleSpill(n)
-        for start, batch in src.batches(batch_size, ["id", "messages", "origin"], keys_only=True):
+        columns = ["id", "messages"] + (["origin"] if keep == "origin" else [])
+        for start, batch in src.batches(batch_size, columns, keys_only=True):
             keys, tok = key_tokens(batch, on, shared)
             sl = slice(start, start + batch.num_rows)
             exact[sl] = exact_hashes(tok)
@@ -200,10 +202,12 @@ def dedupe(
             if keep == "longest":
                 length[sl] = keys.length
             id_chunks.extend(batch.column("id").chunks)
-            enc = pc.dictionary_encode(batch.column("origin").combine_chunks())
-            codes = [origin_code.setdefault(v, len(origin_code)) for v in enc.dictionary.to_pylist()]
-            idx = np.asarray(pc.fill_null(enc.indices, -1), dtype=np.int64)
-            origin[sl] = np.where(idx >= 0, np.asarray(codes + [0], dtype=np.int32)[idx], origin_code.setdefault(None, len(origin_code)))
+            if keep == "origin":
+                enc = pc.dictionary_encode(batch.column("origin").combine_chunks())
+                codes = [origin_code.setdefault(v, len(origin_code)) for v in enc.dictionary.to_pylist()]
+                idx = np.asarray(pc.fill_null(enc.indices, -1), dtype=np.int64)
+                origin[sl] = np.where(idx >= 0, np.asarray(codes + [0], dtype=np.int32)[idx],
+                                      origin_code.setdefault(None, len(origin_code)))
             if matcher is not None:
                 matcher.add_batch(batch, start)
 
