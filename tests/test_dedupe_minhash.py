@@ -218,3 +218,20 @@ def test_candidate_pairs_equal_brute_force_and_chance_collisions_only_add():
     near = bands.copy()
     near[docs[1], 0] = near[docs[0], 0] ^ np.uint64(1)  # differs only below the sorted bits
     assert (int(docs[0]), int(docs[1])) in {tuple(p) for p in lsh.candidate_pairs(near, docs).tolist()}
+
+
+def test_removed_rows_jaccard_reuses_candidate_values_and_computes_the_rest():
+    from curate.dedupe.plan import _known_or_new
+
+    pairs = np.array([[0, 5], [1, 2], [1, 9], [3, 4], [7, 8]])
+    values = np.array([0.5, 0.9, 0.81, 0.7, 1.0])
+    asked = []
+
+    def compute(q):
+        asked.append(q.tolist())
+        return np.full(len(q), -1.0)
+
+    query = np.array([[1, 9], [2, 3], [7, 8], [0, 5], [8, 9]])
+    assert _known_or_new(query, pairs, values, compute).tolist() == [0.81, -1.0, 1.0, 0.5, -1.0]
+    assert asked == [[[2, 3], [8, 9]]]
+    assert _known_or_new(query, pairs[:0], values[:0], compute).tolist() == [-1.0] * 5

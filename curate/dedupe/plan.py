@@ -36,6 +36,23 @@ def _exact_groups(act_all: np.ndarray, ex_all: np.ndarray) -> tuple[np.ndarray, 
     return rep, nodes[rep[nodes] == nodes]
 
 
+def _known_or_new(query: np.ndarray, pairs: np.ndarray, values: np.ndarray, compute: Callable) -> np.ndarray:
+    """values of `query` pairs (rows sorted) found among `pairs` (rows sorted, unique, in lexicographic order),
+    and `compute` of the rest: a removed row's pair with its kept row is most often a candidate pair already."""
+    width = max(int(max(pairs.max(initial=0), query.max(initial=0))).bit_length(), 1)
+    if width > 31 or len(pairs) == 0:  # codes would not fit one int64
+        return compute(query)
+    codes = (pairs[:, 0] << width) | pairs[:, 1]  # ascending, as the pairs are
+    want = (query[:, 0] << width) | query[:, 1]
+    pos = np.minimum(np.searchsorted(codes, want), len(codes) - 1)
+    found = codes[pos] == want
+    out = np.empty(len(query))
+    out[found] = values[pos[found]]
+    if not found.all():
+        out[~found] = compute(query[~found])
+    return out
+
+
 def decide(
     *,
     n: int,
@@ -118,8 +135,9 @@ def decide(
     jac = np.ones(len(removed_nodes))
     jest = np.ones(len(removed_nodes))
     if len(near_p):
-        jest[~same] = est(np.sort(near_p, axis=1))
-        jac[~same] = lsh.jaccard(sets, np.sort(near_p, axis=1)) if verify else np.nan
+        near_p = np.sort(near_p, axis=1)
+        jest[~same] = est(near_p)
+        jac[~same] = _known_or_new(near_p, pairs, pair_j, lambda q: lsh.jaccard(sets, q)) if verify else np.nan
     cluster_of_row = np.full(n, -1, dtype=np.int64)
     new_members = sn >= m
     cluster_of_row[sn[new_members] - m] = cluster[new_members]
