@@ -305,15 +305,24 @@ def where_time_goes(split: dict, n: int, reference_rate: float | None, decision_
             + (f" 30x the datasketch reference on the references' work would need all of it, imports included, in "
                f"{n / (30 * reference_rate):.1f} s (now {n / decision_rate:.1f} s)."
                if reference_rate and decision_rate else "")
-            + " Where the rest goes (profiled separately at 1M, one core): in pass 1 the tokeniser ~2 s, decoding the "
-            "role/content Parquet columns ~1 s, MinHash ~0.5 s; in deciding, sorting and scanning the 21 bands ~0.5 s, "
-            "reading the candidate rows' shingles back from the spill file ~0.25 s and exact Jaccard ~0.3 s; fixed costs "
-            "~1 s (imports ~0.5 s; on the first call numba's registry loading, which imports scipy.linalg, and pandas, "
-            "which pyarrow imports at its first Python-to-Arrow conversion, ~0.4 s together); and 1-2 s of system time, "
+            + " Where the rest goes (profiled separately at 1M, one core): in pass 1 the tokeniser ~1.7 s, decoding the "
+            "role/content Parquet columns ~0.9 s (most of it zstd decompression), MinHash ~0.45 s, band keys ~0.3 s, "
+            "exact hashes and shingle windows ~0.2 s each; in deciding, sorting and scanning the 21 bands ~0.45 s, "
+            "reading the candidate rows' shingles back from the spill file ~0.2 s and exact Jaccard ~0.2 s; fixed costs "
+            "~0.9 s (imports ~0.3 s; numba's set-up at the first compiled call, which imports scipy.linalg, ~0.4 s; "
+            "pandas, which pyarrow imports at its first Python-to-Arrow conversion, ~0.2 s); and 1-2 s of system time, "
             "mostly the kernel zeroing fresh pages, even with the allocator settings of curate/dedupe/alloc.py (without "
-            "them ~1 s more). In pass 3, decoding every column (~0.8 s), filtering them (~0.7 s) and encoding the kept "
-            "and removed rows as zstd Parquet (~2.5 s) are most of it, which alone puts 30x end to end out of reach "
-            "on one core while the outputs are written.")
+            "them ~1 s more). In pass 3, decoding every column (~0.8 s), filtering them (~0.4 s) and encoding the kept "
+            "and removed rows as zstd Parquet (~3 s, ~2 s of it zstd itself) are most of it.\n"
+            "- Why 30x end to end is out of reach on one core: "
+            + (f"it allows the whole run {n / (30 * reference_rate):.1f} s at {n:,} rows. " if reference_rate else
+               "it allows the whole run about 6 s at 1M rows. ")
+            + "Decompressing the text once (~0.7 s), tokenising it (~1.7 s), MinHash (~0.45 s) and "
+            "zstd-encoding the kept rows (~2.3 s, pyarrow's default level; lz4 ~1.5 s, uncompressed ~0.45 s) already "
+            "take ~5.2 s and the fixed costs ~0.9 s: the whole budget, before LSH and verification (~0.9 s) and the "
+            "removed and clusters files (~0.8 s), even for a single pass that kept every batch in memory until the "
+            "decisions are made (~0.7 GB more at 1M rows, against the 2 GiB bound). At 100k rows the fixed costs "
+            "alone exceed the ~0.6 s that 30x allows.")
 
 
 def targets(summary: dict[int, dict]) -> list[str]:
