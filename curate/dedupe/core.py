@@ -242,6 +242,8 @@ def dedupe(
     plan.stats["cpu_seconds"] = {"pass1": round(c1 - c0, 3), "decide": round(time.process_time() - c1, 3)}
     try:
         ids = pa.chunked_array(id_chunks).combine_chunks().cast(pa.string()) if id_chunks else pa.array([], pa.string())
+        if index is None:  # band keys and exact hashes are needed after deciding only to extend an index:
+            exact = band = None  # free them (~170 bytes a row, 1.7 GB at 10M rows) before writing
         state = RowState(ids, exact, band, nonempty, spill, contam)
         return finish(src, output, plan, state, config, index=index, matcher=matcher, shared=shared,
                       batch_size=batch_size, t0=t0)

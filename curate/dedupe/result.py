@@ -91,8 +91,8 @@ class RowState:
     """What pass 1 learned about every row, kept for the decision and for writing."""
 
     ids: pa.Array  # string id per row
-    exact: np.ndarray
-    band: np.ndarray
+    exact: np.ndarray | None  # None unless an index is extended
+    band: np.ndarray | None
     nonempty: np.ndarray
     spill: ShingleSpill
     contam: list[dict] = field(default_factory=list)
