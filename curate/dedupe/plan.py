@@ -92,15 +92,18 @@ def decide(
     new_sets.docs = new_sets.docs + m
     sets = lsh.concat_sets(parts + [new_sets])
 
-    def est(p: np.ndarray) -> np.ndarray:
-        """MinHash estimates of pairs, from signatures of just the documents in them."""
-        if len(p) == 0:
-            return np.zeros(0)
-        docs = np.unique(p)
-        k = np.searchsorted(sets.docs, docs)
+    def est(p: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+        """MinHash estimates of pairs, from signatures of just the documents in them, a chunk of pairs at a
+        time (signatures of every document at once would take num_perm * 4 bytes each: ~1 GB at 10M rows)."""
+        out = np.zeros(len(p))
         a, b = permutations(num_perm, seed)
-        sig = kernels.signatures_at(sets.values, sets.offsets[k], sets.offsets[k + 1], a, b)
-        return kernels.equal_fraction(sig, np.searchsorted(docs, p[:, 0]), np.searchsorted(docs, p[:, 1]))
+        for lo in range(0, len(p), chunk):
+            q = p[lo : lo + chunk]
+            docs = np.unique(q)
+            k = np.searchsorted(sets.docs, docs)
+            sig = kernels.signatures_at(sets.values, sets.offsets[k], sets.offsets[k + 1], a, b)
+            out[lo : lo + len(q)] = kernels.equal_fraction(sig, np.searchsorted(docs, q[:, 0]), np.searchsorted(docs, q[:, 1]))
+        return out
 
     # verified: estimates are only reported, for the removed rows' pairs below (a fraction of the candidates)
     pair_j = lsh.jaccard(sets, pairs) if verify else est(pairs)
