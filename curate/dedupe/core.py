@@ -21,7 +21,7 @@ from curate.dedupe.alloc import reuse_freed_memory, small_pages
 from curate.dedupe.keys import check_on, exact_hashes, key_tokens, shared_system_prompts, system_prompts
 from curate.dedupe.minhash import band_hashes, choose_bands, collision_probability, signatures
 from curate.dedupe.plan import decide
-from curate.dedupe.shingle import Shingles, Tokens, char_shingles, with_sha1, word_shingle_tops, word_shingles
+from curate.dedupe.shingle import Shingles, Tokens, char_shingles, shingle_tops, with_sha1, word_shingles
 from curate.dedupe.spill import ShingleSpill
 from curate.errors import UsageError
 
@@ -87,8 +87,8 @@ def shingles_of(tok: Tokens, shingle: str, ngram: int, hash: str = "curate") -> 
 
 def minhash_inputs(tok: Tokens, shingle: str, ngram: int, hash: str = "curate") -> tuple[np.ndarray, np.ndarray]:
     """(uint32 hashes, offsets): what MinHash takes of each row's shingles, the top 32 bits of their hashes."""
-    if hash == "curate" and shingle == "word":  # straight from the compiled loop, no 64-bit array
-        return word_shingle_tops(tok, ngram)
+    if hash == "curate":
+        return shingle_tops(tok, shingle, ngram)
     sh = shingles_of(tok, shingle, ngram, hash)
     return (sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets
 

@@ -70,8 +70,9 @@ def tokenize(data, rel, doc, ndocs, word_byte, ascii_lower):
     (ASCII-lower-cased first when `ascii_lower`), counts[d] is document d's number of tokens.
 
     Branch-light passes over the whole batch: mark token edges, compact their positions, hash each token
-    from 8-byte loads (the seed xor its first word, then fmix64 before each further word and at the end). A byte-at-a-time state machine mispredicts at every token boundary and measured
-    ~1.3x slower; the same passes run piece by piece in small reused buffers, ~1.8x slower.
+    from 8-byte loads (the seed xor its first word, then fmix64 before each further word and at the end).
+    A byte-at-a-time state machine mispredicts at every token boundary and measured ~1.3x slower; the
+    same passes run piece by piece in small reused buffers, ~1.8x slower.
     """
     n = len(data)
     if ascii_lower:

@@ -149,29 +149,28 @@ def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.arange(total) - np.repeat(seg[:-1] - starts, lengths)
 
 
-def _windows(values: np.ndarray, counts: np.ndarray, n: int, whole_if_short: bool) -> Shingles:
+def _windows(values: np.ndarray, counts: np.ndarray, n: int, whole_if_short: bool,
+             kernel=kernels.windows) -> tuple[np.ndarray, np.ndarray]:
     """Fold every run of n consecutive values inside each document (documents are contiguous, counts long)."""
-    out, off = kernels.windows(np.ascontiguousarray(values, dtype=np.uint64), np.asarray(counts, dtype=np.int64),
-                               n, whole_if_short)
-    return Shingles(out, off)
+    return kernel(np.ascontiguousarray(values, dtype=np.uint64), np.asarray(counts, dtype=np.int64), n, whole_if_short)
 
 
 def word_shingles(tok: Tokens, n: int, whole_if_short: bool = True) -> Shingles:
     """Word n-gram hashes per document; a document shorter than n tokens is one shingle of them all
     (or none, with whole_if_short=False)."""
-    return _windows(tok.hashes, tok.counts, n, whole_if_short)
-
-
-def word_shingle_tops(tok: Tokens, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(top 32 bits of each word n-gram hash as uint32, offsets): `word_shingles`' hashes >> 32."""
-    return kernels.window_tops(np.ascontiguousarray(tok.hashes, dtype=np.uint64), np.asarray(tok.counts, dtype=np.int64),
-                               n, True)
+    return Shingles(*_windows(tok.hashes, tok.counts, n, whole_if_short))
 
 
 def char_shingles(tok: Tokens, n: int) -> Shingles:
     """Character n-gram hashes over each document's tokens joined by single spaces."""
-    cps, counts = _joined_codepoints(tok)
-    return _windows(cps, counts, n, True)
+    return Shingles(*_windows(*_joined_codepoints(tok), n, True))
+
+
+def shingle_tops(tok: Tokens, shingle: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(top 32 bits of each `shingle` ("word" / "char") n-gram hash as uint32, offsets), straight from the fold:
+    the hashes of `word_shingles` / `char_shingles` >> 32, with no 64-bit array."""
+    values, counts = (tok.hashes, tok.counts) if shingle == "word" else _joined_codepoints(tok)
+    return _windows(values, counts, n, True, kernels.window_tops)
 
 
 def _joined_codepoints(tok: Tokens) -> tuple[np.ndarray, np.ndarray]:
