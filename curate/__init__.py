@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 # about 0.3 s of start-up.
 _WHERE = {
     "SCHEMA": "curate.dataset", "load_any": "curate.dataset", "make_row": "curate.dataset",
-    "read_dataset": "curate.dataset", "write_table": "curate.dataset",
+    "read_dataset": "curate.dataset", "write_table": "curate.outputs",
     "DedupeResult": "curate.dedupe", "dedupe": "curate.dedupe",
     "CurateError": "curate.errors", "InputError": "curate.errors", "MissingDependency": "curate.errors",
     "RecipeError": "curate.errors", "UsageError": "curate.errors",

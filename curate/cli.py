@@ -25,11 +25,30 @@ class CurateGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except CurateError as exc:
+        except (CurateError, OSError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            console.print(f"[bold red]Error:[/] {exc}", markup=True, highlight=False)
-            sys.exit(exc.exit_code)
+            _error(str(exc) if isinstance(exc, CurateError) else _os_error(exc))
+            sys.exit(exc.exit_code if isinstance(exc, CurateError) else _os_exit(exc))
+
+
+def _error(message: str) -> None:
+    """One `Error:` line on stderr, never wrapped at the terminal's width (a problem list keeps its own lines)."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]Error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _os_error(exc: OSError) -> str:
+    """A file-system error a user can act on: what failed, on which path."""
+    what = exc.strerror or str(exc)
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{paths}: {what}" if paths else what
+
+
+def _os_exit(exc: OSError) -> int:
+    usage = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+    return EXIT_USAGE if isinstance(exc, usage) else EXIT_DATA
 
 
 @click.group(cls=CurateGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curate.errors import InputError, UsageError
+from curate.outputs import atomic_path as atomic_path  # re-exported: the writers live in curate.outputs
+from curate.outputs import write_table as write_table
 
 TOOL_CALL_TYPE = pa.struct(
     [
@@ -149,27 +148,65 @@ def check_canonical(table_or_schema: pa.Table | pa.Schema, path: str | Path) -> 
         )
 
 
-def read_dataset(path: str | Path, columns: list[str] | None = None) -> pa.Table:
-    """Read a canonical Parquet dataset written by any curate stage."""
+def open_parquet(path: str | Path, **options: Any) -> pq.ParquetFile:
+    """Open a Parquet file with page checksums verified; damage is one InputError naming the file."""
+    from curate.readers import parquet_problem
+
     path = Path(path)
     if not path.exists():
         raise UsageError(f"no such file: {path}")
     try:
-        schema = pq.read_schema(path)
-    except pa.ArrowInvalid as exc:
-        raise InputError(f"not a readable Parquet file ({exc})", file=str(path)) from exc
-    check_canonical(schema, path)
-    return pq.read_table(path, columns=columns)
+        return pq.ParquetFile(path, page_checksum_verification=True, **options)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"not a readable Parquet file: {parquet_problem(exc)}", file=str(path)) from exc
+
+
+def parquet_batches(pf: pq.ParquetFile, path: str | Path, **options: Any) -> Iterator[pa.RecordBatch]:
+    """pf.iter_batches, with a damaged row group reported as one InputError naming the file."""
+    from curate.readers import parquet_problem
+
+    try:
+        yield from pf.iter_batches(**options)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"part of the Parquet file cannot be decoded: {parquet_problem(exc)}", file=str(path)) from exc
+
+
+def canonical_parquet(path: str | Path) -> bool:
+    """Whether `path` is a readable Parquet file with the canonical columns.
+
+    A damaged one is not: it goes the way of raw files, whose reader rejects it with the reason.
+    """
+    path = Path(path)
+    if path.suffix != ".parquet" or not path.exists():
+        return False
+    try:
+        return is_canonical(open_parquet(path).schema_arrow)
+    except InputError:
+        return False
+
+
+def read_dataset(path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """Read a canonical Parquet dataset written by any curate stage."""
+    pf = open_parquet(path)
+    check_canonical(pf.schema_arrow, path)
+    return read_parquet(pf, path, columns)
+
+
+def read_parquet(pf: pq.ParquetFile, path: str | Path, columns: list[str] | None = None) -> pa.Table:
+    """The whole of an opened Parquet file, with damage reported as one InputError naming the file."""
+    from curate.readers import parquet_problem
+
+    try:
+        return pf.read(columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"part of the Parquet file cannot be decoded: {parquet_problem(exc)}", file=str(path)) from exc
 
 
 def iter_dataset(path: str | Path, batch_size: int = 10_000, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     """Stream a canonical Parquet dataset in record batches."""
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"no such file: {path}")
-    pf = pq.ParquetFile(path)
+    pf = open_parquet(path)
     check_canonical(pf.schema_arrow, path)
-    yield from pf.iter_batches(batch_size=batch_size, columns=columns)
+    yield from parquet_batches(pf, path, batch_size=batch_size, columns=columns)
 
 
 def load_any(path: str | Path, fmt: str = "auto", origin: str | None = None) -> pa.Table:
@@ -179,11 +216,13 @@ def load_any(path: str | Path, fmt: str = "auto", origin: str | None = None) -> 
     records that cannot be read raise, naming file and line, rather than vanish.
     """
     path = Path(path)
-    if path.suffix == ".parquet" and path.exists() and is_canonical(pq.read_schema(path)):
-        return pq.read_table(path)
+    if canonical_parquet(path):
+        return read_dataset(path)
     from curate.ingest import ingest_table
 
     table, rejects = ingest_table([path], fmt=fmt, origin=origin)
+    if len(rejects) == 1 and rejects[0]["row"] is None:  # the file as a whole (a damaged container)
+        raise InputError(rejects[0]["reason"], file=rejects[0]["file"], line=rejects[0]["line"])
     if rejects:
         first = rejects[0]
         raise InputError(
@@ -207,60 +246,3 @@ def content_hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_table(table: pa.Table, path: str | Path) -> Path:
-    """Write a table to Parquet atomically (a killed run never leaves a complete-looking file)."""
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return Path(path)
-
-
-class AtomicParquetWriter:
-    """Streaming Parquet writer that appears under its final name only when closed cleanly."""
-
-    def __init__(self, path: str | Path, schema: pa.Schema = SCHEMA):
-        self.path = Path(path)
-        self.schema = schema
-        self.rows = 0
-        self._ctx = atomic_path(self.path)
-        self._tmp = self._ctx.__enter__()
-        self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
-
-    def write_rows(self, rows: list[dict]) -> None:
-        if rows:
-            self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
-
-    def write_table(self, table: pa.Table) -> None:
-        self._writer.write_table(table)
-        self.rows += table.num_rows
-
-    def close(self) -> None:
-        self._writer.close()
-        self._ctx.__exit__(None, None, None)
-
-    def __enter__(self) -> AtomicParquetWriter:
-        return self
-
-    def __exit__(self, et, exc, tb) -> None:
-        if exc is None:
-            self.close()
-        else:
-            self._writer.close()
-            self._ctx.__exit__(et, exc, tb)  # removes the temporary file; the exception propagates

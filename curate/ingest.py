@@ -17,16 +17,9 @@ import pyarrow as pa
 
 from curate import formats
 from curate.console import progress
-from curate.dataset import (
-    REJECTS_SCHEMA,
-    SCHEMA,
-    AtomicParquetWriter,
-    atomic_path,
-    iter_dataset,
-    make_row,
-    rows_to_table,
-)
+from curate.dataset import REJECTS_SCHEMA, SCHEMA, iter_dataset, make_row, rows_to_table
 from curate.errors import UsageError
+from curate.outputs import OutputSet, ParquetSink, write_table
 from curate.readers import Record, Reject, iter_raw, sniff
 
 SNIFF_RECORDS = 200
@@ -133,7 +126,7 @@ def _raw(obj: Any) -> str:
 
 
 class _RejectsSink:
-    """Rejects to Parquet or JSONL, written atomically; created only if something is rejected."""
+    """Rejects to Parquet or JSONL, as part of the command's output set; written only if something is rejected."""
 
     def __init__(self, path: Path | None):
         self.path = path
@@ -142,16 +135,14 @@ class _RejectsSink:
     def add(self, r: Reject) -> None:
         self.rows.append(r.as_dict())
 
-    def close(self) -> str | None:
+    def write(self, outputs: OutputSet) -> str | None:
         if self.path is None or not self.rows:
             return None
         if self.path.suffix in (".jsonl", ".json"):
-            with atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            with open(outputs.tmp(self.path), "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows)
         else:
-            from curate.dataset import write_table
-
-            write_table(pa.Table.from_pylist(self.rows, schema=REJECTS_SCHEMA), self.path)
+            write_table(pa.Table.from_pylist(self.rows, schema=REJECTS_SCHEMA), self.path, outputs)
         return str(self.path)
 
 
@@ -177,26 +168,28 @@ def ingest(
     summary = IngestSummary([str(p) for p in paths], str(output), None)
     sink = _RejectsSink(rejects_path)
     reasons: Counter[str] = Counter()
-    with AtomicParquetWriter(output) as writer, progress("ingest") as advance:
-        batch: list[dict] = []
-        for path in paths:
-            if sniff(path) == "empty":
-                summary.warnings.append(f"{path}: file is empty")
-            for item in iter_canonical(path, fmt, origin, summary):
-                summary.read += 1
-                if isinstance(item, Reject):
-                    summary.rejected += 1
-                    reasons[_reason_key(item.reason)] += 1
-                    sink.add(item)
-                else:
-                    batch.append(item)
-                    if len(batch) >= BATCH:
-                        writer.write_rows(batch)
-                        batch = []
-                advance()
-        writer.write_rows(batch)
-        summary.written = writer.rows
-    summary.rejects_file = sink.close()
+    # the output and its rejects file are one set: a stale rejects file of an earlier run goes with it
+    with OutputSet(output, [rejects_path]) as outputs:
+        with ParquetSink(output, SCHEMA, outputs) as writer, progress("ingest") as advance:
+            batch: list[dict] = []
+            for path in paths:
+                if sniff(path) == "empty":
+                    summary.warnings.append(f"{path}: file is empty")
+                for item in iter_canonical(path, fmt, origin, summary):
+                    summary.read += 1
+                    if isinstance(item, Reject):
+                        summary.rejected += 1
+                        reasons[_reason_key(item.reason)] += 1
+                        sink.add(item)
+                    else:
+                        batch.append(item)
+                        if len(batch) >= BATCH:
+                            writer.write_rows(batch)
+                            batch = []
+                    advance()
+            writer.write_rows(batch)
+            summary.written = writer.rows
+        summary.rejects_file = sink.write(outputs)
     summary.reasons = dict(reasons)
     return summary
 
@@ -232,28 +225,31 @@ def export(input: str | Path, output: str | Path, to: str = "openai", rejects: s
     convert = formats.EXPORTERS[to]
     output = Path(output)
     summary = ExportSummary(str(input), str(output), to)
-    sink = _RejectsSink(Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl"))
+    rejects_path = Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl")
+    sink = _RejectsSink(rejects_path)
     as_array = to != "openai" and output.suffix != ".jsonl"
-    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        if as_array:
-            f.write("[\n")
-        for batch in iter_dataset(input):
-            for row in batch.to_pylist():
-                summary.read += 1
-                try:
-                    rec = convert(row)
-                except formats.RecordError as exc:
-                    src = row.get("source") or {}
-                    sink.add(Reject(str(input), src.get("line"), summary.read, f"cannot export as {to}: {exc}", row["id"]))
-                    summary.rejected += 1
-                    continue
-                text = json.dumps(rec, ensure_ascii=False)
-                if as_array:
-                    f.write((",\n" if summary.written else "") + "  " + text)
-                else:
-                    f.write(text + "\n")
-                summary.written += 1
-        if as_array:
-            f.write("\n]\n")
-    summary.rejects_file = sink.close()
+    with OutputSet(output, [rejects_path]) as outputs:
+        with open(outputs.tmp(output), "w", encoding="utf-8") as f:
+            if as_array:
+                f.write("[\n")
+            for batch in iter_dataset(input):
+                for row in batch.to_pylist():
+                    summary.read += 1
+                    try:
+                        rec = convert(row)
+                    except formats.RecordError as exc:
+                        src = row.get("source") or {}
+                        sink.add(Reject(str(input), src.get("line"), summary.read, f"cannot export as {to}: {exc}",
+                                        row["id"]))
+                        summary.rejected += 1
+                        continue
+                    text = json.dumps(rec, ensure_ascii=False)
+                    if as_array:
+                        f.write((",\n" if summary.written else "") + "  " + text)
+                    else:
+                        f.write(text + "\n")
+                    summary.written += 1
+            if as_array:
+                f.write("\n]\n")
+        summary.rejects_file = sink.write(outputs)
     return summary

@@ -1,15 +1,16 @@
 """Stream raw records out of JSONL, JSON arrays, CSV and Parquet files (gzip'd or not).
 
-Nothing is loaded whole: JSON arrays are parsed element by element from a growing buffer,
-JSONL line by line, Parquet batch by batch. Every problem becomes a `Reject` with the file,
-the line (text files) or row (Parquet), and a reason; parsing resumes after it, so everything
-readable before and after a bad spot is kept.
+Nothing is loaded whole: JSON arrays are parsed element by element (curate.jsonstream, which
+resynchronises after a damaged element), JSONL line by line, Parquet batch by batch. Every problem
+becomes a `Reject` with the file, the line (text files) or row (Parquet), a reason and a kind;
+reading resumes after it, so everything readable before and after a bad spot is kept. Damage to the
+container (a cut gzip, an unreadable Parquet row group, an encoding that is not text) is one Reject
+that names it, after every record that could be read.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import re
@@ -17,15 +18,20 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from curate.containers import Opened, encoding_of
 from curate.errors import UsageError
+from curate.jsonstream import Bad, Window, elements
 
-CHUNK = 1 << 20
 RAW_SNIPPET = 300
 # Invalid UTF-8 bytes survive decoding as lone surrogates (errors="surrogateescape").
 _BAD_BYTES = re.compile("[\udc80-\udcff]")
 _WS = " \t\r\n"
+HEAD_BYTES = 1 << 16
+
+# what kind of problem a Reject is (validate gives each its own code)
+JSON, UTF8, NOT_OBJECT, TRUNCATED, UNREADABLE, RECORD = "json", "utf8", "type", "truncated", "unreadable", "record"
 
 
 @dataclass
@@ -43,6 +49,7 @@ class Reject:
     row: int | None
     reason: str
     raw: str = ""
+    kind: str = RECORD
 
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "line": self.line, "row": self.row, "reason": self.reason, "raw": self.raw}
@@ -54,241 +61,200 @@ def _snippet(text: str) -> str:
     return text if len(text) <= RAW_SNIPPET else text[:RAW_SNIPPET] + "..."
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    f = open(path, "rb")
-    if f.read(2) == b"\x1f\x8b":
-        f.close()
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    f.seek(0)
-    return f
+@dataclass
+class Layout:
+    """What a file holds: its container kind, text codec and byte-order mark, or why it cannot be read."""
+
+    kind: str  # jsonl | json-stream | csv | parquet | empty | unreadable
+    codec: str | None = "utf-8"
+    bom: int = 0
+    problem: str | None = None
 
 
-def sniff(path: Path) -> str:
-    """The container type of a file: jsonl, json-stream, csv, parquet, or empty."""
+def inspect(path: Path) -> Layout:
+    """The layout of a file, from its first bytes; a missing file or a folder is a usage error."""
     if not path.exists():
         raise UsageError(f"no such file: {path}")
     if path.is_dir():
         raise UsageError(f"{path} is a directory; give a file")
     with open(path, "rb") as f:
-        if f.read(4) == b"PAR1":
-            return "parquet"
+        magic = f.read(4)
     name = path.name.lower().removesuffix(".gz")
-    with _open_binary(path) as f:
-        try:
-            head = f.read(1 << 16)
-        except (OSError, EOFError) as exc:
-            raise UsageError(f"{path}: cannot read ({exc})") from exc
-    text = head.decode("utf-8", errors="surrogateescape").lstrip("\ufeff" + _WS)
+    if magic == b"PAR1" or name.endswith(".parquet"):
+        return Layout("parquet", None)
+    with Opened(path) as o:
+        head = o.stream.read(HEAD_BYTES)
+        problem = o.problem
+    if not head:
+        return Layout("unreadable", None, 0, problem) if problem else Layout("empty")
+    codec, bom, bad = encoding_of(head, whole=len(head) < HEAD_BYTES)
+    if codec is None:
+        return Layout("unreadable", None, 0, bad)
+    text = head[bom:].decode(codec, errors="surrogateescape").lstrip("\ufeff" + _WS)
     if not text:
-        return "empty"
+        return Layout("empty", codec, bom)
     if name.endswith((".csv", ".tsv")):
-        return "csv"
+        return Layout("csv", codec, bom)
     if text[0] == "[":
-        return "json-stream"
+        return Layout("json-stream", codec, bom)
     if text[0] == "{":
-        first_line = text.split("\n", 1)[0]
         try:
-            json.loads(first_line)
-            return "jsonl"
+            json.loads(text.split("\n", 1)[0])
+            return Layout("jsonl", codec, bom)
         except json.JSONDecodeError:
-            return "json-stream"  # a pretty-printed object, or objects one after another
-    return "jsonl"  # not JSON-looking: read line by line so each bad line is rejected, not the file
+            return Layout("json-stream", codec, bom)  # a pretty-printed object, or objects one after another
+    return Layout("jsonl", codec, bom)  # not JSON-looking: read line by line so each bad line is rejected
+
+
+def sniff(path: Path) -> str:
+    """The container type of a file: jsonl, json-stream, csv, parquet, empty or unreadable."""
+    return inspect(path).kind
 
 
 def iter_raw(path: str | Path) -> Iterator[Record | Reject]:
     """Every record of a file as a dict, or a Reject saying where and why it could not be read."""
     path = Path(path)
-    kind = sniff(path)
-    if kind == "empty":
+    layout = inspect(path)
+    if layout.kind == "empty":
         return
-    if kind == "parquet":
+    if layout.kind == "unreadable":
+        yield Reject(str(path), None, None, f"cannot read the file: {layout.problem}", kind=UNREADABLE)
+    elif layout.kind == "parquet":
         yield from _iter_parquet(path)
-    elif kind == "csv":
-        yield from _iter_csv(path)
-    elif kind == "jsonl":
-        yield from _iter_jsonl(path)
     else:
-        yield from _iter_json_stream(path)
+        with Opened(path) as o:
+            o.stream.read(layout.bom)
+            reader = {"csv": _iter_csv, "jsonl": _iter_jsonl}.get(layout.kind, _iter_json_stream)
+            yield from reader(str(path), o, layout.codec or "utf-8")
 
 
 def _check_obj(file: str, line: int | None, row: int, obj: Any, raw: str) -> Record | Reject:
     if not isinstance(obj, dict):
-        return Reject(file, line, row, f"record is a JSON {type(obj).__name__}, expected an object", _snippet(raw))
-    if _BAD_BYTES.search(raw):
-        col = _BAD_BYTES.search(raw).start()
-        return Reject(file, line, row, f"invalid UTF-8 (bad byte near character {col})", _snippet(raw))
+        return Reject(file, line, row, f"record is a JSON {type(obj).__name__}, expected an object", _snippet(raw),
+                      NOT_OBJECT)
+    bad = _BAD_BYTES.search(raw)
+    if bad:
+        return Reject(file, line, row, f"invalid UTF-8 (bad byte near character {bad.start()})", _snippet(raw), UTF8)
     return Record(file, line, row, obj)
 
 
-def _iter_jsonl(path: Path) -> Iterator[Record | Reject]:
-    file = str(path)
+def _cut(o: Opened, file: str, line: int | None) -> Reject | None:
+    """One Reject for a damaged container once its readable records are out."""
+    if o.problem is None:
+        return None
+    return Reject(file, line, None, f"{o.problem}; every complete record before it was kept", kind=TRUNCATED)
+
+
+def _lines(o: Opened, codec: str) -> Iterator[tuple[str, bool]]:
+    """(text, ends with a newline) per line; UTF-8 is split as bytes, other codecs decoded first."""
+    if codec == "utf-8":
+        for raw in o.stream:
+            yield raw.decode("utf-8", errors="surrogateescape"), raw.endswith(b"\n")
+    else:
+        for text in io.TextIOWrapper(o.stream, encoding=codec, errors="surrogateescape", newline=""):
+            yield text, text.endswith("\n")
+
+
+def _iter_jsonl(file: str, o: Opened, codec: str) -> Iterator[Record | Reject]:
     row = 0
-    with _open_binary(path) as f:
-        for lineno, raw_bytes in enumerate(f, start=1):
-            text = raw_bytes.decode("utf-8", errors="surrogateescape")
-            if lineno == 1:
-                text = text.lstrip("\ufeff")
-            if not text.strip():
-                continue
-            row += 1
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                hint = " (file truncated?)" if not raw_bytes.endswith(b"\n") else ""
-                yield Reject(file, lineno, row, f"invalid JSON: {exc.msg} at column {exc.colno}{hint}", _snippet(text))
-                continue
-            except RecursionError:
-                yield Reject(file, lineno, row, "invalid JSON: nested too deeply", _snippet(text))
-                continue
-            yield _check_obj(file, lineno, row, obj, text)
-
-
-class _Buffer:
-    """A text window over a binary stream that knows the line number of its read position."""
-
-    def __init__(self, f: BinaryIO):
-        self.f = f
-        self.decoder = io.IncrementalNewlineDecoder(None, translate=False)
-        self.buf = ""
-        self.pos = 0
-        self.line = 1
-        self.eof = False
-        self._first = True
-
-    def fill(self, size: int = CHUNK) -> bool:
-        data = self.f.read(size)
-        if not data:
-            self.eof = True
-            return False
-        text = data.decode("utf-8", errors="surrogateescape")
-        if self._first:
+    lineno = 0
+    for lineno, (text, whole) in enumerate(_lines(o, codec), start=1):
+        if lineno == 1:
             text = text.lstrip("\ufeff")
-            self._first = False
-        self.buf = self.buf[self.pos :] + text
-        self.pos = 0
-        return True
-
-    def advance(self, to: int) -> None:
-        self.line += self.buf.count("\n", self.pos, to)
-        self.pos = to
-
-    def skip_ws(self) -> str | None:
-        """Move past whitespace; the next character, or None at end of file."""
-        while True:
-            while self.pos < len(self.buf) and self.buf[self.pos] in _WS:
-                if self.buf[self.pos] == "\n":
-                    self.line += 1
-                self.pos += 1
-            if self.pos < len(self.buf):
-                return self.buf[self.pos]
-            if not self.fill():
-                return None
-
-
-def _iter_json_stream(path: Path) -> Iterator[Record | Reject]:
-    """A top-level JSON array, streamed element by element, or JSON values one after another."""
-    file = str(path)
-    decoder = json.JSONDecoder()
-    row = 0
-    with _open_binary(path) as f:
-        b = _Buffer(f)
-        in_array = b.skip_ws() == "["
-        if in_array:
-            b.advance(b.pos + 1)
-        while True:
-            ch = b.skip_ws()
-            if ch is None:
-                if in_array:
-                    yield Reject(file, b.line, None, "JSON array not closed: file truncated after the last record")
-                return
-            if in_array and ch == "]":
-                b.advance(b.pos + 1)
-                if b.skip_ws() is not None:
-                    yield Reject(file, b.line, None, "unexpected data after the closing ']'", _snippet(b.buf[b.pos :]))
-                return
-            if in_array and ch == ",":
-                b.advance(b.pos + 1)
-                continue
-            row += 1
-            start_line = b.line
-            obj, end, error = _decode_one(decoder, b)
-            if error is None:
-                raw = b.buf[b.pos : end]
-                b.advance(end)
-                yield _check_obj(file, start_line, row, obj, raw)
-                continue
-            if b.eof and error.startswith("truncated"):
-                yield Reject(file, start_line, row, f"file ends inside this record ({error})", _snippet(b.buf[b.pos :]))
-                return
-            resume = _resync(b, in_array)
-            raw = b.buf[b.pos : resume] if resume is not None else b.buf[b.pos :]
-            yield Reject(file, start_line, row, f"invalid JSON: {error}", _snippet(raw))
-            if resume is None:
-                return
-            b.advance(resume)
-
-
-def _decode_one(decoder: json.JSONDecoder, b: _Buffer) -> tuple[Any, int, str | None]:
-    """Decode the value at b.pos, reading more input while it may just be incomplete."""
-    size = CHUNK
-    while True:
+        if not text.strip():
+            continue
+        row += 1
         try:
-            obj, end = decoder.raw_decode(b.buf, b.pos)
-            # a number or literal cut at the buffer's end parses short: make sure it is complete
-            if end == len(b.buf) and not b.eof and not isinstance(obj, (dict, list, str)):
-                raise json.JSONDecodeError("incomplete", b.buf, end)
-            return obj, end, None
+            obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            near_end = exc.pos >= len(b.buf) - 1 or exc.msg.startswith("Unterminated string")
-            if not near_end:
-                line_in_record = b.buf.count("\n", b.pos, exc.pos)
-                return None, exc.pos, f"{exc.msg} ({line_in_record} line(s) into the record)"
-            if b.eof or not b.fill(size):
-                return None, exc.pos, f"truncated: {exc.msg}"
-            size = min(size * 2, 64 * CHUNK)
+            if not whole and o.problem:  # the cut fell inside this record: one reject says both
+                yield Reject(file, lineno, row, f"{o.problem}; the file ends inside this record", _snippet(text),
+                             TRUNCATED)
+                return
+            if not whole and (exc.pos >= len(text.rstrip()) - 1 or exc.msg.startswith("Unterminated string")):
+                yield Reject(file, lineno, row, f"file ends inside this record ({exc.msg})", _snippet(text), TRUNCATED)
+                continue
+            yield Reject(file, lineno, row, f"invalid JSON: {exc.msg} at column {exc.colno}", _snippet(text), JSON)
+            continue
         except RecursionError:
-            return None, b.pos, "nested too deeply"
+            yield Reject(file, lineno, row, "invalid JSON: nested too deeply", _snippet(text), JSON)
+            continue
+        yield _check_obj(file, lineno, row, obj, text)
+    cut = _cut(o, file, lineno or None)
+    if cut:
+        yield cut
 
 
-def _resync(b: _Buffer, in_array: bool) -> int | None:
-    """Where the next record starts after a malformed one: the next '{' at the same indentation."""
-    start = b.pos
-    col = start - (b.buf.rfind("\n", 0, start) + 1)
-    pattern = re.compile(r"\n[ \t]{%d}\{" % col) if col else re.compile(r"\n\{|\}\s*,\s*\{")
-    search_from = start + 1
-    while True:
-        m = pattern.search(b.buf, search_from)
-        if m:
-            return m.end() - 1
-        search_from = max(start + 1, len(b.buf) - 64)
-        if not b.fill():
-            return None
-        # fill() dropped everything before b.pos: shift positions to the new buffer
-        search_from -= start
-        start = 0
+def _iter_json_stream(file: str, o: Opened, codec: str) -> Iterator[Record | Reject]:
+    """A top-level JSON array, streamed element by element, or JSON values one after another."""
+    w = Window(o.stream, codec)
+    row = 0
+    said_cut = False
+    for item in elements(w):
+        if isinstance(item, Bad):
+            row += bool(item.text)
+            reason = item.reason
+            if item.truncated and o.problem:  # the cut explains the unfinished record: one reject says both
+                reason = f"{o.problem}; " + ("the file ends inside this record" if item.text else "the array is not closed")
+                said_cut = True
+            yield Reject(file, item.line, row if item.text else None, reason, _snippet(item.text),
+                         TRUNCATED if item.truncated else JSON)
+            continue
+        line, value, raw = item
+        row += 1
+        yield _check_obj(file, line, row, value, raw)
+    cut = None if said_cut else _cut(o, file, w.line)
+    if cut:
+        yield cut
 
 
-def _iter_csv(path: Path) -> Iterator[Record | Reject]:
-    file = str(path)
+class _Lines:
+    """The lines of a text stream, remembering whether the last one ended with a newline."""
+
+    def __init__(self, text: io.TextIOBase):
+        self.text = text
+        self.whole = True
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.text:
+            self.whole = line.endswith("\n")
+            yield line
+
+
+def _iter_csv(file: str, o: Opened, codec: str) -> Iterator[Record | Reject]:
     csv.field_size_limit(sys.maxsize // 2 if sys.maxsize < 2**63 else 2**31 - 1)
-    delimiter = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
-    with _open_binary(path) as fb:
-        text = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        reader = csv.DictReader(text, delimiter=delimiter)
-        row = 0
-        last_line = 1
-        try:
-            for rec in reader:
-                row += 1
-                line = last_line + 1
-                last_line = reader.line_num
-                raw = json.dumps(rec, ensure_ascii=False)
-                if None in rec:
-                    yield Reject(file, line, row, "more fields than the header has columns", _snippet(raw))
-                    continue
-                yield _check_obj(file, line, row, _decode_json_cells(rec), raw)
-        except csv.Error as exc:
-            yield Reject(file, reader.line_num, row + 1, f"malformed CSV: {exc}")
+    delimiter = "\t" if file.lower().removesuffix(".gz").endswith(".tsv") else ","
+    lines = _Lines(io.TextIOWrapper(o.stream, encoding="utf-8-sig" if codec == "utf-8" else codec,
+                                    errors="surrogateescape", newline=""))
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    row = 0
+    last_line = 1
+    held: Record | Reject | None = None  # the last record waits: a cut container may have cut it short
+    try:
+        for rec in reader:
+            if held is not None:
+                yield held
+            row += 1
+            line = last_line + 1
+            last_line = reader.line_num
+            raw = json.dumps(rec, ensure_ascii=False)
+            if None in rec:
+                held = Reject(file, line, row, "more fields than the header has columns", _snippet(raw))
+                continue
+            held = _check_obj(file, line, row, _decode_json_cells(rec), raw)
+    except csv.Error as exc:
+        if held is not None:
+            yield held
+        held = Reject(file, reader.line_num, row + 1, f"malformed CSV: {exc}")
+    if held is not None and o.problem and not lines.whole:
+        raw = held.raw if isinstance(held, Reject) else json.dumps(held.obj, ensure_ascii=False)
+        yield Reject(file, held.line, held.row, f"{o.problem}; the file ends inside this record", _snippet(raw), TRUNCATED)
+        return
+    if held is not None:
+        yield held
+    cut = _cut(o, file, reader.line_num)
+    if cut:
+        yield cut
 
 
 _JSON_CELLS = ("messages", "conversations", "history", "tools", "chosen", "rejected", "turns")
@@ -308,11 +274,40 @@ def _decode_json_cells(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _iter_parquet(path: Path) -> Iterator[Record | Reject]:
+    """Rows batch by batch; a row group that cannot be decoded rejects its rows and the others are read."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     file = str(path)
+    try:
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
+        yield Reject(file, None, None, f"not a readable Parquet file: {parquet_problem(exc)}", kind=UNREADABLE)
+        return
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        for obj in batch.to_pylist():
-            row += 1
-            yield Record(file, None, row, obj)
+    for group in range(pf.num_row_groups):
+        end = row + pf.metadata.row_group(group).num_rows
+        try:
+            for batch in pf.iter_batches(batch_size=4096, row_groups=[group]):
+                for obj in batch.to_pylist():
+                    row += 1
+                    yield Record(file, None, row, obj)
+        except (pa.ArrowException, OSError) as exc:
+            why = f"Parquet row group {group} cannot be decoded ({parquet_problem(exc)}); the other row groups were read"
+            for lost in range(row + 1, end + 1):
+                yield Reject(file, None, lost, why, kind=UNREADABLE)
+            row = end
+
+
+def parquet_problem(exc: BaseException) -> str:
+    """pyarrow's message for a damaged Parquet file, with a plain-words hint in front."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    low = text.lower()
+    if "magic bytes" in low or "footer" in low or "file size" in low:
+        return f"the file is cut or not Parquet ({text})"
+    if "checksum" in low or "crc" in low:
+        return f"a page's checksum does not match: its bytes changed after it was written ({text})"
+    if "thrift" in low or "deserialize" in low:
+        return f"its metadata is corrupt ({text})"
+    return text

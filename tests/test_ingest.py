@@ -273,9 +273,10 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     class Boom(Exception):
         pass
 
-    from curate.dataset import AtomicParquetWriter
+    from curate.dataset import SCHEMA
+    from curate.outputs import ParquetSink
 
-    with pytest.raises(Boom), AtomicParquetWriter(out) as w:
+    with pytest.raises(Boom), ParquetSink(out, SCHEMA) as w:
         w.write_rows([make_row([{"role": "user", "content": "a"}])])
         raise Boom
     assert not out.exists() and not list(tmp_path.iterdir())

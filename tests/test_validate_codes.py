@@ -14,6 +14,10 @@ from curate.validate import CODES, COOKBOOK_CODES, validate
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "validate"
 
 
+class Cut(str):
+    """A last line written without its newline: the file stops inside it."""
+
+
 def msgs(*pairs: tuple[str, str], **extra) -> dict:
     return {"messages": [{"role": r, "content": c} for r, c in pairs], **extra}
 
@@ -53,6 +57,7 @@ CASES: dict[str, tuple[list, dict]] = {
     "no_user_message": ([GOOD, msgs(SYS, ("assistant", "x"))], {}),
     "json_parse_error": ([GOOD, '{"messages": [{"role": "user"'], {}),
     "invalid_utf8": ([GOOD, b'{"messages": [{"role": "user", "content": "caf\xe9"}]}'], {}),
+    "truncated_file": ([GOOD, Cut('{"messages": [{"role": "user", "content": "Hi"}, {"role": "assis')], {}),
     "unknown_format": ([{"text": "a"}], {}),  # in an openai file the schema names it: missing_messages_list
     "format_mismatch": ([GOOD, GOOD, {"instruction": "Hi", "output": "x"}], {}),
     "schema_violation": ([GOOD, {**GOOD, "tools": "get_weather"}], {}),
@@ -76,11 +81,15 @@ CASES: dict[str, tuple[list, dict]] = {
 }
 
 
+# whole-file damage (a corrupt Parquet, UTF-16 without a BOM) has no line; tests/test_damaged_inputs.py covers it
+FILE_LEVEL = {"unreadable_file"}
+
+
 def write_raw(path: Path, lines: list) -> Path:
     with open(path, "wb") as f:
         for line in lines:
             data = line if isinstance(line, bytes) else (line if isinstance(line, str) else json.dumps(line)).encode()
-            f.write(data + b"\n")
+            f.write(data + (b"" if isinstance(line, Cut) else b"\n"))
     return path
 
 
@@ -90,7 +99,7 @@ def tok():
 
 
 def test_every_code_has_a_case_and_the_cookbooks_names_are_kept() -> None:
-    assert set(CASES) == set(CODES)
+    assert set(CASES) | FILE_LEVEL == set(CODES)
     assert COOKBOOK_CODES == ("data_type", "missing_messages_list", "message_missing_key", "message_unrecognized_key",
                               "unrecognized_role", "missing_content", "example_missing_assistant_message",
                               "no_system_message", "no_user_message")

@@ -39,17 +39,16 @@ class Source:
         if isinstance(data, pa.Table):
             self.table = data
         else:
-            from curate.dataset import check_canonical, is_canonical, load_any
+            from curate.dataset import canonical_parquet, load_any, open_parquet
 
             self.path = Path(data)
             if not self.path.exists():
                 raise UsageError(f"no such file: {self.path}")
-            if self.path.suffix == ".parquet" and is_canonical(pq.read_schema(self.path)):
+            if canonical_parquet(self.path):
                 # read column chunks through an 8 MiB buffer, and without pre-buffering: pre-buffering keeps every
                 # row group's chunks of the read columns in memory until the reader goes (~2 GB more at 10M rows), and
                 # an unbuffered read holds a whole compressed chunk (~250 MB for 1M rows of text); neither is faster here
-                self._pf = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 23)
-                check_canonical(self._pf.schema_arrow, self.path)
+                self._pf = open_parquet(self.path, pre_buffer=False, buffer_size=1 << 23)
             else:
                 self.table = load_any(self.path, fmt=fmt)
 
@@ -75,7 +74,9 @@ class Source:
                       and c.path.count(".") == 3 and c.path.rsplit(".", 1)[1] in ("role", "content")]
             if len(leaves) == 2:
                 columns = [x for c in columns for x in (leaves if c == "messages" else [c])]
-        for rb in self._pf.iter_batches(batch_size=size, columns=columns):
+        from curate.dataset import parquet_batches
+
+        for rb in parquet_batches(self._pf, self.path, batch_size=size, columns=columns):
             yield start, pa.Table.from_batches([rb])
             start += rb.num_rows
 

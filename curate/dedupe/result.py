@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 import resource
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.dataset import AtomicParquetWriter, atomic_path, write_table
+from curate.outputs import OutputSet, ParquetSink, write_table
 from curate.dedupe.decontam import REPORT_SCHEMA
 from curate.dedupe.keys import Keys, extract
 from curate.dedupe.plan import Plan
@@ -150,11 +151,13 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
     keep_schema = pa.schema([src.schema.field(c) for c in columns] + KEPT_EXTRA)
     rem_schema = pa.schema([src.schema.field(c) for c in columns] + REMOVED_EXTRA)
     paths = output_paths(output) if output is not None else {}
-    kept_w = _RowGroups(AtomicParquetWriter(paths["kept"], keep_schema)) if output is not None else None
-    rem_w = _RowGroups(AtomicParquetWriter(paths["removed"], rem_schema)) if output is not None else None
-    kept_parts, rem_parts = [], []
-    idx_rows = []
-    try:
+    # kept, removed, clusters, decontamination and summary are one set: all appear together or none (a failure
+    # drops every temporary file; an earlier run's outputs stay as they were)
+    with OutputSet(paths["kept"], paths.values()) if output is not None else nullcontext() as outs:
+        kept_w = _RowGroups(ParquetSink(paths["kept"], keep_schema, outs)) if output is not None else None
+        rem_w = _RowGroups(ParquetSink(paths["removed"], rem_schema, outs)) if output is not None else None
+        kept_parts, rem_parts = [], []
+        idx_rows = []
         for start, batch in src.batches(batch_size, columns):
             sl = slice(start, start + batch.num_rows)
             rm = removed_mask[sl]
@@ -188,55 +191,50 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
             else:
                 kept_parts.append(kept)
                 rem_parts.append(removed)
-    except BaseException:
-        for w in (kept_w, rem_w):
-            if w is not None:
-                w.abort()
-        raise
-    if kept_w is not None:
-        kept_w.close()
-        rem_w.close()
-    previews = _Previews(preview_rows, preview_texts)
+        if kept_w is not None:
+            kept_w.close()
+            rem_w.close()
+        previews = _Previews(preview_rows, preview_texts)
 
-    clusters = _clusters_table(plan, removed_mask, reason, jac, jest, ids_of, previews, ids)
-    dec_rows = [{"train_id": ids[c["row"]].as_py(), "train_row": c["row"], **{k: c[k] for k in REPORT_SCHEMA.names if k in c}}
-                for c in contam]
-    decon = pa.Table.from_pylist(dec_rows, schema=REPORT_SCHEMA)
+        clusters = _clusters_table(plan, removed_mask, reason, jac, jest, ids_of, previews, ids)
+        dec_rows = [{"train_id": ids[c["row"]].as_py(), "train_row": c["row"], **{k: c[k] for k in REPORT_SCHEMA.names if k in c}}
+                    for c in contam]
+        decon = pa.Table.from_pylist(dec_rows, schema=REPORT_SCHEMA)
 
+        counts = {r: int(np.sum(reason == r)) for r in ("exact", "near", "contaminated")}
+        sizes = pc.list_value_length(clusters.column("member_ids")).to_numpy(zero_copy_only=False) + 1 if clusters.num_rows else []
+        summary = {
+            "input_rows": n,
+            "kept": int(n - removed_mask.sum()),
+            "removed": int(removed_mask.sum()),
+            "removed_by_reason": counts,
+            "empty_key_rows": int((~nonempty).sum()),
+            "clusters": clusters.num_rows,
+            "largest_cluster": int(max(sizes)) if len(sizes) else 0,
+            "index_rows_before": plan.m,
+            "eval_items": len(matcher.evals) if matcher else 0,
+            "contaminated_eval_items": len({(c["eval_file"], c["eval_id"], c["eval_turn"]) for c in contam}),
+            **plan.stats,
+            "config": config,
+            "seconds": round(time.perf_counter() - t0, 3),
+            # the whole process's high-water mark (Linux reports KiB), so it includes whatever ran before
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        }
+        if output is not None:
+            write_table(clusters, paths["clusters"], outs)
+            if matcher is not None:
+                write_table(decon, paths["decontamination"], outs)
+            summary["outputs"] = {k: str(v) for k, v in paths.items() if k != "decontamination" or matcher is not None}
+        summary["cpu_seconds"]["write"] = round(time.process_time() - c2, 3)
+        if output is not None:
+            outs.tmp(paths["summary"]).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    # the index learns this run's rows only once its outputs are published: a run killed before that
+    # leaves the index as it was, so the rerun's outputs equal an uninterrupted run's
     if index is not None and idx_rows:
         sets = spill.sets(np.concatenate(idx_rows))
         if len(sets.docs):
-            index.append(ids.take(pa.array(sets.docs)).to_pylist(), rows.exact[sets.docs], rows.band[sets.docs], sets.offsets,
-                     sets.values)
-
-    counts = {r: int(np.sum(reason == r)) for r in ("exact", "near", "contaminated")}
-    sizes = pc.list_value_length(clusters.column("member_ids")).to_numpy(zero_copy_only=False) + 1 if clusters.num_rows else []
-    summary = {
-        "input_rows": n,
-        "kept": int(n - removed_mask.sum()),
-        "removed": int(removed_mask.sum()),
-        "removed_by_reason": counts,
-        "empty_key_rows": int((~nonempty).sum()),
-        "clusters": clusters.num_rows,
-        "largest_cluster": int(max(sizes)) if len(sizes) else 0,
-        "index_rows_before": plan.m,
-        "eval_items": len(matcher.evals) if matcher else 0,
-        "contaminated_eval_items": len({(c["eval_file"], c["eval_id"], c["eval_turn"]) for c in contam}),
-        **plan.stats,
-        "config": config,
-        "seconds": round(time.perf_counter() - t0, 3),
-        # the whole process's high-water mark (Linux reports KiB), so it includes whatever ran before
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    }
-    if output is not None:
-        write_table(clusters, paths["clusters"])
-        if matcher is not None:
-            write_table(decon, paths["decontamination"])
-        summary["outputs"] = {k: str(v) for k, v in paths.items() if k != "decontamination" or matcher is not None}
-    summary["cpu_seconds"]["write"] = round(time.process_time() - c2, 3)
-    if output is not None:
-        with atomic_path(paths["summary"]) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+            index.append(ids.take(pa.array(sets.docs)).to_pylist(), rows.exact[sets.docs], rows.band[sets.docs],
+                         sets.offsets, sets.values)
     kept_t = pa.concat_tables(kept_parts).cast(keep_schema) if kept_parts else (keep_schema.empty_table() if output is None else None)
     rem_t = pa.concat_tables(rem_parts).cast(rem_schema) if rem_parts else (rem_schema.empty_table() if output is None else None)
     return DedupeResult(summary, clusters, decon, {k: str(v) for k, v in paths.items()}, kept_t, rem_t)

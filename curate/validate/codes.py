@@ -34,6 +34,8 @@ _ALL = [
     # reading the file
     Code("json_parse_error", "error", "the line or element is not valid JSON"),
     Code("invalid_utf8", "error", "the bytes are not valid UTF-8"),
+    Code("truncated_file", "error", "the file ends early (a cut gzip stream, an unclosed array, a record cut off)"),
+    Code("unreadable_file", "error", "the file or part of it cannot be read (corrupt Parquet, UTF-16/32 without a BOM, binary data)"),
     Code("unknown_format", "error", "the record fits no known input format"),
     Code("format_mismatch", "error", "the record is of another format than the rest of the file"),
     Code("schema_violation", "error", "the record breaks the format's JSON Schema (other than the cases above)"),

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curate import formats
 from curate.console import progress
-from curate.dataset import MESSAGE_TYPE, SOURCE_TYPE, is_canonical, make_row, rows_to_table, write_table
+from curate.dataset import MESSAGE_TYPE, SOURCE_TYPE, canonical_parquet, make_row, read_dataset, rows_to_table
 from curate.errors import ThresholdExceeded, UsageError
+from curate.outputs import OutputSet, write_table
 from curate.readers import Record, iter_raw
 from curate.validate.codes import CODES, Finding, is_error
 from curate.validate.compliance import FormatProfile, OutputCheck
@@ -204,7 +204,7 @@ def _raw_items(path: Path, schema: str | dict | None, origin: str | None, notes:
 
     for n, rec in enumerate(chain(), start=1):
         if not isinstance(rec, Record):
-            yield _Item(n, rec.file, rec.line, None, rec.raw, findings=[Finding(reject_code(rec.reason), rec.reason)])
+            yield _Item(n, rec.file, rec.line, None, rec.raw, findings=[Finding(reject_code(rec), rec.reason)])
             continue
         obj = rec.obj
         item = _Item(n, rec.file, rec.line, None, _raw_text(obj), declared_id=obj.get("id"))
@@ -282,8 +282,8 @@ def validate(
         name = str(path)
         if not path.exists():
             raise UsageError(f"no such file: {path}")
-        if path.suffix == ".parquet" and is_canonical(pq.read_schema(path)):
-            table = pq.read_table(path)
+        if canonical_parquet(path):
+            table = read_dataset(path)
     if table is not None:
         if schema is not None:
             raise UsageError("--schema checks raw files; a canonical dataset is checked on its messages (drop --schema)")
@@ -315,10 +315,13 @@ def validate(
         max_error_rate=max_error_rate,
         notes=notes,
     )
-    if output is not None:
-        result.output = str(write_table(result.valid, output))
-    if quarantine is not None:
-        result.quarantine_path = str(write_table(result.quarantine, quarantine))
+    if output is not None or quarantine is not None:
+        # valid rows and quarantine are one set: both appear together or neither does
+        with OutputSet(output or quarantine, [quarantine] if output is not None and quarantine is not None else []) as outs:
+            if output is not None:
+                result.output = str(write_table(result.valid, output, outs))
+            if quarantine is not None:
+                result.quarantine_path = str(write_table(result.quarantine, quarantine, outs))
     return result
 
 

@@ -191,10 +191,13 @@ def text_findings(messages: list[dict]) -> list[Finding]:
     return out
 
 
-def reject_code(reason: str) -> str:
-    """The code for a reader Reject (a record that could not be read at all)."""
-    if reason.startswith("invalid UTF-8"):
-        return "invalid_utf8"
-    if reason.startswith("record is a JSON"):
-        return "data_type"
-    return "json_parse_error"
+def reject_code(reject: Any) -> str:
+    """The code for a reader Reject (a record, or a stretch of the file, that could not be read at all)."""
+    from curate import readers
+
+    return {
+        readers.UTF8: "invalid_utf8",
+        readers.NOT_OBJECT: "data_type",
+        readers.TRUNCATED: "truncated_file",
+        readers.UNREADABLE: "unreadable_file",
+    }.get(reject.kind, "json_parse_error")
