@@ -145,7 +145,7 @@ def _decode(decoder: json.JSONDecoder, w: Window) -> tuple[Any, int, str | None]
                 into = w.buf.count("\n", w.pos, exc.pos)
                 return None, exc.pos, f"{exc.msg} ({into} line(s) into the record)" if into else exc.msg
             w.fill(size)
-            size = min(size * 2, 64 * CHUNK)
+            size = min(size * 2, LOOKAHEAD)
             continue
         except RecursionError:
             return None, w.pos, "nested too deeply"
@@ -189,6 +189,8 @@ def _extent(w: Window) -> tuple[int, str | None]:
             return i, f"no end within {LOOKAHEAD >> 20} MiB"
         m = (_INSIDE if in_string else _OUTSIDE).search(w.buf, i)
         if m is None or (m.group() == "\\" and m.end() >= len(w.buf)):
+            if m is None:
+                i = len(w.buf)  # nothing of note up to here: the bound counts it as read
             if not w.fill():
                 return len(w.buf), AT_EOF
             continue

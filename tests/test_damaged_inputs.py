@@ -76,3 +76,30 @@ def test_stage_inputs_that_are_damaged_are_one_line_errors(corpus: dict[str, Cas
         assert res.exit_code == 1, res.output
         assert res.output.startswith("Error: ") and corpus[name].file in res.output
         assert len(res.output.strip().splitlines()) == 1
+
+
+def test_look_ahead_is_bounded(tmp_path: Path, monkeypatch) -> None:
+    """A 20 MB damaged stretch is rejected with the buffer never far over the look-ahead; what follows is kept."""
+    from curate import jsonstream
+    from curate.readers import Reject, iter_raw
+    from damaged import record
+
+    monkeypatch.setattr(jsonstream, "LOOKAHEAD", 1 << 20)
+    monkeypatch.setattr(jsonstream, "CHUNK", 1 << 18)
+    good = [json.dumps(record(i), indent=2) for i in range(20)]
+    damaged = '{\n  "messages": "' + "x" * 20_000_000  # an unterminated string that never ends its line
+    path = tmp_path / "long_damage.json"
+    path.write_text("[\n" + ",\n".join(good[:10] + [damaged] + good[10:]) + "\n]\n")
+    biggest = [0]
+    fill = jsonstream.Window.fill
+
+    def watched(self, size=1 << 18):
+        more = fill(self, size)
+        biggest[0] = max(biggest[0], len(self.buf))
+        return more
+
+    monkeypatch.setattr(jsonstream.Window, "fill", watched)
+    items = list(iter_raw(path))
+    assert sum(not isinstance(x, Reject) for x in items) == 20
+    assert [x.line for x in items if isinstance(x, Reject)] == [2 + 12 * 10]
+    assert biggest[0] < 4 << 20
