@@ -41,8 +41,10 @@ def _error(message: str) -> None:
 
 def _os_error(exc: OSError) -> str:
     """A file-system error a user can act on: what failed, on which path."""
+    from curate.outputs import target_of
+
     what = exc.strerror or str(exc)
-    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    paths = " -> ".join(str(target_of(p)) for p in (exc.filename, exc.filename2) if p is not None)
     return f"{paths}: {what}" if paths else what
 
 

@@ -28,6 +28,17 @@ JOURNAL_SUFFIX = ".curate-commit"
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_page_checksum": True}
 
 
+def target_of(path: str | Path) -> Path:
+    """The file a temporary name stands for (any other path as it is), for messages."""
+    path = Path(path)
+    name = path.name
+    if name.startswith(".") and name.endswith(TMP_SUFFIX):
+        parts = name[1 : -len(TMP_SUFFIX)].rsplit(".", 2)
+        if len(parts) == 3 and parts[1].isdigit():
+            return path.with_name(parts[0])
+    return path
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
