@@ -155,14 +155,16 @@ def report(
 
     gap_table = _gap_rows(recs["production"].table, cov) if cov else None
     rep = Report(data, gap_table, recs, cov, drift_maps)
-    if gaps is not None:
-        from curate.dataset import write_table
-
-        write_table(gap_table, gaps)
-    if html is not None:
+    if gaps is not None or html is not None:
+        from curate.outputs import OutputSet, write_table
         from curate.report.html import write_html
 
-        write_html(rep, html)
+        # the gaps file and the HTML report are one set: both appear together or neither does
+        with OutputSet(gaps or html, [p for p in (gaps, html) if p is not None]) as outs:
+            if gaps is not None:
+                write_table(gap_table, gaps, outs)
+            if html is not None:
+                write_html(rep, html, outs)
     return rep
 
 

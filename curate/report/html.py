@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from curate.outputs import OutputSet
     from curate.report.core import Report
 
 COLORS = {"train": "#4c72b0", "production": "#dd8452", "baseline": "#55a868"}
@@ -197,12 +198,14 @@ def render_html(rep: Report) -> str:
             f"<style>{CSS}</style></head><body>{body}</body></html>\n")
 
 
-def write_html(rep: Report, path: str | Path) -> Path:
-    """Write the report atomically."""
-    from curate.dataset import atomic_path
+def write_html(rep: Report, path: str | Path, outputs: OutputSet | None = None) -> Path:
+    """Write the report, atomically on its own or as part of an output set."""
+    from curate.outputs import atomic_path
 
     text = render_html(rep)
+    if outputs is not None:
+        outputs.tmp(path).write_text(text, encoding="utf-8")
+        return Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(0o644)  # a report is meant to be opened and shared, not private like a temp file
     return Path(path)

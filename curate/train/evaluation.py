@@ -11,7 +11,8 @@ from typing import Any
 import pyarrow as pa
 
 from curate.console import console, progress
-from curate.dataset import load_any, write_table
+from curate.dataset import load_any
+from curate.outputs import OutputSet, write_table
 from curate.errors import InputError, UsageError
 from curate.train.compliance import Checker, summarize
 from curate.train.data import percentile
@@ -119,12 +120,14 @@ def evaluate(
     results = {n: [checker.check(r, ref) for r, ref in zip(replies[n], refs)] for n in names}
     summary = [summarize(n, results[n], in_bucket, checker, any(r is not None for r in refs)) for n in names]
     out_path = Path(output) if output else None
-    if out_path:
-        write_table(_long_table(table, names, replies, results, lengths, in_bucket), out_path)
-    fail_path, n_fail = None, 0
-    if failures:
-        fail_path = Path(failures)
-        n_fail = _write_failures(table, names, replies, results, fail_path)
+    fail_path, n_fail = (Path(failures) if failures else None), 0
+    if out_path or fail_path:
+        # per-row results and the failures file are one set: both appear together or neither does
+        with OutputSet(out_path or fail_path, [p for p in (out_path, fail_path) if p]) as outs:
+            if out_path:
+                write_table(_long_table(table, names, replies, results, lengths, in_bucket), out_path, outs)
+            if fail_path:
+                n_fail = _write_failures(table, names, replies, results, fail_path, outs)
     return EvalResult(models=names, summary=summary, rows=table.num_rows, p95_input_tokens=p95,
                       checks=checker.names(), output=out_path, failures=fail_path, failures_count=n_fail)
 
@@ -193,7 +196,8 @@ def _long_table(table: pa.Table, names: list[str], replies: dict, results: dict,
     return pa.concat_tables(parts)
 
 
-def _write_failures(table: pa.Table, names: list[str], replies: dict, results: dict, path: Path) -> int:
+def _write_failures(table: pa.Table, names: list[str], replies: dict, results: dict, path: Path,
+                    outs: OutputSet | None = None) -> int:
     """Rows any adapter (or the base, when alone) fails, as canonical rows: seeds for `curate synth`."""
     judged = names[1:] or names
     keep, failed_by, reply = [], [], []
@@ -206,7 +210,7 @@ def _write_failures(table: pa.Table, names: list[str], replies: dict, results: d
     t = table.take(pa.array(keep, type=pa.int64()))
     t = t.append_column("eval_failed_models", pa.array(failed_by, type=pa.string()))
     t = t.append_column("eval_reply", pa.array(reply, type=pa.string()))
-    write_table(t, path)
+    write_table(t, path, outs)
     console.print(f"{len(keep)} failing prompt(s) written to {path} (seeds for `curate synth`)")
     return len(keep)
 
