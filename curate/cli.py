@@ -284,10 +284,12 @@ def report_command(train, production, baseline, html, gaps, fail_on, embedder, t
 @click.option("--response-format", type=click.Choice(["auto", "json_schema", "json_object", "none"]), default="auto",
               show_default=True, help="How a recipe's reply schema is sent (it is always validated).")
 @click.option("--max-failure-rate", default=0.0, show_default=True, help="Exit 1 when more than this share failed.")
+@click.option("--trust-recipe", is_flag=True,
+              help="Let the recipe read files outside its folder and the current directory (README: What a recipe may do).")
 @json_option
 def synth(teacher, base_url, recipe, seeds, output, cache_path, concurrency, rpm, tpm, max_total_tokens, budget,
           price_in, price_out, retry_failed, verify, api_key_env, timeout, max_retries, response_format,
-          max_failure_rate, as_json):
+          max_failure_rate, trust_recipe, as_json):
     """Generate synthetic examples with a teacher model, resumably, with fact flags."""
     from rich.markup import escape
 
@@ -297,21 +299,28 @@ def synth(teacher, base_url, recipe, seeds, output, cache_path, concurrency, rpm
                    concurrency=concurrency, rpm=rpm, tpm=tpm, max_total_tokens=max_total_tokens, budget=budget,
                    price_in=price_in, price_out=price_out, retry_failed=retry_failed, verify=verify,
                    api_key_env=api_key_env, timeout=timeout, retry=RetryPolicy(max_retries=max_retries),
-                   response_format=response_format, show_progress=not as_json)
+                   response_format=response_format, show_progress=not as_json, trust=trust_recipe)
     if as_json:
         print_json(s.as_dict())
     else:
+        lost = (f"; possibly paid {s.possibly_paid_attempts} attempts (worst case {s.possibly_paid_tokens} tokens, "
+                f"${s.possibly_paid_cost:.4f})" if s.possibly_paid_attempts else "")
         console.print(f"requested {s.requested} = succeeded {s.succeeded} + failed {s.failed} + skipped by budget "
                       f"{s.skipped_budget}  ->  {s.output}")
         console.print(f"  from cache {s.from_cache}, HTTP requests {s.http_requests} (retries {s.retries}, invalid "
-                      f"replies {s.invalid_replies}); tokens {s.prompt_tokens}+{s.completion_tokens}, ${s.cost:.4f}")
+                      f"replies {s.invalid_replies}); billed tokens {s.prompt_tokens}+{s.completion_tokens}, "
+                      f"${s.cost:.4f}{lost}")
         console.print(f"  claims {s.claims}, unsupported {s.unsupported_claims} in {s.flagged_rows} flagged rows")
         for reason, n in sorted(s.failure_reasons.items(), key=lambda kv: -kv[1]):
             console.print(f"  [red]{n} x[/] {escape(reason)}", highlight=False)
         if s.failures_file:
-            console.print(f"[yellow]failures:[/] {s.failures_file} (rerun with --retry-failed to send them again)")
-        if s.stopped:
-            console.print(f"[yellow]stopped:[/] {s.stopped}; rerun with a larger limit to continue")
+            hint = " (rerun with --retry-failed to send the failed ones again)" if s.failed or s.verify_failed else ""
+            console.print(f"[yellow]failures:[/] {escape(s.failures_file)}{hint}")
+    stop = s.stop_message()
+    if stop:  # outputs are written; the exit code says the run is incomplete
+        from curate.errors import ThresholdExceeded
+
+        raise ThresholdExceeded(stop)
     fail_over(max_failure_rate, s.failed, s.requested, "requests failed")
 
 
@@ -420,12 +429,17 @@ def eval_(data, base, adapters, output_schema, output_regex, max_new_tokens, lim
 @click.option("--only", default=None, help="Run this one stage on the earlier stages' last outputs.")
 @click.option("--force", multiple=True, help="Rerun a stage even if its inputs and settings are unchanged.")
 @click.option("--workdir", type=click.Path(path_type=Path), help="Where outputs go (default: the recipe's workdir, or runs/NAME).")
+@click.option("--base-url", help="The synth teacher's endpoint, overriding the recipe's; your API key is sent there.")
+@click.option("--trust-recipe", is_flag=True,
+              help="Let the recipe read files outside its folder and the current directory, write its workdir "
+                   "anywhere, and choose the API key and server (README: What a recipe may do).")
 @json_option
-def run_cmd(recipe, skip, only, force, workdir, as_json):
+def run_cmd(recipe, skip, only, force, workdir, base_url, trust_recipe, as_json):
     """Run the whole loop from one YAML RECIPE; unchanged stages are skipped, so a rerun resumes."""
     from curate.pipeline import run_recipe
 
-    manifest = run_recipe(recipe, skip=skip, only=only, force=force, workdir=workdir)
+    manifest = run_recipe(recipe, skip=skip, only=only, force=force, workdir=workdir, base_url=base_url,
+                          trust=trust_recipe)
     if as_json:
         print_json(manifest)
 

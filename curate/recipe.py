@@ -32,14 +32,42 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
     return _LinedDict(mapping, lines, node.start_mark.line + 1)
 
 
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode, deep: bool = False) -> list:
+    items = yaml.SafeLoader.construct_sequence(loader, node, deep=deep)
+    return _LinedList(items, [item.start_mark.line + 1 for item in node.value])
+
+
 class _LinedDict(dict):
+    # file and keypath say where this mapping sits, so an inline synth recipe's problems name the run recipe
+    file: str | None = None
+    keypath: tuple[Any, ...] = ()
+
     def __init__(self, data: Any = (), lines: dict | None = None, line: int | None = None):
         super().__init__(data)
         self.key_lines = lines or {}
         self.line = line
 
 
+class _LinedList(list):
+    def __init__(self, data: Any = (), lines: list[int] | None = None):
+        super().__init__(data)
+        self.item_lines = lines or []
+
+
+def _tag(node: Any, file: str, keypath: tuple[Any, ...], seen: set[int] | None = None) -> None:
+    """Record in every mapping the file it came from and its key path there."""
+    seen = set() if seen is None else seen
+    if not isinstance(node, (dict, list)) or id(node) in seen:
+        return  # YAML aliases share nodes: visit each once (a nest of aliases would otherwise explode)
+    seen.add(id(node))
+    if isinstance(node, _LinedDict):
+        node.file, node.keypath = file, keypath
+    for k, v in node.items() if isinstance(node, dict) else enumerate(node):
+        _tag(v, file, (*keypath, k), seen)
+
+
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 # YAML 1.2 booleans only: `on: user` (dedupe's key) must stay the string "on", not True.
 _LineLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
@@ -64,6 +92,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise RecipeError([f"YAML syntax error{where}: {getattr(exc, 'problem', exc)}"], str(path)) from exc
     if not isinstance(data, dict):
         raise RecipeError(["the top level must be a mapping of keys to values"], str(path))
+    _tag(data, str(path), ())
     return data
 
 
@@ -74,6 +103,8 @@ def line_of(data: Any, path: list[Any]) -> int | None:
     for key in path:
         if isinstance(node, _LinedDict) and key in node.key_lines:
             line = node.key_lines[key]
+        elif isinstance(node, _LinedList) and isinstance(key, int) and 0 <= key < len(node.item_lines):
+            line = node.item_lines[key]
         try:
             node = node[key]
         except (KeyError, IndexError, TypeError):
@@ -103,14 +134,15 @@ def validate(data: dict[str, Any], schema: dict[str, Any] | str, file: str | Non
     if not errors:
         return
     problems = []
+    prefix = list(getattr(data, "keypath", ()))  # an inline synth recipe: keys as the run recipe spells them
     for e in errors:
         path = list(e.absolute_path)
-        key = ".".join(str(p) for p in path) or "(top level)"
+        key = ".".join(str(p) for p in prefix + path) or "(top level)"
         if e.validator == "additionalProperties" and e.validator_value is False:
             extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
             for name in extra:
                 line = line_of(data, path + [name])
-                sub = ".".join(str(p) for p in path + [name])
+                sub = ".".join(str(p) for p in prefix + path + [name])
                 problems.append(f"{sub}{f' (line {line})' if line else ''}: unknown key")
             continue
         line = line_of(data, path)

@@ -1,10 +1,15 @@
 """A fault-injecting OpenAI-compatible chat-completions server on 127.0.0.1 (stdlib only).
 
-Faults: 429 with Retry-After, 500, slow replies, dropped connections, malformed JSON bodies, and
-replies whose content is not the JSON the request asked for. Each distinct request body gets at most
+Faults: 429 with Retry-After, 500, slow replies, dropped connections, malformed JSON bodies, replies
+whose content is not the JSON the request asked for, and the ones a provider bills although the client
+never reads the reply: `late` (the reply comes after `late_s`, past the client's timeout) and `cut` (the
+connection drops halfway through the reply body). `echoauth` answers 401 with an error message that
+echoes the request's Authorization header, as some proxies do. Each log entry says whether the server
+`billed` the request and with which `usage`. Each distinct request body gets at most
 `max_faults_per_body` faults, so every request eventually succeeds unless its text contains
 `fail_marker` (then it always gets 500). Every request is logged (in memory and, optionally, as JSON
-lines in a file) so tests can prove what was and was not sent.
+lines in a file) so tests can prove what was and was not sent; `request_headers` holds every request's
+headers (which API key arrived).
 
 In-process:   with FakeServer(faults={"429": 0.2}) as srv: srv.base_url, srv.requests
 Subprocess:   python tests/fakeserver.py --port 0 --log req.jsonl [--fault 500=0.1 ...] (prints the port)
@@ -23,7 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "slow", "drop", "malformed", "badjson")
+FAULT_KINDS = ("429", "500", "slow", "drop", "malformed", "badjson", "late", "cut", "echoauth")
+BILLED = {None, "slow", "malformed", "badjson", "late", "cut"}  # the server generated a reply for these
 
 
 def body_key(body: dict[str, Any]) -> str:
@@ -71,6 +77,7 @@ class FakeServer:
         fail_marker: str | None = None,
         delay: float = 0.0,
         slow_s: float = 3.0,
+        late_s: float = 2.0,
         retry_after: str = "0.05",
         seed: int = 0,
         log_path: str | None = None,
@@ -83,12 +90,13 @@ class FakeServer:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {FAULT_KINDS}")
         self.max_faults_per_body = max_faults_per_body
         self.fail_marker = fail_marker
-        self.delay, self.slow_s, self.retry_after = delay, slow_s, retry_after
+        self.delay, self.slow_s, self.late_s, self.retry_after = delay, slow_s, late_s, retry_after
         self.rng = random.Random(seed)
         self.log_path = log_path
         self.port = port
         self.reply_fn = reply_fn or reply_content
         self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[str, str]] = []  # every request's headers (lower-case names), in order
         self.faults_given: dict[str, int] = {}
         self._faulted: dict[str, int] = {}
         self._log = open(log_path, "a", buffering=1) if log_path else None  # noqa: SIM115 (closed in stop)
@@ -137,6 +145,10 @@ class FakeServer:
     def count(self, key: str) -> int:
         return sum(1 for r in self.requests if r["key"] == key)
 
+    def billed(self) -> list[dict[str, Any]]:
+        """The requests a provider would bill: those the server generated a reply for, read or not."""
+        return [r for r in self.requests if r["billed"]]
+
     async def _shutdown(self) -> None:
         if self._server:
             self._server.close()
@@ -161,8 +173,9 @@ class FakeServer:
                 lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = lines[0].split(" ", 2)
                 headers = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+                self.request_headers.append(headers)
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
-                if not await self._respond(method, path, body, writer):
+                if not await self._respond(method, path, body, writer, headers):
                     return
         except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.CancelledError):
             pass
@@ -180,7 +193,8 @@ class FakeServer:
                 return kind
         return None
 
-    async def _respond(self, method: str, path: str, raw: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def _respond(self, method: str, path: str, raw: bytes, writer: asyncio.StreamWriter,
+                       headers: dict[str, str] | None = None) -> bool:
         if method == "GET" and path.endswith("/models"):
             return await self._send(writer, 200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
         if not (method == "POST" and path.endswith("/chat/completions")):
@@ -188,7 +202,14 @@ class FakeServer:
         body = json.loads(raw)
         key = body_key(body)
         fault = self._pick_fault(body, key, raw)
-        entry = {"t": time.time(), "key": key, "fault": fault, "messages": body.get("messages")}
+        content = self.reply_fn(body)
+        if fault == "badjson":
+            content = content[: max(1, len(content) // 2)]
+        prompt_tokens = sum(len(m.get("content") or "") for m in body.get("messages", [])) // 4 + 1
+        completion_tokens = len(content) // 4 + 1
+        billed = fault in BILLED
+        entry = {"t": time.time(), "key": key, "fault": fault, "messages": body.get("messages"), "billed": billed,
+                 "usage": [prompt_tokens, completion_tokens] if billed else [0, 0]}
         self.requests.append(entry)
         self.faults_given[fault or "none"] = self.faults_given.get(fault or "none", 0) + 1
         if self._log:
@@ -200,15 +221,17 @@ class FakeServer:
                                     extra={"retry-after": self.retry_after})
         if fault == "500":
             return await self._send(writer, 500, {"error": {"message": "internal error", "type": "server_error"}})
+        if fault == "echoauth":
+            auth = (headers or {}).get("authorization", "")
+            key = auth.split(" ", 1)[-1]
+            message = f"Incorrect API key provided: {key}. You sent Authorization: {auth} (api-key: {key})"
+            return await self._send(writer, 401, {"error": {"message": message, "type": "invalid_request_error"}})
         if fault == "drop":
             return False
         if fault == "slow":
             await asyncio.sleep(self.slow_s)
-        content = self.reply_fn(body)
-        if fault == "badjson":
-            content = content[: max(1, len(content) // 2)]
-        prompt_tokens = sum(len(m.get("content") or "") for m in body.get("messages", [])) // 4 + 1
-        completion_tokens = len(content) // 4 + 1
+        if fault == "late":
+            await asyncio.sleep(self.late_s)  # billed, but the client has given up by now
         reply = {
             "id": f"chatcmpl-{key}",
             "object": "chat.completion",
@@ -220,12 +243,19 @@ class FakeServer:
         }
         if fault == "malformed":
             return await self._send(writer, 200, None, raw_body=json.dumps(reply)[:40].encode())
+        if fault == "cut":
+            data = json.dumps(reply).encode()
+            writer.write(f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n\r\n"
+                         .encode() + data[: len(data) // 2])
+            await writer.drain()
+            return False  # the connection closes halfway through the body
         return await self._send(writer, 200, reply)
 
     async def _send(self, writer: asyncio.StreamWriter, status: int, obj: Any, extra: dict | None = None,
                     raw_body: bytes | None = None) -> bool:
         data = raw_body if raw_body is not None else json.dumps(obj).encode()
-        reason = {200: "OK", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}[status]
+        reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+                  500: "Internal Server Error"}[status]
         head = [f"HTTP/1.1 {status} {reason}", "content-type: application/json", f"content-length: {len(data)}"]
         head += [f"{k}: {v}" for k, v in (extra or {}).items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)

@@ -2,6 +2,10 @@
 
     from curate.pipeline import run_recipe
     manifest = run_recipe("recipes/demo.yaml")
+
+A recipe may come from someone else: before any stage runs, curate/pipeline/checks.py refuses paths
+outside the recipe's folder and the current directory, a recipe's choice of API key, and a work
+folder curate did not make (unless `trust=True`, except the work folder rules).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from curate.dataset import atomic_path
 from curate.errors import UsageError
 from curate.pipeline import stages as st
 from curate.pipeline.card import write_card
+from curate.pipeline.checks import preflight
 from curate.pipeline.engine import Runner, StageRecord
 from curate.recipe import load_recipe
 
@@ -31,8 +36,13 @@ def run_recipe(
     only: str | None = None,
     force: Sequence[str] = (),
     workdir: str | Path | None = None,
+    base_url: str | None = None,
+    trust: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage of a recipe in order; unchanged stages are skipped. Returns the run manifest."""
+    """Run every stage of a recipe in order; unchanged stages are skipped. Returns the run manifest.
+
+    `workdir` and `base_url` are the caller's own choices; `trust` lets the recipe read files outside its
+    folder and the current directory and choose the API key (see curate/pipeline/checks.py)."""
     path = Path(path)
     recipe = load_recipe(path, "run-recipe")
     for name in (*skip, *force, *([only] if only else [])):
@@ -40,8 +50,9 @@ def run_recipe(
             raise UsageError(f"unknown stage '{name}'; stages: {', '.join(STAGES)}")
     skip = set(skip) | set(recipe.get("skip", []))
     rdir = path.parent
-    work = Path(workdir or recipe.get("workdir") or Path("runs") / recipe["name"])
-    runner = Runner(work, force=tuple(force), only=only)
+    plan = preflight(recipe, path, stages=STAGES, trust=trust, workdir=workdir, base_url=base_url)
+    work = plan.workdir
+    runner = Runner(work, force=tuple(force), only=only, stages=STAGES)
     data = recipe["data"]
 
     ing = runner.stage("ingest", {f"{k}[{i}]": st._rel(rdir, f) for k in ("train", "production", "eval")
@@ -74,13 +85,13 @@ def run_recipe(
         gaps = rep.path("gaps") if "gaps" in rep.outputs and rep.counts.get("gap_rows") else None
 
     synthetic = None
-    scfg = recipe.get("synth")
+    scfg = plan.synth_config
     if "synth" in skip or not scfg or gaps is None:
         why = "skipped by request" if "synth" in skip else "no synth section" if not scfg else "the report found no gaps"
         runner.skipped("synth", why)
     else:
         rec = runner.stage("synth", {"seeds": gaps, **_recipe_file(scfg, rdir)}, scfg,
-                           st.synth_stage(gaps, scfg, rdir, runner.cache_dir("synth")))
+                           st.synth_stage(gaps, {**scfg, **plan.synth_call}, rdir, runner.cache_dir("synth")))
         synthetic = rec.path("synth")
         if "validate" not in skip and "synth_validate" not in skip:
             synthetic = runner.stage("synth_validate", {"data": synthetic}, vcfg,
@@ -112,8 +123,10 @@ def run_recipe(
     manifest = runner.manifest(str(path), hashlib.sha256(path.read_bytes()).hexdigest())
     manifest["final_dataset"] = str(current)
     manifest["adapter"] = str(adapter) if adapter else None
+    runner.work.record_file("manifest.json")
     with atomic_path(work / "manifest.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    runner.work.record_file("DATASET_CARD.md")
     manifest["card"] = str(write_card(work, recipe, runner.records, current))
     _print_where(work, runner.records, current, adapter)
     return manifest

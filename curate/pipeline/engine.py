@@ -4,7 +4,8 @@ A stage's key hashes its name, its configuration, the bytes of its inputs and cu
 Its outputs are written in a temporary folder that is renamed into place with a `stage.json`
 only when the stage finishes, so a run killed at any point resumes at the first unfinished stage.
 Stages that must not lose work when killed (synth's request cache, training checkpoints) keep
-it in `WORKDIR/.cache/STAGE/`, which survives the rename.
+it in `WORKDIR/.cache/STAGE/`, which survives the rename. Curate deletes only what its ledger says
+it wrote (curate/pipeline/workdir.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +24,7 @@ from curate import __version__
 from curate.console import console
 from curate.dataset import content_hash_file
 from curate.errors import UsageError
+from curate.pipeline.workdir import WorkFolder, listing
 
 STAGE_FILE = "stage.json"
 
@@ -85,10 +86,15 @@ def versions() -> dict[str, str]:
 class Runner:
     """Runs stages in order inside WORKDIR, skipping those whose key matches a finished run."""
 
-    def __init__(self, workdir: Path, force: tuple[str, ...] = (), only: str | None = None):
+    def __init__(self, workdir: Path, force: tuple[str, ...] = (), only: str | None = None,
+                 stages: tuple[str, ...] = ()):
         self.workdir = Path(workdir)
         self.only = only
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.work = WorkFolder(self.workdir)
+        problems = self.work.problems(stages)
+        if problems:
+            raise UsageError("\n".join(problems))
+        self.work.open()
         self.force = set(force)
         self.records: list[StageRecord] = []
 
@@ -130,15 +136,19 @@ class Runner:
                 return rec
         console.rule(f"[bold]{name}")
         tmp = self.workdir / f".{name}.partial"
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        if tmp.exists() or tmp.is_symlink():
+            self.work.remove(tmp.name)
+        self.work.record_scratch(tmp.name)  # listed before it exists: whatever a killed stage leaves is curate's
         tmp.mkdir(parents=True)
         start = time.perf_counter()
         result = fn(tmp)
         seconds = round(time.perf_counter() - start, 2)
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists() or final.is_symlink():
+            self.work.remove(name)
+        # listed before the rename, so a kill right after it still leaves the folder curate's own
+        self.work.record_folder(name, [*listing(tmp), STAGE_FILE, f".{STAGE_FILE}.tmp"])
         tmp.rename(final)
+        self.work.record_scratch(tmp.name, present=False)
         outputs = {k: {"path": str(final / rel), "sha256": _hash_path(final / rel)} for k, rel in result.outputs.items()}
         rec = StageRecord(name, key, "ran", hashed, config, outputs, result.counts, result.summary, seconds)
         tmp_done = final / f".{STAGE_FILE}.tmp"

@@ -125,6 +125,9 @@ def synth_stage(seeds: Path, cfg: dict[str, Any], recipe_dir: Path, cache: Path)
             write_table(pq.read_table(seeds).slice(0, max_seeds), seed_file)
         s = synthesize(recipe, output=out / "synth.parquet", seeds=seed_file, cache_path=cache / "requests.sqlite",
                        base_dir=recipe_dir, show_progress=True, **kwargs)
+        stop = s.stop_message({"max_total_tokens": "synth.max_total_tokens", "budget": "synth.budget"})
+        if stop:  # an incomplete synth must not feed the later stages as if it were whole
+            raise ThresholdExceeded(f"synth: {stop}; skipped requests are listed in {s.failures_file}")
         outputs = {"synth": "synth.parquet"}
         if s.failures_file and Path(s.failures_file).exists():
             outputs["failures"] = Path(s.failures_file).name

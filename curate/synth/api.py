@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from curate.dataset import SCHEMA, SOURCE_TYPE, make_row, write_table
 from curate.errors import InputError, UsageError
-from curate.synth.cache import Cache, Outcome
+from curate.synth.cache import Cache, Outcome, scrub_secrets
 from curate.synth.client import Budget, RateLimiter, RetryPolicy, Teacher
 from curate.synth.engine import Job, Limits, Progress, execute, parse_json_reply, plan_jobs
 from curate.synth.facts import CLAIM_TYPE, Sources, check_claims
@@ -43,6 +43,8 @@ OUTPUT_SCHEMA = pa.schema(list(SCHEMA) + [pa.field(n, t) for n, t in PROVENANCE]
     pa.field("claims", pa.list_(CLAIM_TYPE)), pa.field("unsupported_claims", pa.list_(CLAIM_TYPE))])
 FAILURES_SCHEMA = pa.schema([pa.field(n, t) for n, t in PROVENANCE] + [
     ("synth_kind", pa.string()), ("reason", pa.string()), ("source", SOURCE_TYPE), ("request", pa.string())])
+
+LIMIT_OPTIONS = {"max_total_tokens": "--max-total-tokens", "budget": "--budget"}  # how a stop message names a limit
 
 
 @dataclass
@@ -69,21 +71,43 @@ class SynthSummary:
     invalid_replies: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     failure_reasons: dict[str, int] = field(default_factory=dict)
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # billed: the usage the server reported
     completion_tokens: int = 0
     cost: float = 0.0
+    possibly_paid_attempts: int = 0  # replies lost after the request reached the server; may be billed
+    possibly_paid_tokens: int = 0  # their worst case (prompt estimate + max_tokens), counted against the limits
+    possibly_paid_cost: float = 0.0
     cache_lifetime: dict[str, float] = field(default_factory=dict)
     claims: int = 0
     unsupported_claims: int = 0
     flagged_rows: int = 0
     verify_requested: int = 0
     verify_failed: int = 0
+    verify_skipped_budget: int = 0
     response_format_downgraded: bool = False
     stopped: str | None = None
+    stopped_by: str | None = None  # max_total_tokens | budget
     elapsed_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def stop_message(self, options: dict[str, str] | None = None) -> str | None:
+        """One line when a limit skipped requests: how many, which limit, how to continue; None otherwise."""
+        if not (self.skipped_budget or self.verify_skipped_budget):
+            return None
+        option = (options or LIMIT_OPTIONS).get(self.stopped_by or "", "limit")
+        counts = f"{self.skipped_budget} of {self.requested} requests"
+        if self.verify_skipped_budget:
+            counts += f" and {self.verify_skipped_budget} of {self.verify_requested} verify requests"
+        if self.stopped_by == "budget":
+            spent = f"${self.cost + self.possibly_paid_cost:.4f}"
+            lost = f", ${self.possibly_paid_cost:.4f} of it possibly paid" if self.possibly_paid_attempts else ""
+        else:
+            spent = f"{self.prompt_tokens + self.completion_tokens + self.possibly_paid_tokens} tokens"
+            lost = f", {self.possibly_paid_tokens} of them possibly paid" if self.possibly_paid_attempts else ""
+        return (f"{counts} skipped: {self.stopped} (spent {spent}{lost}); rerun with a larger {option} to continue "
+                "(finished requests come from the cache and are not paid again)")
 
 
 def default_paths(output: str | Path) -> tuple[Path, Path]:
@@ -115,11 +139,13 @@ def synthesize(
     response_format: str = "auto",
     base_dir: str | Path | None = None,
     show_progress: bool = True,
+    trust: bool = False,
 ) -> SynthSummary:
-    """Generate synthetic rows for every seed of `recipe` with `teacher` ("local" starts the embedded one)."""
+    """Generate synthetic rows for every seed of `recipe` with `teacher` ("local" starts the embedded one);
+    `trust` lets the recipe read files outside its folder and the current directory."""
     if concurrency < 1:
         raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
-    rec = load_synth_recipe(recipe, base_dir)
+    rec = load_synth_recipe(recipe, base_dir, trust=trust)
     pricing = rec.get("pricing") or {}
     p_in = price_in if price_in is not None else pricing.get("prompt_per_1m", 0.0)
     p_out = price_out if price_out is not None else pricing.get("completion_per_1m", 0.0)
@@ -157,7 +183,7 @@ def _run(rec: SynthRecipe, seeds_path: Any, output: Any, cache_path: Any, model:
     seeds, s.duplicate_seeds = load_seeds(rec, seeds_path)
     jobs, s.duplicate_prompts = plan_jobs(rec, seeds, model)
     s.seeds, s.requested = len(seeds), len(jobs)
-    cache = Cache(s.cache_path, run_id=uuid.uuid4().hex[:12])
+    cache = Cache(s.cache_path, run_id=uuid.uuid4().hex[:12], secrets=[teacher.api_key])
     try:
         with Progress(f"synth {rec.name}", len(jobs), show_progress) as bar:
             outcomes = asyncio.run(_execute_and_close(jobs, cache, teacher, limits, retry_failed, bar))
@@ -177,7 +203,7 @@ def _run(rec: SynthRecipe, seeds_path: Any, output: Any, cache_path: Any, model:
             status = "skipped_budget" if out.status == "skipped_budget" else "failed"
             s.skipped_budget += status == "skipped_budget"
             s.failed += status == "failed"
-            failures.append(_failure(rec, j, out, status, problem, model, host))
+            failures.append(_failure(rec, j, out, status, scrub_secrets(problem, [teacher.api_key]), model, host))
         if verify and rows:
             _verify(rows, jobs, cache, teacher, limits, model, host, rec, failures, s, show_progress)
         s.succeeded = len(rows)
@@ -196,13 +222,20 @@ def _run(rec: SynthRecipe, seeds_path: Any, output: Any, cache_path: Any, model:
             s.failure_reasons[key] = s.failure_reasons.get(key, 0) + 1
         run = cache.totals(cache.run_id)
         s.prompt_tokens, s.completion_tokens, s.cost = int(run["prompt_tokens"]), int(run["completion_tokens"]), run["cost"]
+        s.possibly_paid_attempts, s.possibly_paid_tokens = int(run["possibly_paid_calls"]), int(run["possibly_paid_tokens"])
+        s.possibly_paid_cost = run["possibly_paid_cost"]
         s.cache_lifetime = cache.totals()
     finally:
         cache.close()
     st = teacher.stats
     s.http_requests, s.retries, s.invalid_replies, s.errors = st.sent, st.retries, st.invalid_replies, dict(st.errors)
     s.response_format_downgraded = teacher.downgraded
-    s.stopped = "budget reached (max total tokens or --budget)" if limits.budget.exhausted else None
+    b = limits.budget
+    s.stopped_by = b.stopped_by
+    if b.stopped_by == "max_total_tokens":
+        s.stopped = f"the token limit of {b.max_tokens} had no room for the next request"
+    elif b.stopped_by == "budget":
+        s.stopped = f"the budget of ${b.max_cost:g} had no room for the next request"
     s.elapsed_s = round(time.monotonic() - t0, 3)
     return s
 
@@ -277,9 +310,9 @@ def _verify(rows: list[dict], jobs: list[Job], cache: Cache, teacher: Teacher, l
             apply_labels(r["claims"], out.content)
             r["unsupported_claims"] = [c for c in r["claims"] if c["status"] == "unsupported" or c["judge"] == "unsupported"]
         else:
-            s.verify_failed += 1
-            failures.append(_failure(rec, j, out, "failed" if out.status == "failed" else out.status, out.reason,
-                                     model, host))
+            s.verify_failed += out.status == "failed"
+            s.verify_skipped_budget += out.status == "skipped_budget"
+            failures.append(_failure(rec, j, out, out.status, scrub_secrets(out.reason, [teacher.api_key]), model, host))
     teacher.stats.sent += judge.stats.sent
     teacher.stats.retries += judge.stats.retries
     teacher.stats.invalid_replies += judge.stats.invalid_replies

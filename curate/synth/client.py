@@ -2,6 +2,9 @@
 
 The openai client's own retries are off (max_retries=0) so every attempt is counted, Retry-After is
 honoured exactly, and a reply that is not the JSON the recipe asked for is retried like a 5xx.
+An attempt whose request reached the server but whose reply was lost (a read timeout, a connection
+dropped after sending, a malformed body) may still be billed: it is reported as possibly paid and
+charged to the budget at its worst case before the request is sent again.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from curate.synth.cache import Outcome
+from curate.synth.cache import Outcome, scrub_secrets
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504, 520, 522, 524}
 
@@ -93,7 +96,10 @@ class Budget:
     spent_cost: float = 0.0
     reserved_tokens: int = 0
     reserved_cost: float = 0.0
+    possibly_paid_tokens: int = 0  # part of spent_*: attempts whose reply was lost, at their worst case
+    possibly_paid_cost: float = 0.0
     exhausted: bool = False
+    stopped_by: str | None = None  # max_total_tokens | budget: the limit that refused a request
 
     def cost(self, prompt: int, completion: int) -> float:
         return prompt * self.price_in + completion * self.price_out
@@ -102,9 +108,11 @@ class Budget:
         if self.exhausted:
             return False
         t, c = prompt_est + completion_max, self.cost(prompt_est, completion_max)
-        if (self.max_tokens is not None and self.spent_tokens + self.reserved_tokens + t > self.max_tokens) or (
-            self.max_cost is not None and self.spent_cost + self.reserved_cost + c > self.max_cost
-        ):
+        if self.max_tokens is not None and self.spent_tokens + self.reserved_tokens + t > self.max_tokens:
+            self.stopped_by = "max_total_tokens"
+        elif self.max_cost is not None and self.spent_cost + self.reserved_cost + c > self.max_cost:
+            self.stopped_by = "budget"
+        if self.stopped_by:
             self.exhausted = True  # stop cleanly: no later request starts either
             return False
         self.reserved_tokens += t
@@ -116,6 +124,12 @@ class Budget:
         self.reserved_cost -= self.cost(prompt_est, completion_max)
         self.spent_tokens += prompt + completion
         self.spent_cost += self.cost(prompt, completion)
+
+    def settle_lost(self, prompt_est: int, completion_max: int) -> None:
+        """An attempt whose reply was lost: it may be billed, so it is spent at its worst case."""
+        self.settle(prompt_est, completion_max, prompt_est, completion_max)
+        self.possibly_paid_tokens += prompt_est + completion_max
+        self.possibly_paid_cost += self.cost(prompt_est, completion_max)
 
 
 @dataclass
@@ -174,8 +188,13 @@ class Teacher:
         check: Callable[[str], str | None] | None,
         on_usage: Callable[[int, int, bool], None],
         admit: Callable[[], bool] = lambda: True,
+        on_lost: Callable[[], None] = lambda: None,
     ) -> Outcome:
-        """Send one request until it succeeds, its retries run out, or its replies stay invalid."""
+        """Send one request until it succeeds, its retries run out, or its replies stay invalid.
+
+        `on_usage` gets each reply's billed usage, `on_lost` each possibly-paid attempt; `admit` reserves
+        the budget for a resend after a paid one and refuses when it does not fit.
+        """
         import openai
 
         transport_failures = invalid = attempts = 0
@@ -186,12 +205,13 @@ class Teacher:
             kwargs = dict(params, response_format=rf) if rf else params
             self.stats.sent += 1
             retry_after: float | None = None
+            lost = False
             try:
                 resp = await self.client.chat.completions.create(model=self.model, messages=messages, **kwargs)
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 self.stats.error(str(status))
-                last = f"HTTP {status}: {_message(exc)}"
+                last = f"HTTP {status}: {_message(exc, [self.api_key])}"
                 if rf and rf["type"] == "json_schema" and self.response_format == "auto" and not self.downgraded \
                         and _rejects_format(status, last):
                     self.downgraded = True  # the server rejects json_schema: use json_object and validate ourselves
@@ -199,15 +219,15 @@ class Teacher:
                 if status not in RETRY_STATUS:
                     return Outcome("failed", attempts=attempts, reason=last)
                 retry_after = parse_retry_after(exc.response.headers)
-            except openai.APITimeoutError:
+            except openai.APITimeoutError as exc:
                 self.stats.error("timeout")
-                last = "timed out"
+                last, lost = "timed out", reached_server(exc)
             except openai.APIConnectionError as exc:
                 self.stats.error("connection")
-                last = f"connection error: {exc.__cause__ or exc}"
+                last, lost = self._scrub(f"connection error: {exc.__cause__ or exc}"), reached_server(exc)
             except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
                 self.stats.error("malformed")
-                last = f"malformed response body: {exc}"
+                last, lost = self._scrub(f"malformed response body: {exc}"), True
             else:
                 usage = resp.usage
                 pt, ct = (usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else (0, 0)
@@ -219,21 +239,36 @@ class Teacher:
                     return Outcome("ok", content, choice.finish_reason, pt, ct, attempts, created=time.time())
                 invalid += 1
                 self.stats.invalid_replies += 1
-                last = f"invalid reply: {problem}"
+                last = self._scrub(f"invalid reply: {problem}")
                 if invalid >= max_attempts:
                     return Outcome("failed", content, choice.finish_reason if choice else None, pt, ct, attempts,
                                    reason=f"{last} (after {invalid} attempts)")
                 if not admit():
                     return Outcome("skipped_budget", attempts=attempts, reason="token/cost budget reached before retry")
                 continue
+            if lost:
+                on_lost()
             transport_failures += 1
             if transport_failures > self.retry.max_retries:
                 return Outcome("failed", attempts=attempts, reason=f"{last} (gave up after {attempts} attempts)")
+            if lost and not admit():  # the lost attempt spent this request's reservation
+                return Outcome("skipped_budget", attempts=attempts, reason="token/cost budget reached before retry")
             self.stats.retries += 1
             await asyncio.sleep(self.retry.delay(transport_failures - 1, retry_after))
 
+    def _scrub(self, text: str) -> str:
+        return scrub_secrets(text, [self.api_key]) or ""
+
     async def close(self) -> None:
         await self.client.close()
+
+
+def reached_server(exc: BaseException) -> bool:
+    """Whether a failed attempt's request may have reached the server (and be billed): not a connect-phase failure."""
+    httpx2 = http_module()
+    before_sending = tuple(getattr(httpx2, n) for n in ("ConnectError", "ConnectTimeout", "PoolTimeout", "ProxyError",
+                                                         "UnsupportedProtocol", "LocalProtocolError") if hasattr(httpx2, n))
+    return not isinstance(exc.__cause__, before_sending)  # unknown causes count as sent: the budget stays conservative
 
 
 def _rejects_format(status: int, message: str) -> bool:
@@ -241,10 +276,9 @@ def _rejects_format(status: int, message: str) -> bool:
     return status in (400, 422) or (status == 500 and ("response_format" in message or "json_schema" in message))
 
 
-def _message(exc: Any) -> str:
+def _message(exc: Any, secrets: list[str]) -> str:
+    """The server's error message, cut to 200 characters after secrets are scrubbed (so no key is cut in half)."""
     body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:200]
-    return str(exc)[:200]
+    err = body.get("error", body) if isinstance(body, dict) else None
+    text = str(err["message"]) if isinstance(err, dict) and err.get("message") else str(exc)
+    return (scrub_secrets(text, secrets) or "")[:200]

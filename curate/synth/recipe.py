@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ import jinja2
 from curate.errors import RecipeError, UsageError
 from curate.recipe import line_of, load_yaml, validate
 from curate.synth.render import Seed, compile_template, seed_from_row
+from curate.trust import Checker, roots_for
 
 SCHEMA_NAME = "synth-recipe"
 
@@ -63,15 +63,23 @@ class SynthRecipe:
         return p
 
 
-def load_synth_recipe(recipe: str | Path | dict[str, Any], base_dir: str | Path | None = None) -> SynthRecipe:
-    """Load and validate a synth recipe from a YAML path or an already-loaded dict."""
+def load_synth_recipe(recipe: str | Path | dict[str, Any], base_dir: str | Path | None = None, *,
+                      trust: bool = False) -> SynthRecipe:
+    """Load and validate a synth recipe from a YAML path or a dict; the files it names must lie in its folder
+    (or `base_dir`) or the current directory unless `trust` (see curate/trust.py)."""
     if isinstance(recipe, dict):
-        data, file = recipe, None
+        data, file = recipe, getattr(recipe, "file", None)  # an inline recipe names the run recipe it sits in
         base = Path(base_dir) if base_dir else Path.cwd()
+        roots = roots_for(base)
     else:
         data, file = load_yaml(recipe), str(recipe)
         base = Path(base_dir) if base_dir else Path(recipe).resolve().parent
+        roots = roots_for(Path(recipe).parent, base_dir)
     validate(data, SCHEMA_NAME, file)
+    checker = Checker(file, data, roots, trust)
+    matches = check_paths(checker, data, base)
+    checker.raise_if_any()
+    prefix = "".join(f"{k}." for k in getattr(data, "keypath", ()))  # key names as the user's file spells them
     schema = (data.get("reply") or {}).get("schema")
     if schema is not None:
         from jsonschema import Draft202012Validator, SchemaError
@@ -80,37 +88,48 @@ def load_synth_recipe(recipe: str | Path | dict[str, Any], base_dir: str | Path 
             Draft202012Validator.check_schema(schema)
         except SchemaError as exc:
             line = line_of(data, ["reply", "schema", *exc.path])
-            raise RecipeError([f"reply.schema (line {line}): not a valid JSON Schema: {exc.message}"], file) from exc
+            raise RecipeError([f"{prefix}reply.schema (line {line}): not a valid JSON Schema: {exc.message}"],
+                              file) from exc
     templates = {}
     for key in ("system", "prompt"):
         if key in data:
-            templates[key] = compile_template(data[key], key, line_of(data, [key]), file)
+            templates[key] = compile_template(data[key], prefix + key, line_of(data, [key]), file)
     for key, text in (data.get("output") or {}).items():
-        templates[f"output.{key}"] = compile_template(text, f"output.{key}", line_of(data, ["output", key]), file)
-    documents = _load_documents(data, base, file)
+        templates[f"output.{key}"] = compile_template(text, f"{prefix}output.{key}",
+                                                      line_of(data, ["output", key]), file)
+    documents = _load_documents(data, base, matches)
     h = hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False, default=str).encode())
     for d in documents:
         h.update(f"\0{d.name}\0{d.text}".encode())
     return SynthRecipe(data["name"], data, file, base, h.hexdigest()[:16], templates, documents)
 
 
-def _load_documents(data: dict[str, Any], base: Path, file: str | None) -> list[Document]:
+def check_paths(checker: Checker, data: dict[str, Any], base: Path) -> list[list[str]]:
+    """Check every path a synth recipe names (seeds, grounding documents); each document pattern's matches."""
+    if isinstance(data.get("seeds"), str):
+        checker.path(["seeds"], data["seeds"], base)
+    grounding = data.get("grounding")
+    patterns = grounding.get("documents") if isinstance(grounding, dict) else None
+    out = []
+    for i, pattern in enumerate(patterns if isinstance(patterns, list) else []):
+        if not isinstance(pattern, str):
+            continue
+        n = len(checker.problems)
+        out.append(checker.pattern(["grounding", "documents", i], pattern, base))
+        if not out[-1] and len(checker.problems) == n:
+            checker.add(["grounding", "documents", i], f"no file matches '{pattern}' (paths are relative to {base})")
+    return out
+
+
+def _load_documents(data: dict[str, Any], base: Path, matches: list[list[str]]) -> list[Document]:
     grounding = data.get("grounding")
     if not grounding:
         return []
     size = int(grounding.get("chunk_chars", 2000))
     docs: list[Document] = []
-    for i, pattern in enumerate(grounding["documents"]):
-        matches = sorted(glob.glob(str(base / pattern), recursive=True)) if any(c in pattern for c in "*?[") else (
-            [str(base / pattern)] if (base / pattern).is_file() else []
-        )
-        if not matches:
-            line = line_of(data, ["grounding", "documents", i])
-            raise RecipeError([(f"grounding.documents.{i} (line {line}): no file matches '{pattern}' "
-                               f"(paths are relative to {base})")], file)
-        for path in matches:
-            name = str(Path(path).relative_to(base)) if Path(path).is_relative_to(base) else path
-            docs += chunk_document(name, Path(path).read_text(encoding="utf-8"), size)
+    for path in (m for found in matches for m in found):
+        name = str(Path(path).relative_to(base)) if Path(path).is_relative_to(base) else path
+        docs += chunk_document(name, Path(path).read_text(encoding="utf-8"), size)
     return docs
 
 

@@ -1,0 +1,110 @@
+"""Before any stage runs: what a run recipe may read, where its work folder goes, which API key synth sends.
+
+The policy (README, "What a recipe may do") lives in curate/trust.py; this module applies it to every
+key of a run recipe that names a path or a secret, and reports every problem at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curate.console import console
+from curate.models import EMBEDDED, EMBEDDED_ID
+from curate.pipeline.stages import _rel
+from curate.pipeline.workdir import WorkFolder
+from curate.recipe import SCHEMAS_DIR, load_yaml
+from curate.synth.recipe import check_paths
+from curate.trust import OUTSIDE, TRUST_FLAG, Checker, RecipeRefused, inside, roots_for
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"  # synthesize's own default
+NO_KEY = ""  # names no environment variable (none can be empty-named), so synth sends its placeholder key
+
+
+@dataclass
+class Plan:
+    """What the checks decided: the work folder and the synth stage's settings."""
+
+    workdir: Path
+    synth_config: dict[str, Any] = field(default_factory=dict)  # hashed into the stage key
+    synth_call: dict[str, Any] = field(default_factory=dict)  # passed to synthesize() as well, never hashed
+    notes: list[str] = field(default_factory=list)
+
+
+def preflight(recipe: dict[str, Any], path: Path, *, stages: tuple[str, ...], trust: bool = False,
+              workdir: str | Path | None = None, base_url: str | None = None) -> Plan:
+    """Check every path, secret and the work folder of a run recipe; raise RecipeRefused listing every problem."""
+    rdir = path.parent
+    c = Checker(str(path), recipe, roots_for(rdir), trust)
+    if recipe["name"] in (".", ".."):
+        c.add(["name"], f"'{recipe['name']}' is not a plain name; it names the work folder runs/NAME")
+    work = Path(workdir) if workdir else _recipe_workdir(c, recipe)
+    for role in ("train", "production", "eval"):
+        for i, f in enumerate((recipe.get("data") or {}).get(role) or []):
+            c.path(["data", role, i], f, rdir, must_exist="file")
+    for section in ("validate", "eval"):
+        if (recipe.get(section) or {}).get("output_schema"):
+            c.path([section, "output_schema"], recipe[section]["output_schema"], rdir, must_exist="file")
+    schema = (recipe.get("validate") or {}).get("schema")
+    if schema and (Path(schema).exists() or not _shipped_schema(schema)):
+        c.path(["validate", "schema"], schema, Path.cwd())  # read as given, from the current directory
+    for keys in (["validate", "tokenizer"], ["report", "tokenizer"], ["train", "base"], ["eval", "base"]):
+        value = (recipe.get(keys[0]) or {}).get(keys[1])
+        if isinstance(value, str) and value not in (EMBEDDED, EMBEDDED_ID):
+            c.path(keys, value, Path.cwd())  # model folders are opened as given, from the current directory
+    plan = Plan(work or Path("runs"))
+    if recipe.get("synth"):
+        _check_synth(c, recipe["synth"], rdir, base_url, plan)
+    problems = WorkFolder(work).problems(stages) if work else []  # a refused location is not looked at
+    if problems and not workdir and recipe.get("workdir"):
+        problems = [f"{c.where(['workdir'])}: {p}" for p in problems]
+    c.problems += problems
+    c.raise_if_any()
+    for note in plan.notes:
+        console.print(note, style="yellow", markup=False, highlight=False)
+    return plan
+
+
+def _recipe_workdir(c: Checker, recipe: dict[str, Any]) -> Path | None:
+    """The recipe's work folder, or None where it is refused."""
+    value = recipe.get("workdir")
+    if not value:
+        return None if recipe["name"] in (".", "..") else Path("runs") / recipe["name"]
+    if not inside(Path(value), c.roots) and not c.trust:  # relative to the current directory, as always
+        c.add(["workdir"], f"'{value}' is {OUTSIDE}; curate would write there", allowable=True)
+        return None
+    return Path(value)
+
+
+def _shipped_schema(name: str) -> bool:
+    return any((SCHEMAS_DIR / n).is_file() for n in (name, f"{name}.schema.json", f"{name}.json"))
+
+
+def _check_synth(c: Checker, scfg: dict[str, Any], rdir: Path, base_url: str | None, plan: Plan) -> None:
+    """The synth recipe's files, and the key: a recipe may not choose the variable nor the server it goes to."""
+    if "api_key_env" in scfg:
+        c.add(["synth", "api_key_env"], f"a recipe may not choose which environment variable is sent as the "
+                                        f"API key ('{scfg['api_key_env']}')", allowable=True)
+    if base_url and scfg.get("teacher") == "local":
+        c.add(["synth", "teacher"], "is 'local', which starts its own server; drop --base-url")
+    recipe = scfg.get("recipe")
+    if isinstance(recipe, str):
+        p = c.path(["synth", "recipe"], recipe, rdir, must_exist="synth recipe")
+        if p.is_file() and (c.trust or inside(p, c.roots)):
+            data = load_yaml(p)
+            check_paths(c.nested(str(_rel(rdir, recipe)), data), data, rdir)  # synth reads it from rdir too
+    elif isinstance(recipe, dict):
+        check_paths(c.nested(c.file, recipe), recipe, rdir)
+    plan.synth_config = dict(scfg)
+    plan.synth_call = {"trust": c.trust}
+    own = scfg.get("base_url")
+    if base_url:
+        plan.synth_config["base_url"] = base_url  # the user's choice overrides the recipe's
+    elif own and str(own).rstrip("/") != DEFAULT_BASE_URL and not c.trust:
+        plan.synth_call["api_key_env"] = NO_KEY
+        plan.notes.append(f"synth: the recipe chose the server {own}; no API key is sent to it "
+                          f"(pass --base-url {own} or {TRUST_FLAG} to send yours)")
+
+
+__all__ = ["Plan", "RecipeRefused", "preflight"]
