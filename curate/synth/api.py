@@ -22,7 +22,8 @@ from urllib.parse import urlparse
 
 import pyarrow as pa
 
-from curate.dataset import SCHEMA, SOURCE_TYPE, make_row, write_table
+from curate.dataset import SCHEMA, SOURCE_TYPE, make_row
+from curate.outputs import OutputSet, write_table
 from curate.errors import InputError, UsageError
 from curate.synth.cache import Cache, Outcome, scrub_secrets
 from curate.synth.client import Budget, RateLimiter, RetryPolicy, Teacher
@@ -211,12 +212,12 @@ def _run(rec: SynthRecipe, seeds_path: Any, output: Any, cache_path: Any, model:
             s.claims += len(r["claims"])
             s.unsupported_claims += len(r["unsupported_claims"])
             s.flagged_rows += bool(r["unsupported_claims"])
-        write_table(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA), output)
-        if failures:
-            write_table(pa.Table.from_pylist(failures, schema=FAILURES_SCHEMA), failures_path)
-            s.failures_file = str(failures_path)
-        elif failures_path.exists():
-            failures_path.unlink()  # a stale failures file from an earlier run would mislead
+        # the rows and the failures file are one set; a stale failures file of an earlier run goes with it
+        with OutputSet(output, [failures_path]) as outs:
+            write_table(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA), output, outs)
+            if failures:
+                write_table(pa.Table.from_pylist(failures, schema=FAILURES_SCHEMA), failures_path, outs)
+                s.failures_file = str(failures_path)
         for f in failures:
             key = f["reason"].split(" (")[0][:80]
             s.failure_reasons[key] = s.failure_reasons.get(key, 0) + 1
