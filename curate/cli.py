@@ -70,7 +70,9 @@ def json_option(f):
 def fail_over(rate: float, bad: int, total: int, what: str) -> None:
     """Exit 1 when the share of bad records exceeds the user's threshold."""
     if total and bad / total > rate:
-        console.print(f"[bold red]{bad}/{total} {what} ({bad / total:.1%}) exceeds the allowed {rate:.1%}[/]")
+        share = bad / total
+        shown = f"{share:.1%}" if share >= 0.001 else f"{share:.3%}"  # 1 of 3,000 is not 0.0%
+        console.print(f"[bold red]{bad}/{total} {what} ({shown}) exceeds the allowed {rate:.1%}[/]")
         sys.exit(EXIT_DATA)
 
 

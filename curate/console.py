@@ -19,7 +19,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+# soft_wrap: a log line stays one line when piped (rich would break it at 80 columns); tables still fit the width
+console = Console(stderr=True, soft_wrap=True)
 
 
 @contextmanager

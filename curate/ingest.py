@@ -20,7 +20,7 @@ from curate.console import progress
 from curate.dataset import REJECTS_SCHEMA, SCHEMA, iter_dataset, make_row, rows_to_table
 from curate.errors import UsageError
 from curate.outputs import OutputSet, ParquetSink, write_table
-from curate.readers import Record, Reject, iter_raw, sniff
+from curate.readers import Record, Reject, file_problem, iter_raw, sniff
 
 SNIFF_RECORDS = 200
 BATCH = 5_000
@@ -181,6 +181,9 @@ def ingest(
                         summary.rejected += 1
                         reasons[_reason_key(item.reason)] += 1
                         sink.add(item)
+                        notice = file_problem(item)
+                        if notice and notice not in summary.warnings:
+                            summary.warnings.append(notice)
                     else:
                         batch.append(item)
                         if len(batch) >= BATCH:

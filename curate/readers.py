@@ -55,6 +55,15 @@ class Reject:
         return {"file": self.file, "line": self.line, "row": self.row, "reason": self.reason, "raw": self.raw}
 
 
+def file_problem(r: Reject) -> str | None:
+    """A one-line notice naming the file, for damage to the file itself (not to one record)."""
+    if r.kind in (TRUNCATED, UNREADABLE) and (r.row is None or r.kind == TRUNCATED):
+        return f"{r.file}: {r.reason}"
+    if r.kind == UNREADABLE:
+        return f"{r.file}: {r.reason.split(';')[0]}; the rows of that row group were rejected"
+    return None
+
+
 def _snippet(text: str) -> str:
     text = text.strip()
     text = _BAD_BYTES.sub("\ufffd", text)

@@ -22,7 +22,7 @@ from curate.console import progress
 from curate.dataset import MESSAGE_TYPE, SOURCE_TYPE, canonical_parquet, make_row, read_dataset, rows_to_table
 from curate.errors import ThresholdExceeded, UsageError
 from curate.outputs import OutputSet, write_table
-from curate.readers import Record, iter_raw
+from curate.readers import Record, file_problem, iter_raw
 from curate.validate.codes import CODES, Finding, is_error
 from curate.validate.compliance import FormatProfile, OutputCheck
 from curate.validate.structure import (
@@ -204,6 +204,9 @@ def _raw_items(path: Path, schema: str | dict | None, origin: str | None, notes:
 
     for n, rec in enumerate(chain(), start=1):
         if not isinstance(rec, Record):
+            notice = file_problem(rec)
+            if notice and notice not in notes:
+                notes.append(notice)
             yield _Item(n, rec.file, rec.line, None, rec.raw, findings=[Finding(reject_code(rec), rec.reason)])
             continue
         obj = rec.obj
