@@ -72,6 +72,10 @@ def make_corpus(n: int, seed: int = 0) -> tuple[Path, np.ndarray]:
     family = np.asarray(family)[order]
     texts = [" ".join(vocab[d]) for d in docs]
     truth = _truth(texts, family)
+    worst = cross_family_check(texts, family)
+    print(f"corpus {n}: largest Jaccard between different families in a 1,000-record sample: {worst:.3f}", file=sys.stderr)
+    if worst >= THRESHOLD:  # the ground truth assumes families never meet the threshold with each other
+        raise SystemExit(f"corpus {n}: records of different families reach Jaccard {worst:.3f} >= {THRESHOLD}")
     _write_corpus(texts, path)
     np.save(truth_path, truth)
     return path, truth

@@ -30,7 +30,7 @@ from benchmarks._results import write_section
 from curate.synth import synthesize
 from curate.synth.cache import Cache
 from curate.synth.client import Budget, RetryPolicy, Teacher
-from curate.synth.engine import Limits, execute, plan_jobs
+from curate.synth.jobs import Limits, execute, plan_jobs
 from curate.synth.recipe import load_seeds, load_synth_recipe
 
 RECIPE = {"name": "bench", "prompt": "Answer briefly: {{ prompt }}", "max_tokens": 32, "temperature": 0.0}

@@ -78,10 +78,10 @@ def baseline(padding: str, a: argparse.Namespace, s: dict, m, tmp: str) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
 
-    from curate.models import load_tokenizer, resolve_model
+    from curate.embedded import load_tokenizer, resolve_model
     from curate.train.config import TrainConfig
     from curate.train.data import prepare
-    from curate.train.trainer import ExampleDataset, PadCollator
+    from curate.train.stage import ExampleDataset, PadCollator
 
     cfg = TrainConfig.from_any({k: v for k, v in s.items() if k != "padding_free"})
     path = resolve_model(a.base)

@@ -200,10 +200,10 @@ def dedupe(input_path, output, on, shingle, ngram, num_perm, threshold, bands, r
 def validate(input, output, quarantine, schema, tokenizer, no_tokens, max_tokens, output_schema, output_regex,
              allow_consecutive_user, max_error_rate, as_json):
     """Check INPUT (raw file or canonical Parquet): named error codes, tokens, output-format compliance."""
+    from curate.embedded import embedded_gguf_path
     from curate.errors import MissingDependency
-    from curate.models import embedded_gguf_path
     from curate.validate import validate as run
-    from curate.validate.show import print_result
+    from curate.validate.render import print_result
 
     if no_tokens:
         tokenizer = None
@@ -245,7 +245,7 @@ def validate(input, output, quarantine, schema, tokenizer, no_tokens, max_tokens
 def report_command(train, production, baseline, html, gaps, fail_on, embedder, tokenizer, k, gap_ratio, seed, as_json):
     """Structure, coverage and drift of TRAIN against --production samples; gaps feed `curate synth`."""
     from curate.report import report as run
-    from curate.report.terminal import print_summary
+    from curate.report.render import print_summary
 
     rep = run(train, production, baseline=baseline, tokenizer=tokenizer, html=html, gaps=gaps, fail_on=fail_on,
               seed=seed, embedder=embedder, k=k, gap_ratio=gap_ratio)
@@ -406,7 +406,7 @@ def merge(run_dir, output, base, overwrite):
 @json_option
 def eval_(data, base, adapters, output_schema, output_regex, max_new_tokens, limit, output, failures, as_json):
     """Generate replies for held-out prompts and compare format compliance: base vs adapters."""
-    from curate.train import evaluate
+    from curate.evaluation import evaluate
 
     r = evaluate(data=data, base=base, adapters=adapters, output_schema=output_schema, output_regex=output_regex,
                  max_new_tokens=max_new_tokens, limit=limit, output=output, failures=failures)

@@ -150,8 +150,6 @@ def check_canonical(table_or_schema: pa.Table | pa.Schema, path: str | Path) -> 
 
 def open_parquet(path: str | Path, **options: Any) -> pq.ParquetFile:
     """Open a Parquet file with page checksums verified; damage is one InputError naming the file."""
-    from curate.readers import parquet_problem
-
     path = Path(path)
     if not path.exists():
         raise UsageError(f"no such file: {path}")
@@ -163,8 +161,6 @@ def open_parquet(path: str | Path, **options: Any) -> pq.ParquetFile:
 
 def parquet_batches(pf: pq.ParquetFile, path: str | Path, **options: Any) -> Iterator[pa.RecordBatch]:
     """pf.iter_batches, with a damaged row group reported as one InputError naming the file."""
-    from curate.readers import parquet_problem
-
     try:
         yield from pf.iter_batches(**options)
     except (pa.ArrowException, OSError) as exc:
@@ -194,8 +190,6 @@ def read_dataset(path: str | Path, columns: list[str] | None = None) -> pa.Table
 
 def read_parquet(pf: pq.ParquetFile, path: str | Path, columns: list[str] | None = None) -> pa.Table:
     """The whole of an opened Parquet file, with damage reported as one InputError naming the file."""
-    from curate.readers import parquet_problem
-
     try:
         return pf.read(columns=columns)
     except (pa.ArrowException, OSError) as exc:
@@ -209,36 +203,6 @@ def iter_dataset(path: str | Path, batch_size: int = 10_000, columns: list[str] 
     yield from parquet_batches(pf, path, batch_size=batch_size, columns=columns)
 
 
-def load_any(path: str | Path, fmt: str = "auto", origin: str | None = None) -> pa.Table:
-    """A canonical table from a canonical Parquet or from any input `curate ingest` reads.
-
-    Used by stages that take raw files directly (e.g. an eval set for decontamination);
-    records that cannot be read raise, naming file and line, rather than vanish.
-    """
-    path = Path(path)
-    if canonical_parquet(path):
-        return read_dataset(path)
-    from curate.ingest import ingest_table
-
-    table, rejects = ingest_table([path], fmt=fmt, origin=origin)
-    if len(rejects) == 1 and rejects[0]["row"] is None:  # the file as a whole (a damaged container)
-        raise InputError(rejects[0]["reason"], file=rejects[0]["file"], line=rejects[0]["line"])
-    if rejects:
-        first = rejects[0]
-        raise InputError(
-            f"{len(rejects)} unreadable record(s); first: {first['reason']} "
-            "(run `curate ingest` to write them to a rejects file)",
-            file=first["file"],
-            line=first["line"],
-        )
-    return table
-
-
-def messages_of(table: pa.Table) -> list[list[dict]]:
-    """The messages column as Python lists of dicts."""
-    return table.column("messages").to_pylist()
-
-
 def content_hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """sha256 of a file's bytes, for manifests and run cards."""
     h = hashlib.sha256()
@@ -246,3 +210,17 @@ def content_hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def parquet_problem(exc: BaseException) -> str:
+    """pyarrow's message for a damaged Parquet file, with a plain-words hint in front."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+    low = text.lower()
+    if "magic bytes" in low or "footer" in low or "file size" in low:
+        return f"the file is cut or not Parquet ({text})"
+    if "checksum" in low or "crc" in low:
+        return f"a page's checksum does not match: its bytes changed after it was written ({text})"
+    if "thrift" in low or "deserialize" in low:
+        return f"its metadata is corrupt ({text})"
+    return text

@@ -8,9 +8,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from damaged import Case, build
 
 from curate.cli import cli
-from damaged import Case, build
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_validate_keeps_every_good_record(corpus: dict[str, Case], name: str, tm
 
 def test_utf8_split_across_chunks_is_not_invalid(corpus: dict[str, Case]) -> None:
     """1 MiB marks of the Chinese file fall inside 3-byte characters (the reader's chunk size), and nothing is lost."""
-    from curate.jsonstream import CHUNK
+    from curate.ingest.jsonstream import CHUNK
 
     data = Path(corpus["chinese_4mb.json"].file).read_bytes()
     assert len(data) > 4_500_000
@@ -80,9 +80,10 @@ def test_stage_inputs_that_are_damaged_are_one_line_errors(corpus: dict[str, Cas
 
 def test_look_ahead_is_bounded(tmp_path: Path, monkeypatch) -> None:
     """A 20 MB damaged stretch is rejected with the buffer never far over the look-ahead; what follows is kept."""
-    from curate import jsonstream
-    from curate.readers import Reject, iter_raw
     from damaged import record
+
+    from curate.ingest import jsonstream
+    from curate.ingest.readers import Reject, iter_raw
 
     monkeypatch.setattr(jsonstream, "LOOKAHEAD", 1 << 20)
     monkeypatch.setattr(jsonstream, "CHUNK", 1 << 18)

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from curate.cli import cli
 from curate.dataset import make_row, rows_to_table
 from curate.errors import UsageError
-from curate.train.compliance import Checker, summarize
-from curate.train.evaluation import _long_table, _write_failures, adapter_dir, split_prompt
+from curate.evaluation.compliance import Checker, summarize
+from curate.evaluation.stage import _long_table, _write_failures, adapter_dir, split_prompt
 
 SCHEMA = {"type": "object", "required": ["name", "age"], "additionalProperties": False,
           "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}

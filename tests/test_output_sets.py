@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from curate import outputs
-from curate.outputs import OutputSet, TMP_SUFFIX, recover
+from curate.outputs import TMP_SUFFIX, OutputSet, recover
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.dataset import load_any
+from curate.inputs import load_any
 from curate.report import report
 
 pytestmark = pytest.mark.slow

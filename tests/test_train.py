@@ -99,7 +99,7 @@ def _tiny_rows(n, long_every=0):
 
 
 def test_prepare_labels_assistant_tokens_only_and_drops_long_rows(tmp_path):
-    from curate.models import load_tokenizer, render
+    from curate.embedded import load_tokenizer, render
     from curate.train.data import IGNORE, prepare, tokenize_table
 
     path = write_table(_tiny_rows(20, long_every=7), tmp_path / "d.parquet")
@@ -122,7 +122,7 @@ def test_prepare_labels_assistant_tokens_only_and_drops_long_rows(tmp_path):
 
 
 def test_prepare_default_max_length_is_p95(tmp_path):
-    from curate.models import load_tokenizer
+    from curate.embedded import load_tokenizer
     from curate.train.data import percentile, prepare
 
     path = write_table(_tiny_rows(40, long_every=20), tmp_path / "d.parquet")

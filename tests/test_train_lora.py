@@ -10,8 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.dataset import load_any, write_table
+from curate.dataset import write_table
 from curate.errors import UsageError
+from curate.inputs import load_any
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ def run(tmp_path_factory):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
 
-    from curate.models import load_tokenizer, resolve_model
+    from curate.embedded import load_tokenizer, resolve_model
     from curate.train import train
     from curate.train.data import prepare
 
@@ -155,7 +156,7 @@ def test_merged_model_equals_base_plus_adapter(run, tmp_path):
 
 
 def test_eval_compares_base_and_adapter(run, tmp_path):
-    from curate.train.compliance import Checker
+    from curate.evaluation.compliance import Checker
 
     outp, fails = tmp_path / "eval.parquet", tmp_path / "fail.parquet"
     schema = EXAMPLES / "task.schema.json"
@@ -191,7 +192,7 @@ def test_packed_batches_give_the_padded_loss(run):
     from transformers import DataCollatorWithFlattening
 
     from curate.train.data import prepare
-    from curate.train.trainer import PadCollator
+    from curate.train.stage import PadCollator
 
     examples = prepare(run["data"], run["tokenizer"], val_fraction=0.0).train[:3]
     packed = DataCollatorWithFlattening()(examples)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.models import load_tokenizer, render
+from curate.embedded import load_tokenizer, render
 from curate.validate import validate
 
 TOY = "openai__openai-cookbook__toy_chat_fine_tuning.jsonl"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.models import load_tokenizer
+from curate.embedded import load_tokenizer
 from curate.validate import CODES, COOKBOOK_CODES, validate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "validate"

@@ -7,11 +7,11 @@
 
 from __future__ import annotations
 
-from curate.dedupe.core import KEEP_RULES, dedupe, text_signatures
 from curate.dedupe.keys import KEYS
 from curate.dedupe.minhash import choose_bands, collision_probability, permutations, signatures
 from curate.dedupe.result import DedupeResult, output_paths
 from curate.dedupe.shingle import hashfunc, shingles_py
+from curate.dedupe.stage import KEEP_RULES, dedupe, text_signatures
 
 __all__ = [
     "KEEP_RULES",

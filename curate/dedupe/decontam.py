@@ -44,7 +44,7 @@ class EvalSet:
 
 def load_eval(paths: list[str | Path], fmt: str = "auto", long_ngram: int = 13) -> EvalSet:
     """Read evaluation files in any format curate reads; one item per user turn (or per row without one)."""
-    from curate.dataset import load_any
+    from curate.inputs import load_any
 
     files, item_file, item_id, item_turn, texts = [], [], [], [], []
     for path in paths:

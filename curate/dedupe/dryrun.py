@@ -13,7 +13,7 @@ SAMPLE = 2_000
 
 def estimate(src, config: dict, against, index_dir) -> dict:
     """Time the signature pass on a sample of rows and scale it; memory from per-row state sizes."""
-    from curate.dedupe.core import minhash_inputs
+    from curate.dedupe.shingle import minhash_inputs
 
     n = src.rows
     sample_rows = tokens = 0

@@ -99,11 +99,6 @@ def extract(batch: pa.Table | pa.RecordBatch, on: str, shared_system: set[str] |
     return Keys(texts, doc, n)
 
 
-def full_text(batch: pa.Table | pa.RecordBatch) -> Keys:
-    """Every turn of every row (used to look for eval n-grams anywhere in a training row)."""
-    return extract(batch, "conversation", None)
-
-
 def exact_hashes(tok: Tokens) -> np.ndarray:
     """(ndocs, 2) uint64: an order-sensitive 128-bit hash of each document's normalised token sequence
     (wrapping sums over token positions p of fmix64(t ^ p*golden) and fmix64(t*c + p + 1); the first

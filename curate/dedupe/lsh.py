@@ -59,23 +59,6 @@ def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
     return np.unique(pairs, axis=0)
 
 
-def query_pairs(bands: np.ndarray, ref_bands: np.ndarray) -> np.ndarray:
-    """(P, 2) unique (query row, reference row) pairs sharing any band key (small reference sets)."""
-    found = []
-    for b in range(bands.shape[1]):
-        order = np.argsort(ref_bands[:, b], kind="stable")
-        ref_sorted = ref_bands[order, b]
-        lo = np.searchsorted(ref_sorted, bands[:, b], side="left")
-        hi = np.searchsorted(ref_sorted, bands[:, b], side="right")
-        hit = np.flatnonzero(hi > lo)
-        for q in hit:  # hits are rare: a reference set is an eval set, far smaller than the data
-            for k in range(lo[q], hi[q]):
-                found.append((q, order[k]))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.asarray(found, dtype=np.int64), axis=0)
-
-
 @dataclass
 class ShingleSets:
     """Unique 32-bit shingle hashes (the MinHash inputs) of selected documents, in CSR form.

@@ -8,7 +8,6 @@ batches of documents in a compiled loop (`kernels.signatures`), with no Python c
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import numpy as np
@@ -62,12 +61,3 @@ def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
         raise ValueError(f"bands*rows = {bands * rows} exceeds num_perm = {sig.shape[1]}")
     return kernels.band_hashes(np.ascontiguousarray(sig, dtype=np.uint32), bands, rows)
 
-
-def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
-    """Row-wise share of equal signature values (datasketch's MinHash.jaccard)."""
-    return (sig_a == sig_b).mean(axis=1)
-
-
-def expected_error(num_perm: int, j: float) -> float:
-    """Standard deviation of the MinHash Jaccard estimate at similarity j."""
-    return math.sqrt(j * (1 - j) / num_perm)

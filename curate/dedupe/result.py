@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from contextlib import nullcontext
 import resource
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,11 +15,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curate.outputs import OutputSet, ParquetSink, write_table
 from curate.dedupe.decontam import REPORT_SCHEMA
 from curate.dedupe.keys import Keys, extract
 from curate.dedupe.plan import Plan
 from curate.dedupe.spill import ShingleSpill
+from curate.outputs import OutputSet, ParquetSink, write_table
 
 KEPT_EXTRA = [pa.field("dedupe_cluster", pa.int64())]
 REMOVED_EXTRA = [
@@ -270,7 +270,7 @@ class _RowGroups:
     # a row group per input batch would make hundreds of small ones, each paying the per-group
     # encoding and metadata cost again: about 0.6 CPU-s of the write phase at 1M rows
 
-    def __init__(self, writer: AtomicParquetWriter):
+    def __init__(self, writer: ParquetSink):
         self.writer = writer
         self.parts: list[pa.Table] = []
         self.nbytes = 0
@@ -290,10 +290,6 @@ class _RowGroups:
         """Write what is gathered and publish the file."""
         self.flush()
         self.writer.close()
-
-    def abort(self) -> None:
-        """Drop the file: a failed run leaves nothing complete-looking behind."""
-        self.writer.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
 def _objects(values: list) -> np.ndarray:

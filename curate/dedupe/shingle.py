@@ -268,3 +268,16 @@ def with_sha1(tok: Tokens, sh: Shingles, shingle: str, n: int) -> Shingles:
             top[k] = int.from_bytes(hashlib.sha1(g).digest()[:4], "little")
             k += 1
     return Shingles((top << np.uint64(32)) | (sh.hashes & np.uint64(0xFFFFFFFF)), sh.offsets)
+
+
+def shingles_of(tok: Tokens, shingle: str, ngram: int, hash: str = "curate") -> Shingles:
+    sh = word_shingles(tok, ngram) if shingle == "word" else char_shingles(tok, ngram)
+    return with_sha1(tok, sh, shingle, ngram) if hash == "sha1" else sh
+
+
+def minhash_inputs(tok: Tokens, shingle: str, ngram: int, hash: str = "curate") -> tuple[np.ndarray, np.ndarray]:
+    """(uint32 hashes, offsets): what MinHash takes of each row's shingles, the top 32 bits of their hashes."""
+    if hash == "curate":
+        return shingle_tops(tok, shingle, ngram)
+    sh = shingles_of(tok, shingle, ngram, hash)
+    return (sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets

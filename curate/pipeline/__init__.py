@@ -22,7 +22,7 @@ from curate.errors import UsageError
 from curate.pipeline import stages as st
 from curate.pipeline.card import write_card
 from curate.pipeline.checks import preflight
-from curate.pipeline.engine import Runner, StageRecord
+from curate.pipeline.runner import Runner, StageRecord
 from curate.recipe import load_recipe
 
 __all__ = ["STAGES", "run_recipe"]

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from curate.dataset import atomic_path
-from curate.pipeline.engine import StageRecord
+from curate.pipeline.runner import StageRecord
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:

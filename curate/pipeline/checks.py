@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.console import console
-from curate.models import EMBEDDED, EMBEDDED_ID
+from curate.embedded import EMBEDDED, EMBEDDED_ID
 from curate.pipeline.stages import _rel
 from curate.pipeline.workdir import WorkFolder
 from curate.recipe import SCHEMAS_DIR, load_yaml

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from curate.dataset import write_table
 from curate.errors import ThresholdExceeded
-from curate.pipeline.engine import StageResult
+from curate.pipeline.runner import StageResult
 
 STAGES = ("ingest", "validate", "dedupe", "report", "synth", "synth_validate", "final", "train", "eval")
 
@@ -163,7 +163,7 @@ def train_stage(data: Path, cfg: dict[str, Any], cache: Path):
 
 
 def eval_stage(data: Path, adapter: Path | None, cfg: dict[str, Any], recipe_dir: Path):
-    from curate.train import evaluate
+    from curate.evaluation import evaluate
 
     def run(out: Path) -> StageResult:
         kwargs = dict(cfg)

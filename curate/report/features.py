@@ -73,7 +73,7 @@ def user_text(messages: list[dict]) -> str:
 
 def extract(name: str, table: pa.Table, tokenizer: Any) -> Records:
     """Token lengths per role (with the tokenizer's chat template), turns, tool calls and texts of every record."""
-    from curate.models import render
+    from curate.embedded import render
 
     msgs_col = table.column("messages").to_pylist()
     tools_col = table.column("tools").to_pylist() if "tools" in table.column_names else [None] * len(msgs_col)

@@ -12,7 +12,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from curate.outputs import OutputSet
-    from curate.report.core import Report
+    from curate.report.stage import Report
 
 COLORS = {"train": "#4c72b0", "production": "#dd8452", "baseline": "#55a868"}
 CSS = """

@@ -13,12 +13,12 @@
 
 from __future__ import annotations
 
-from curate.synth.api import SynthSummary, default_paths, synthesize
 from curate.synth.cache import Cache, request_key
 from curate.synth.client import RetryPolicy
 from curate.synth.facts import check_claims, extract_claims
 from curate.synth.local import LocalTeacher, start_local_teacher
 from curate.synth.recipe import SynthRecipe, load_seeds, load_synth_recipe
+from curate.synth.stage import SynthSummary, default_paths, synthesize
 
 __all__ = [
     "Cache",

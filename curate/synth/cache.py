@@ -185,11 +185,6 @@ class Cache:
         return {"prompt_tokens": pt, "completion_tokens": ct, "cost": cost, "calls": n, "possibly_paid_calls": lost_n,
                 "possibly_paid_tokens": lost_t, "possibly_paid_cost": lost_cost}
 
-    def requests_sent(self) -> list[dict[str, Any]]:
-        """The request bodies of every cached response (for audits and tests)."""
-        self.flush()
-        return [json.loads(r) for (r,) in self.db.execute("SELECT request FROM responses WHERE status = 'ok'")]
-
     def close(self) -> None:
         self.flush()
         self.db.close()

@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from curate.embedded import embedded_gguf_path
 from curate.errors import CurateError, MissingDependency
-from curate.models import embedded_gguf_path
 
 MODEL_ALIAS = "smollm2-135m-instruct"
 

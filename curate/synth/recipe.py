@@ -166,7 +166,8 @@ def load_seeds(recipe: SynthRecipe, seeds: str | Path | None) -> tuple[list[Seed
         raise UsageError(f"recipe {recipe.name} names no seeds file; pass --seeds FILE")
     if not path.exists():
         raise UsageError(f"no such seeds file: {path}")
-    from curate.dataset import CANONICAL_COLUMNS, load_any
+    from curate.dataset import CANONICAL_COLUMNS
+    from curate.inputs import load_any
 
     table = load_any(path, fmt=recipe.get("seed_format", "auto"))
     extra_cols = [c for c in table.column_names if c not in CANONICAL_COLUMNS]

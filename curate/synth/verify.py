@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from curate.synth.cache import request_key
-from curate.synth.engine import Job, json_checker, parse_json_reply
+from curate.synth.jobs import Job, json_checker, parse_json_reply
 from curate.synth.render import Seed
 
 LABELS = ["supported", "unsupported", "unverifiable"]

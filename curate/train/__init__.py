@@ -1,4 +1,4 @@
-"""Training, merging and evaluating LoRA adapters (`curate train`, `curate merge`, `curate eval`).
+"""Training and merging LoRA adapters (`curate train`, `curate merge`); evaluation is curate.evaluation.
 
 These modules import torch, transformers and peft only inside the functions that need them.
 """
@@ -6,8 +6,7 @@ These modules import torch, transformers and peft only inside the functions that
 from __future__ import annotations
 
 from curate.train.config import TrainConfig
-from curate.train.evaluation import EvalResult, evaluate
 from curate.train.merging import merge
-from curate.train.trainer import TrainResult, train
+from curate.train.stage import TrainResult, train
 
-__all__ = ["EvalResult", "TrainConfig", "TrainResult", "evaluate", "merge", "train"]
+__all__ = ["TrainConfig", "TrainResult", "merge", "train"]

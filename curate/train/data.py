@@ -10,9 +10,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from curate.dataset import load_any
+from curate.embedded import render
 from curate.errors import InputError, UsageError
-from curate.models import render
+from curate.inputs import load_any
 
 IGNORE = -100  # label value the loss skips
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from curate.console import console
 from curate.errors import UsageError
-from curate.train.evaluation import adapter_dir
 
 
 def base_of(run: Path, adapter: Path) -> str:
@@ -23,6 +22,15 @@ def base_of(run: Path, adapter: Path) -> str:
     return base
 
 
+def adapter_dir(path: str | Path) -> Path:
+    """A run folder (runs/NAME, holding adapter/) or an adapter folder itself."""
+    p = Path(path)
+    for cand in (p / "adapter", p):
+        if (cand / "adapter_config.json").is_file():
+            return cand
+    raise UsageError(f"{p} holds no adapter (expected {p}/adapter/adapter_config.json from `curate train`)")
+
+
 def merge(run_dir: str | Path, output: str | Path, base: str | None = None, overwrite: bool = False) -> Path:
     """Write base + adapter as one model folder (safetensors + tokenizer) at `output`."""
     run, out = Path(run_dir), Path(output)
@@ -31,8 +39,8 @@ def merge(run_dir: str | Path, output: str | Path, base: str | None = None, over
         raise UsageError(f"{out} exists and is not empty; choose another -o or pass --overwrite")
     from peft import PeftModel
 
-    from curate.models import load_tokenizer, resolve_model
-    from curate.train.trainer import load_base
+    from curate.embedded import load_tokenizer, resolve_model
+    from curate.train.stage import load_base
 
     model_path = resolve_model(base or base_of(run, adapter))
     # merge in fp32 so the folded weights are not rounded twice

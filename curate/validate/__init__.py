@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from curate.validate.codes import CODES, COOKBOOK_CODES, Code, Finding, is_error
 from curate.validate.compliance import FormatProfile, OutputCheck, reply_style
-from curate.validate.engine import QUARANTINE_SCHEMA, ValidationResult, validate
+from curate.validate.stage import QUARANTINE_SCHEMA, ValidationResult, validate
 from curate.validate.tokens import TokenCheck
 
 __all__ = [

@@ -193,7 +193,7 @@ def text_findings(messages: list[dict]) -> list[Finding]:
 
 def reject_code(reject: Any) -> str:
     """The code for a reader Reject (a record, or a stretch of the file, that could not be read at all)."""
-    from curate import readers
+    from curate.ingest import readers
 
     return {
         readers.UTF8: "invalid_utf8",

@@ -36,7 +36,7 @@ class TokenCheck:
         """(findings, tokens in the rendered record, assistant tokens kept within max_tokens)."""
         from jinja2 import TemplateError
 
-        from curate.models import render
+        from curate.embedded import render
 
         try:
             r = render(self.tokenizer, messages, tools)

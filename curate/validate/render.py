@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from curate.validate.engine import ValidationResult
+from curate.validate.stage import ValidationResult
 
 
 def _where(ex: dict, input_file: str) -> str:

@@ -11,11 +11,12 @@ from typing import Any
 import pyarrow as pa
 
 from curate.console import console, progress
-from curate.dataset import load_any
+from curate.errors import InputError
+from curate.evaluation.compliance import Checker, summarize
+from curate.inputs import load_any
 from curate.outputs import OutputSet, write_table
-from curate.errors import InputError, UsageError
-from curate.train.compliance import Checker, summarize
 from curate.train.data import percentile
+from curate.train.merging import adapter_dir
 
 EVAL_COLUMNS = [
     ("eval_model", pa.string()), ("eval_reply", pa.string()), ("eval_input_tokens", pa.int64()),
@@ -44,15 +45,6 @@ class EvalResult:
                 "p95_input_tokens": self.p95_input_tokens, "checks": self.checks,
                 "output": str(self.output) if self.output else None,
                 "failures": str(self.failures) if self.failures else None, "failures_count": self.failures_count}
-
-
-def adapter_dir(path: str | Path) -> Path:
-    """A run folder (runs/NAME, holding adapter/) or an adapter folder itself."""
-    p = Path(path)
-    for cand in (p / "adapter", p):
-        if (cand / "adapter_config.json").is_file():
-            return cand
-    raise UsageError(f"{p} holds no adapter (expected {p}/adapter/adapter_config.json from `curate train`)")
 
 
 def split_prompt(messages: list[dict]) -> tuple[list[dict], str | None]:
@@ -94,7 +86,7 @@ def evaluate(
         table = table.slice(0, limit)
     if table.num_rows == 0:
         raise InputError("no rows to evaluate", file=str(data))
-    from curate.models import load_tokenizer, resolve_model, template_messages
+    from curate.embedded import load_tokenizer, resolve_model, template_messages
 
     model_path = resolve_model(base)
     tokenizer = load_tokenizer(model_path)
@@ -133,7 +125,7 @@ def evaluate(
 
 
 def _load(model_path: str, dirs: list[Path]) -> Any:
-    from curate.train.trainer import cuda_available, load_base
+    from curate.train.stage import cuda_available, load_base
 
     cuda = cuda_available()
     model = load_base(model_path, qlora=False, cuda=cuda, bf16=cuda)

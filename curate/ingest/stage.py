@@ -15,12 +15,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from curate import formats
 from curate.console import progress
-from curate.dataset import REJECTS_SCHEMA, SCHEMA, iter_dataset, make_row, rows_to_table
+from curate.dataset import REJECTS_SCHEMA, SCHEMA, make_row, rows_to_table
 from curate.errors import UsageError
+from curate.ingest import formats
+from curate.ingest.readers import Record, Reject, file_problem, iter_raw, sniff
 from curate.outputs import OutputSet, ParquetSink, write_table
-from curate.readers import Record, Reject, file_problem, iter_raw, sniff
 
 SNIFF_RECORDS = 200
 BATCH = 5_000
@@ -205,54 +205,3 @@ def ingest_table(inputs: Iterable[str | Path], fmt: str = "auto", origin: str | 
         for item in iter_canonical(Path(path), fmt, origin):
             (rejects.append(item.as_dict()) if isinstance(item, Reject) else rows.append(item))
     return rows_to_table(rows), rejects
-
-
-@dataclass
-class ExportSummary:
-    input: str
-    output: str
-    to: str
-    read: int = 0
-    written: int = 0
-    rejected: int = 0
-    rejects_file: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def export(input: str | Path, output: str | Path, to: str = "openai", rejects: str | Path | None = None) -> ExportSummary:
-    """Write a canonical Parquet out as OpenAI chat JSONL, ShareGPT JSON or Alpaca JSON."""
-    if to not in formats.EXPORTERS:
-        raise UsageError(f"unknown export format '{to}'; choose one of {', '.join(formats.EXPORT_FORMATS)}")
-    convert = formats.EXPORTERS[to]
-    output = Path(output)
-    summary = ExportSummary(str(input), str(output), to)
-    rejects_path = Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl")
-    sink = _RejectsSink(rejects_path)
-    as_array = to != "openai" and output.suffix != ".jsonl"
-    with OutputSet(output, [rejects_path]) as outputs:
-        with open(outputs.tmp(output), "w", encoding="utf-8") as f:
-            if as_array:
-                f.write("[\n")
-            for batch in iter_dataset(input):
-                for row in batch.to_pylist():
-                    summary.read += 1
-                    try:
-                        rec = convert(row)
-                    except formats.RecordError as exc:
-                        src = row.get("source") or {}
-                        sink.add(Reject(str(input), src.get("line"), summary.read, f"cannot export as {to}: {exc}",
-                                        row["id"]))
-                        summary.rejected += 1
-                        continue
-                    text = json.dumps(rec, ensure_ascii=False)
-                    if as_array:
-                        f.write((",\n" if summary.written else "") + "  " + text)
-                    else:
-                        f.write(text + "\n")
-                    summary.written += 1
-            if as_array:
-                f.write("\n]\n")
-        summary.rejects_file = sink.write(outputs)
-    return summary

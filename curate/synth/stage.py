@@ -23,12 +23,12 @@ from urllib.parse import urlparse
 import pyarrow as pa
 
 from curate.dataset import SCHEMA, SOURCE_TYPE, make_row
-from curate.outputs import OutputSet, write_table
 from curate.errors import InputError, UsageError
+from curate.outputs import OutputSet, write_table
 from curate.synth.cache import Cache, Outcome, scrub_secrets
 from curate.synth.client import Budget, RateLimiter, RetryPolicy, Teacher
-from curate.synth.engine import Job, Limits, Progress, execute, parse_json_reply, plan_jobs
 from curate.synth.facts import CLAIM_TYPE, Sources, check_claims
+from curate.synth.jobs import Job, Limits, Progress, execute, parse_json_reply, plan_jobs
 from curate.synth.recipe import SynthRecipe, load_seeds, load_synth_recipe
 from curate.synth.render import render
 from curate.synth.verify import apply_labels, judge_job

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from curate.report.core import Report
+    from curate.report.stage import Report
 
 
 def _q(q: dict[str, Any]) -> str:

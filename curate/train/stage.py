@@ -186,7 +186,7 @@ def train(
     for p in (data, val):
         if p is not None and not p.exists():
             raise UsageError(f"no such file: {p}")
-    from curate.models import load_tokenizer, resolve_model
+    from curate.embedded import load_tokenizer, resolve_model
 
     model_path = resolve_model(base)
     tokenizer = load_tokenizer(model_path)

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from curate.errors import InputError, UsageError
 from curate.report.coverage import GAP_RATIO, Coverage, coverage
+from curate.report.embed import single_blas_thread
 from curate.report.features import MIN_EXAMPLES, RECOMMENDED, Records, compare, extract
 from curate.report.gates import METRICS, parse_gates
 
@@ -45,16 +46,9 @@ class Report:
         return self.data["metrics"]
 
 
-def single_blas_thread() -> Any:
-    """BLAS limited to one thread: on n x 384 matrices its threads mostly wait for each other, and on a
-    busy 2-core machine they spin (a 490-row report took 11 s with OpenBLAS threads, 2.8 s without)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def _load(source: Source, origin: str | None) -> tuple[pa.Table, dict[str, Any]]:
-    from curate.dataset import content_hash_file, load_any
+    from curate.dataset import content_hash_file
+    from curate.inputs import load_any
 
     if isinstance(source, pa.Table):
         table, info = source, {"path": None, "sha256": None}
@@ -70,7 +64,7 @@ def _load(source: Source, origin: str | None) -> tuple[pa.Table, dict[str, Any]]
 
 
 def _tokenizer(tokenizer: Any) -> tuple[Any, str]:
-    from curate.models import load_tokenizer
+    from curate.embedded import load_tokenizer
 
     if tokenizer is None or isinstance(tokenizer, (str, Path)):
         return load_tokenizer(str(tokenizer) if tokenizer else None), str(tokenizer or "embedded")

@@ -21,7 +21,7 @@ from curate.dedupe.alloc import reuse_freed_memory, small_pages
 from curate.dedupe.keys import check_on, exact_hashes, key_tokens, shared_system_prompts, system_prompts
 from curate.dedupe.minhash import band_hashes, choose_bands, collision_probability, signatures
 from curate.dedupe.plan import decide
-from curate.dedupe.shingle import Shingles, Tokens, char_shingles, shingle_tops, with_sha1, word_shingles
+from curate.dedupe.shingle import minhash_inputs
 from curate.dedupe.spill import ShingleSpill
 from curate.errors import UsageError
 
@@ -39,7 +39,8 @@ class Source:
         if isinstance(data, pa.Table):
             self.table = data
         else:
-            from curate.dataset import canonical_parquet, load_any, open_parquet
+            from curate.dataset import canonical_parquet, open_parquet
+            from curate.inputs import load_any
 
             self.path = Path(data)
             if not self.path.exists():
@@ -79,19 +80,6 @@ class Source:
         for rb in parquet_batches(self._pf, self.path, batch_size=size, columns=columns):
             yield start, pa.Table.from_batches([rb])
             start += rb.num_rows
-
-
-def shingles_of(tok: Tokens, shingle: str, ngram: int, hash: str = "curate") -> Shingles:
-    sh = word_shingles(tok, ngram) if shingle == "word" else char_shingles(tok, ngram)
-    return with_sha1(tok, sh, shingle, ngram) if hash == "sha1" else sh
-
-
-def minhash_inputs(tok: Tokens, shingle: str, ngram: int, hash: str = "curate") -> tuple[np.ndarray, np.ndarray]:
-    """(uint32 hashes, offsets): what MinHash takes of each row's shingles, the top 32 bits of their hashes."""
-    if hash == "curate":
-        return shingle_tops(tok, shingle, ngram)
-    sh = shingles_of(tok, shingle, ngram, hash)
-    return (sh.hashes >> np.uint64(32)).astype(np.uint32), sh.offsets
 
 
 def _check(on: str, shingle: str, ngram: int, num_perm: int, threshold: float, keep: str) -> None:

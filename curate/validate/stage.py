@@ -1,6 +1,6 @@
 """`validate()`: run every check over a raw file or a canonical dataset and split it into valid and quarantined rows.
 
-Raw files are read record by record (curate.readers.iter_raw, so a parse error names file and
+Raw files are read record by record (curate.ingest.readers.iter_raw, so a parse error names file and
 line), checked against their format's JSON Schema, converted to canonical rows as `curate ingest`
 does, then checked like canonical data: messages, encoding, duplicates, tokens, output format.
 Errors quarantine a row, warnings are counted and kept; counts balance: in = valid + quarantined.
@@ -17,12 +17,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from curate import formats
 from curate.console import progress
 from curate.dataset import MESSAGE_TYPE, SOURCE_TYPE, canonical_parquet, make_row, read_dataset, rows_to_table
 from curate.errors import ThresholdExceeded, UsageError
+from curate.ingest import formats
+from curate.ingest.readers import Record, file_problem, iter_raw
 from curate.outputs import OutputSet, write_table
-from curate.readers import Record, file_problem, iter_raw
 from curate.validate.codes import CODES, Finding, is_error
 from curate.validate.compliance import FormatProfile, OutputCheck
 from curate.validate.structure import (
@@ -149,7 +149,7 @@ class ValidationResult:
 def _resolve_tokenizer(tokenizer: Any) -> Any:
     if tokenizer is None or not isinstance(tokenizer, (str, Path)):
         return tokenizer
-    from curate.models import load_tokenizer
+    from curate.embedded import load_tokenizer
 
     return load_tokenizer(str(tokenizer))
 

@@ -1,6 +1,6 @@
 """Stream raw records out of JSONL, JSON arrays, CSV and Parquet files (gzip'd or not).
 
-Nothing is loaded whole: JSON arrays are parsed element by element (curate.jsonstream, which
+Nothing is loaded whole: JSON arrays are parsed element by element (curate.ingest.jsonstream, which
 resynchronises after a damaged element), JSONL line by line, Parquet batch by batch. Every problem
 becomes a `Reject` with the file, the line (text files) or row (Parquet), a reason and a kind;
 reading resumes after it, so everything readable before and after a bad spot is kept. Damage to the
@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.containers import Opened, encoding_of
+from curate.dataset import parquet_problem
 from curate.errors import UsageError
-from curate.jsonstream import Bad, Window, elements
+from curate.ingest.containers import Opened, encoding_of
+from curate.ingest.jsonstream import Bad, Window, elements
 
 RAW_SNIPPET = 300
 # Invalid UTF-8 bytes survive decoding as lone surrogates (errors="surrogateescape").
@@ -306,17 +307,3 @@ def _iter_parquet(path: Path) -> Iterator[Record | Reject]:
             for lost in range(row + 1, end + 1):
                 yield Reject(file, None, lost, why, kind=UNREADABLE)
             row = end
-
-
-def parquet_problem(exc: BaseException) -> str:
-    """pyarrow's message for a damaged Parquet file, with a plain-words hint in front."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-    low = text.lower()
-    if "magic bytes" in low or "footer" in low or "file size" in low:
-        return f"the file is cut or not Parquet ({text})"
-    if "checksum" in low or "crc" in low:
-        return f"a page's checksum does not match: its bytes changed after it was written ({text})"
-    if "thrift" in low or "deserialize" in low:
-        return f"its metadata is corrupt ({text})"
-    return text
