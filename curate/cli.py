@@ -7,14 +7,19 @@ Each command parses options, calls one library function, and renders its result.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from curate import __version__
+from curate.config import cli_options, from_cli
 from curate.console import console, print_json
 from curate.errors import CurateError
+from curate.ingest.config import ExportConfig, IngestConfig
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
 
@@ -67,12 +72,14 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON summary on stdout.")(f)
 
 
-def fail_over(rate: float, bad: int, total: int, what: str) -> None:
-    """Exit 1 when the share of bad records exceeds the user's threshold."""
-    if total and bad / total > rate:
-        share = bad / total
-        shown = f"{share:.1%}" if share >= 0.001 else f"{share:.3%}"  # 1 of 3,000 is not 0.0%
-        console.print(f"[bold red]{bad}/{total} {what} ({shown}) exceeds the allowed {rate:.1%}[/]")
+def finish(outcome: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    """Print a stage's outcome (its JSON document, or `render` for people); exit 1 when it failed a threshold."""
+    if as_json:
+        print_json(outcome.to_dict())
+    else:
+        render(outcome)
+    if outcome.failure:
+        console.print(f"[bold red]{escape(outcome.failure)}[/]")
         sys.exit(EXIT_DATA)
 
 
@@ -82,58 +89,28 @@ def fail_over(rate: float, bad: int, total: int, what: str) -> None:
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Canonical Parquet to write.")
-@click.option(
-    "--format",
-    "fmt",
-    default="auto",
-    show_default=True,
-    help="auto, mixed (each record by its own format), or one of: openai, sharegpt, alpaca, "
-    "prompt-completion, preference, qa, mtbench, self-instruct, canonical.",
-)
-@click.option("--origin", default=None, help="Origin of these rows: production, seed, eval, ... (default: seed).")
 @click.option("--rejects", type=click.Path(path_type=Path), help="Where rejected records go (default: OUTPUT.rejects.jsonl).")
-@click.option("--max-reject-rate", default=0.0, show_default=True, help="Exit 1 when more than this share is rejected.")
+@cli_options(IngestConfig)
 @json_option
-def ingest(inputs, output, fmt, origin, rejects, max_reject_rate, as_json):
+def ingest(inputs, output, rejects, as_json, **settings):
     """Read any supported INPUTS and write one canonical Parquet dataset."""
     from curate.ingest import ingest as run
+    from curate.ingest.render import render_ingest
 
-    s = run(inputs, output, fmt=fmt, origin=origin, rejects=rejects)
-    if as_json:
-        print_json(s.as_dict())
-    else:
-        console.print(f"read {s.read} = written {s.written} + rejected {s.rejected}  ->  {s.output}")
-        for file, counts in s.formats.items():
-            console.print(f"  {file}: {', '.join(f'{k} {v}' for k, v in counts.items()) or 'no records'}")
-        if s.reasons:
-            table = Table("reason", "count", title=f"rejected (details in {s.rejects_file})")
-            for reason, n in sorted(s.reasons.items(), key=lambda kv: -kv[1]):
-                table.add_row(reason, str(n))
-            console.print(table)
-        for w in s.warnings:
-            console.print(f"[yellow]warning:[/] {w}")
-    if s.read == 0:
-        console.print("[bold red]no records read[/]")
-        sys.exit(EXIT_DATA)
-    fail_over(max_reject_rate, s.rejected, s.read, "records rejected")
+    finish(run(inputs, output, from_cli(IngestConfig, settings), rejects=rejects), as_json, render_ingest)
 
 
 @cli.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path))
-@click.option("--to", type=click.Choice(["openai", "sharegpt", "alpaca"]), default="openai", show_default=True)
+@cli_options(ExportConfig)
 @json_option
-def export(dataset, output, to, as_json):
+def export(dataset, output, as_json, **settings):
     """Export a canonical DATASET as OpenAI chat JSONL, ShareGPT or Alpaca."""
     from curate.ingest import export as run
+    from curate.ingest.render import render_export
 
-    s = run(dataset, output, to=to)
-    if as_json:
-        print_json(s.as_dict())
-    else:
-        console.print(f"read {s.read} = written {s.written} + rejected {s.rejected}  ->  {s.output}")
-        if s.rejects_file:
-            console.print(f"[yellow]rows that {to} cannot hold:[/] {s.rejects_file}")
+    finish(run(dataset, output, from_cli(ExportConfig, settings)), as_json, render_export)
 
 
 # ---------------------------------------------------------------- stage commands

@@ -2,28 +2,25 @@
 
     from curate.dedupe import dedupe
     result = dedupe("train.parquet", "clean.parquet", on="user", threshold=0.8, against=["mt_bench.jsonl"])
-    result.summary, result.clusters, result.removed, result.decontamination
 """
 
 from __future__ import annotations
 
-from curate.dedupe.keys import KEYS
-from curate.dedupe.minhash import choose_bands, collision_probability, permutations, signatures
-from curate.dedupe.result import DedupeResult, output_paths
-from curate.dedupe.shingle import hashfunc, shingles_py
-from curate.dedupe.stage import KEEP_RULES, dedupe, text_signatures
+from curate.lazy import lazy
 
-__all__ = [
-    "KEEP_RULES",
-    "KEYS",
-    "DedupeResult",
-    "choose_bands",
-    "collision_probability",
-    "dedupe",
-    "hashfunc",
-    "output_paths",
-    "permutations",
-    "shingles_py",
-    "signatures",
-    "text_signatures",
-]
+_WHERE = {
+    "KEYS": "curate.dedupe.keys",
+    "choose_bands": "curate.dedupe.minhash",
+    "collision_probability": "curate.dedupe.minhash",
+    "permutations": "curate.dedupe.minhash",
+    "signatures": "curate.dedupe.minhash",
+    "DedupeResult": "curate.dedupe.result",
+    "output_paths": "curate.dedupe.result",
+    "hashfunc": "curate.dedupe.shingle",
+    "shingles_py": "curate.dedupe.shingle",
+    "KEEP_RULES": "curate.dedupe.stage",
+    "dedupe": "curate.dedupe.stage",
+    "text_signatures": "curate.dedupe.stage",
+}
+__getattr__, __dir__ = lazy(__name__, _WHERE)
+__all__ = sorted(_WHERE)

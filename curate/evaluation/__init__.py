@@ -5,6 +5,11 @@ These modules import torch, transformers and peft only inside the functions that
 
 from __future__ import annotations
 
-from curate.evaluation.stage import EvalResult, evaluate
+from curate.lazy import lazy
 
-__all__ = ["EvalResult", "evaluate"]
+_WHERE = {
+    "EvalResult": "curate.evaluation.stage",
+    "evaluate": "curate.evaluation.stage",
+}
+__getattr__, __dir__ = lazy(__name__, _WHERE)
+__all__ = sorted(_WHERE)

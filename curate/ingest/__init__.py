@@ -5,12 +5,22 @@
     readers.py     raw records (or rejects) out of JSONL, JSON, CSV and Parquet files
     formats.py     detecting input formats and converting records to canonical messages
     stage.py       ingest(): files -> one canonical Parquet + rejects
+    convert.py     raw records -> canonical rows, shared with validate and every stage's input
+    config.py      IngestConfig, ExportConfig
     export.py      export(): canonical Parquet -> OpenAI / ShareGPT / Alpaca
 """
 
 from __future__ import annotations
 
-from curate.ingest.export import ExportSummary, export
-from curate.ingest.stage import IngestSummary, ingest, ingest_table, iter_canonical
+from curate.lazy import lazy
 
-__all__ = ["ExportSummary", "IngestSummary", "export", "ingest", "ingest_table", "iter_canonical"]
+_WHERE = {
+    "ExportConfig": "curate.ingest.config",
+    "IngestConfig": "curate.ingest.config",
+    "export": "curate.ingest.export",
+    "ingest": "curate.ingest.stage",
+    "ingest_table": "curate.ingest.stage",
+    "iter_canonical": "curate.ingest.stage",
+}
+__getattr__, __dir__ = lazy(__name__, _WHERE)
+__all__ = sorted(_WHERE)

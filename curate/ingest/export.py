@@ -3,39 +3,26 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from curate.dataset import iter_dataset
-from curate.errors import UsageError
 from curate.ingest import formats
+from curate.ingest.config import ExportConfig
 from curate.ingest.readers import Reject
 from curate.ingest.stage import _RejectsSink
+from curate.outcome import StageOutcome
 from curate.outputs import OutputSet
 
 
-@dataclass
-class ExportSummary:
-    input: str
-    output: str
-    to: str
-    read: int = 0
-    written: int = 0
-    rejected: int = 0
-    rejects_file: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def export(input: str | Path, output: str | Path, to: str = "openai", rejects: str | Path | None = None) -> ExportSummary:
-    """Write a canonical Parquet out as OpenAI chat JSONL, ShareGPT JSON or Alpaca JSON."""
-    if to not in formats.EXPORTERS:
-        raise UsageError(f"unknown export format '{to}'; choose one of {', '.join(formats.EXPORT_FORMATS)}")
+def export(input: str | Path, output: str | Path, config: ExportConfig | dict | None = None, *,
+           rejects: str | Path | None = None, **overrides: Any) -> StageOutcome:
+    """Write a canonical Parquet out as OpenAI chat JSONL, ShareGPT JSON or Alpaca JSON (with its rejects, one set)."""
+    cfg = ExportConfig.build(config, **overrides)
+    to = cfg.to
     convert = formats.EXPORTERS[to]
     output = Path(output)
-    summary = ExportSummary(str(input), str(output), to)
+    read = written = 0
     rejects_path = Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl")
     sink = _RejectsSink(rejects_path)
     as_array = to != "openai" and output.suffix != ".jsonl"
@@ -45,22 +32,22 @@ def export(input: str | Path, output: str | Path, to: str = "openai", rejects: s
                 f.write("[\n")
             for batch in iter_dataset(input):
                 for row in batch.to_pylist():
-                    summary.read += 1
+                    read += 1
                     try:
                         rec = convert(row)
                     except formats.RecordError as exc:
                         src = row.get("source") or {}
-                        sink.add(Reject(str(input), src.get("line"), summary.read, f"cannot export as {to}: {exc}",
-                                        row["id"]))
-                        summary.rejected += 1
+                        sink.add(Reject(str(input), src.get("line"), read, f"cannot export as {to}: {exc}", row["id"]))
                         continue
                     text = json.dumps(rec, ensure_ascii=False)
                     if as_array:
-                        f.write((",\n" if summary.written else "") + "  " + text)
+                        f.write((",\n" if written else "") + "  " + text)
                     else:
                         f.write(text + "\n")
-                    summary.written += 1
+                    written += 1
             if as_array:
                 f.write("\n]\n")
-        summary.rejects_file = sink.write(outputs)
-    return summary
+        rejects_file = sink.write(outputs)
+    outs = {"data": str(output), **({"rejects": rejects_file} if rejects_file else {})}
+    return StageOutcome("export", {"in": read, "kept": written, "rejected": len(sink.rows)}, outs,
+                        {"config": cfg.to_dict(), "input": str(input)})

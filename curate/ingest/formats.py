@@ -10,23 +10,14 @@ Output formats: openai, sharegpt, alpaca.
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Callable
 from typing import Any
 
 from curate.dataset import message
+from curate.ingest.config import INPUT_FORMATS, ExportFormat  # noqa: F401 (the formats are named once, there)
 
-INPUT_FORMATS = (
-    "openai",
-    "sharegpt",
-    "alpaca",
-    "prompt-completion",
-    "preference",
-    "qa",
-    "mtbench",
-    "self-instruct",
-    "canonical",
-)
-EXPORT_FORMATS = ("openai", "sharegpt", "alpaca")
+EXPORT_FORMATS: tuple[str, ...] = typing.get_args(ExportFormat)
 
 
 class RecordError(ValueError):

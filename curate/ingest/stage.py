@@ -1,7 +1,7 @@
-"""`curate ingest` and `curate export`: any input to the canonical Parquet, and back out.
+"""`curate ingest`: any input files to one canonical Parquet, plus a rejects file.
 
-Counts always balance: read = written + rejected. Rejected records go to a rejects file
-(Parquet by default, JSONL when its name says so) with file, line, row, reason and a raw snippet.
+Counts always balance: in = kept + rejected. Rejected records go to a rejects file (JSONL by
+default, Parquet when its name says so) with file, line, row, reason and a raw snippet.
 """
 
 from __future__ import annotations
@@ -9,41 +9,21 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from curate.console import progress
-from curate.dataset import REJECTS_SCHEMA, SCHEMA, make_row, rows_to_table
+from curate.dataset import REJECTS_SCHEMA, SCHEMA, rows_to_table
 from curate.errors import UsageError
-from curate.ingest import formats
-from curate.ingest.readers import Record, Reject, file_problem, iter_raw, sniff
+from curate.ingest.config import IngestConfig
+from curate.ingest.convert import Conversion, raw_text
+from curate.ingest.readers import Reject, file_problem, sniff
+from curate.outcome import StageOutcome, over_rate
 from curate.outputs import OutputSet, ParquetSink, write_table
 
-SNIFF_RECORDS = 200
 BATCH = 5_000
-
-
-@dataclass
-class IngestSummary:
-    inputs: list[str]
-    output: str | None
-    rejects_file: str | None
-    read: int = 0
-    written: int = 0
-    rejected: int = 0
-    formats: dict[str, dict[str, int]] = field(default_factory=dict)
-    reasons: dict[str, int] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def balanced(self) -> bool:
-        return self.read == self.written + self.rejected
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "balanced": self.balanced}
 
 
 def _reason_key(reason: str) -> str:
@@ -51,78 +31,22 @@ def _reason_key(reason: str) -> str:
     return reason.split(":")[0].split("(")[0].strip()
 
 
-def iter_canonical(
-    path: Path,
-    fmt: str = "auto",
-    origin: str | None = None,
-    summary: IngestSummary | None = None,
-) -> Iterator[dict | Reject]:
-    """Canonical rows (dicts) or Rejects for one input file, in file order."""
-    if fmt != "auto" and fmt != "mixed" and fmt not in formats.INPUT_FORMATS:
-        raise UsageError(f"unknown format '{fmt}'; choose auto, mixed or one of {', '.join(formats.INPUT_FORMATS)}")
-    file = str(path)
-    raw = iter_raw(path)
-    file_fmt = fmt
-    head: list[Record | Reject] = []
-    if fmt == "auto":
-        # The file's format is the one most of its first records have; a record of another
-        # format is rejected with a reason (mixed formats confuse training), unless fmt="mixed".
-        for item in raw:
-            head.append(item)
-            if len(head) >= SNIFF_RECORDS:
-                break
-        seen = Counter(formats.detect(r.obj) for r in head if isinstance(r, Record))
-        seen.pop(None, None)
-        file_fmt = seen.most_common(1)[0][0] if seen else "auto"
-        if len(seen) > 1 and summary is not None:
-            summary.warnings.append(f"{file}: records of several formats ({dict(seen)}); treating it as {file_fmt}")
-    per_format: Counter[str] = Counter()
-
-    def items() -> Iterator[Record | Reject]:
-        yield from head
-        yield from raw
-
-    for item in items():
+def iter_canonical(path: Path, fmt: str = "auto", origin: str | None = None,
+                   conversion: list[Conversion] | None = None) -> Iterator[dict | Reject]:
+    """Canonical rows (dicts) or Rejects for one input file, in file order (the file's Conversion is
+    appended to `conversion` when given, for its format counts and warnings)."""
+    conv = Conversion(Path(path), fmt, origin)
+    if conversion is not None:
+        conversion.append(conv)
+    for item in conv:
         if isinstance(item, Reject):
             yield item
-            continue
-        obj = item.obj
-        detected = formats.detect(obj)
-        use = detected if fmt == "mixed" else file_fmt
-        if use in (None, "auto") or (fmt == "auto" and detected is None):
-            keys = ", ".join(sorted(obj)[:8]) or "none"
-            yield Reject(file, item.line, item.row, f"record fits no known format (keys: {keys})", _raw(obj))
-            continue
-        if fmt == "auto" and detected != use:
-            yield Reject(
-                file,
-                item.line,
-                item.row,
-                f"record is {detected} but the file is {use} "
-                "(use --format mixed to accept both)",
-                _raw(obj),
-            )
-            continue
-        source = {"file": file, "line": item.line, "row": item.row}
-        if use == "canonical":
-            yield {**{k: obj.get(k) for k in SCHEMA.names}}
-            per_format[use] += 1
-            continue
-        try:
-            msgs, tools, rejected, meta = formats.to_messages(obj, use)
-        except formats.RecordError as exc:
-            yield Reject(file, item.line, item.row, f"not valid {use}: {exc}", _raw(obj))
-            continue
-        row_origin = origin or (meta.pop("origin") if isinstance(meta.get("origin"), str) else None) or "seed"
-        per_format[use] += 1
-        yield make_row(msgs, tools=tools, rejected=rejected, source=source, origin=row_origin, meta=meta)
-    if summary is not None:
-        summary.formats[file] = dict(per_format)
-
-
-def _raw(obj: Any) -> str:
-    text = json.dumps(obj, ensure_ascii=False, default=str)
-    return text if len(text) <= 300 else text[:300] + "..."
+        elif item.row is not None:
+            yield item.row
+        else:
+            r = item.record
+            hint = " (use --format mixed to accept both)" if item.code == "format_mismatch" else ""
+            yield Reject(r.file, r.line, r.row, item.problem + hint, raw_text(r.obj))
 
 
 class _RejectsSink:
@@ -150,14 +74,10 @@ def default_rejects_path(output: Path) -> Path:
     return output.with_name(output.name.removesuffix(".parquet") + ".rejects.jsonl")
 
 
-def ingest(
-    inputs: Iterable[str | Path],
-    output: str | Path,
-    fmt: str = "auto",
-    origin: str | None = None,
-    rejects: str | Path | None = None,
-) -> IngestSummary:
-    """Read any supported inputs and write one canonical Parquet (atomically) plus a rejects file."""
+def ingest(inputs: Iterable[str | Path], output: str | Path, config: IngestConfig | dict | None = None, *,
+           rejects: str | Path | None = None, **overrides: Any) -> StageOutcome:
+    """Read any supported inputs and write one canonical Parquet plus a rejects file, as one output set."""
+    cfg = IngestConfig.build(config, **overrides)
     paths = [Path(p) for p in inputs]
     if not paths:
         raise UsageError("give at least one input file")
@@ -165,25 +85,26 @@ def ingest(
         sniff(p)  # raises a UsageError for a missing file before any work
     output = Path(output)
     rejects_path = Path(rejects) if rejects else default_rejects_path(output)
-    summary = IngestSummary([str(p) for p in paths], str(output), None)
     sink = _RejectsSink(rejects_path)
     reasons: Counter[str] = Counter()
+    warnings: list[str] = []
+    conversions: list[Conversion] = []
+    read = written = 0
     # the output and its rejects file are one set: a stale rejects file of an earlier run goes with it
     with OutputSet(output, [rejects_path]) as outputs:
         with ParquetSink(output, SCHEMA, outputs) as writer, progress("ingest") as advance:
             batch: list[dict] = []
             for path in paths:
                 if sniff(path) == "empty":
-                    summary.warnings.append(f"{path}: file is empty")
-                for item in iter_canonical(path, fmt, origin, summary):
-                    summary.read += 1
+                    warnings.append(f"{path}: file is empty")
+                for item in iter_canonical(path, cfg.format, cfg.origin, conversions):
+                    read += 1
                     if isinstance(item, Reject):
-                        summary.rejected += 1
                         reasons[_reason_key(item.reason)] += 1
                         sink.add(item)
                         notice = file_problem(item)
-                        if notice and notice not in summary.warnings:
-                            summary.warnings.append(notice)
+                        if notice and notice not in warnings:
+                            warnings.append(notice)
                     else:
                         batch.append(item)
                         if len(batch) >= BATCH:
@@ -191,10 +112,16 @@ def ingest(
                             batch = []
                     advance()
             writer.write_rows(batch)
-            summary.written = writer.rows
-        summary.rejects_file = sink.write(outputs)
-    summary.reasons = dict(reasons)
-    return summary
+            written = writer.rows
+        rejects_file = sink.write(outputs)
+    rejected = len(sink.rows)
+    files = {str(c.path): dict(c.per_format) for c in conversions}
+    warnings = [w for c in conversions for w in c.warnings] + warnings
+    failure = "no records read" if read == 0 else over_rate(rejected, read, cfg.max_reject_rate, "records rejected")
+    outs = {"data": str(output), **({"rejects": rejects_file} if rejects_file else {})}
+    return StageOutcome("ingest", {"in": read, "kept": written, "rejected": rejected}, outs,
+                        {"config": cfg.to_dict(), "inputs": [str(p) for p in paths], "formats": files,
+                         "reasons": dict(reasons), "warnings": warnings}, failure=failure)
 
 
 def ingest_table(inputs: Iterable[str | Path], fmt: str = "auto", origin: str | None = None) -> tuple[pa.Table, list[dict]]:

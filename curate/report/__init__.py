@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from curate.report.gates import METRICS, Gate, parse_gate
-from curate.report.stage import SCHEMA_VERSION, Report, report
+from curate.lazy import lazy
 
-__all__ = ["METRICS", "SCHEMA_VERSION", "Gate", "Report", "parse_gate", "report"]
+_WHERE = {
+    "METRICS": "curate.report.gates",
+    "Gate": "curate.report.gates",
+    "parse_gate": "curate.report.gates",
+    "SCHEMA_VERSION": "curate.report.stage",
+    "Report": "curate.report.stage",
+    "report": "curate.report.stage",
+}
+__getattr__, __dir__ = lazy(__name__, _WHERE)
+__all__ = sorted(_WHERE)

@@ -13,25 +13,22 @@
 
 from __future__ import annotations
 
-from curate.synth.cache import Cache, request_key
-from curate.synth.client import RetryPolicy
-from curate.synth.facts import check_claims, extract_claims
-from curate.synth.local import LocalTeacher, start_local_teacher
-from curate.synth.recipe import SynthRecipe, load_seeds, load_synth_recipe
-from curate.synth.stage import SynthSummary, default_paths, synthesize
+from curate.lazy import lazy
 
-__all__ = [
-    "Cache",
-    "LocalTeacher",
-    "RetryPolicy",
-    "SynthRecipe",
-    "SynthSummary",
-    "check_claims",
-    "default_paths",
-    "extract_claims",
-    "load_seeds",
-    "load_synth_recipe",
-    "request_key",
-    "start_local_teacher",
-    "synthesize",
-]
+_WHERE = {
+    "Cache": "curate.synth.cache",
+    "request_key": "curate.synth.cache",
+    "RetryPolicy": "curate.synth.client",
+    "check_claims": "curate.synth.facts",
+    "extract_claims": "curate.synth.facts",
+    "LocalTeacher": "curate.synth.local",
+    "start_local_teacher": "curate.synth.local",
+    "SynthRecipe": "curate.synth.recipe",
+    "load_seeds": "curate.synth.recipe",
+    "load_synth_recipe": "curate.synth.recipe",
+    "SynthSummary": "curate.synth.stage",
+    "default_paths": "curate.synth.stage",
+    "synthesize": "curate.synth.stage",
+}
+__getattr__, __dir__ = lazy(__name__, _WHERE)
+__all__ = sorted(_WHERE)

@@ -5,8 +5,13 @@ These modules import torch, transformers and peft only inside the functions that
 
 from __future__ import annotations
 
-from curate.train.config import TrainConfig
-from curate.train.merging import merge
-from curate.train.stage import TrainResult, train
+from curate.lazy import lazy
 
-__all__ = ["TrainConfig", "TrainResult", "merge", "train"]
+_WHERE = {
+    "TrainConfig": "curate.train.config",
+    "merge": "curate.train.merging",
+    "TrainResult": "curate.train.stage",
+    "train": "curate.train.stage",
+}
+__getattr__, __dir__ = lazy(__name__, _WHERE)
+__all__ = sorted(_WHERE)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from curate.validate.codes import CODES, COOKBOOK_CODES, Code, Finding, is_error
-from curate.validate.compliance import FormatProfile, OutputCheck, reply_style
-from curate.validate.stage import QUARANTINE_SCHEMA, ValidationResult, validate
-from curate.validate.tokens import TokenCheck
+from curate.lazy import lazy
 
-__all__ = [
-    "CODES",
-    "COOKBOOK_CODES",
-    "QUARANTINE_SCHEMA",
-    "Code",
-    "Finding",
-    "FormatProfile",
-    "OutputCheck",
-    "TokenCheck",
-    "ValidationResult",
-    "is_error",
-    "reply_style",
-    "validate",
-]
+_WHERE = {
+    "CODES": "curate.validate.codes",
+    "COOKBOOK_CODES": "curate.validate.codes",
+    "Code": "curate.validate.codes",
+    "Finding": "curate.validate.codes",
+    "is_error": "curate.validate.codes",
+    "FormatProfile": "curate.validate.compliance",
+    "OutputCheck": "curate.validate.compliance",
+    "reply_style": "curate.validate.compliance",
+    "QUARANTINE_SCHEMA": "curate.validate.stage",
+    "ValidationResult": "curate.validate.stage",
+    "validate": "curate.validate.stage",
+    "TokenCheck": "curate.validate.tokens",
+}
+__getattr__, __dir__ = lazy(__name__, _WHERE)
+__all__ = sorted(_WHERE)
