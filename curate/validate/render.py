@@ -1,13 +1,13 @@
-"""Rich rendering of a ValidationResult for the terminal (stderr): codes, tokens, compliance, mixed formats."""
+"""What `curate validate` prints for people (stderr): codes, tokens, compliance, mixed formats (`--json` prints to_dict())."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
-from curate.validate.stage import ValidationResult
+from curate.console import console
+from curate.outcome import StageOutcome
 
 
 def _where(ex: dict, input_file: str) -> str:
@@ -18,13 +18,13 @@ def _where(ex: dict, input_file: str) -> str:
     return loc
 
 
-def print_result(result: ValidationResult, console: Console) -> None:
+def render_validate(out: StageOutcome) -> None:
     """Counts per code with one example each, token percentiles, compliance rate, mixed-format warnings."""
-    s = result.summary()
+    s, c = out.summary, out.counts
     console.print(
         f"{s['input']} ({s['format'] or 'unknown format'}"
         f"{', schema ' + s['schema'] if s['schema'] else ''}): "
-        f"records {s['records']} = valid {s['valid']} + quarantined {s['quarantined']} "
+        f"records {c['in']} = valid {c['kept']} + quarantined {c['rejected']} "
         f"({s['error_rate']:.1%} with errors)",
         highlight=False,
     )
@@ -63,6 +63,6 @@ def print_result(result: ValidationResult, console: Console) -> None:
         console.print(f"[yellow]mixed formats:[/] {m['message']}", highlight=False)
     for note in s["notes"]:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
-    for label, path in (("valid rows", s["output"]), ("quarantine", s["quarantine"])):
+    for label, path in (("valid rows", out.outputs.get("valid")), ("quarantine", out.outputs.get("quarantine"))):
         if path:
             console.print(f"{label} -> {path}")

@@ -1,16 +1,19 @@
 """`validate()`: run every check over a raw file or a canonical dataset and split it into valid and quarantined rows.
 
-Raw files are read record by record (curate.ingest.readers.iter_raw, so a parse error names file and
-line), checked against their format's JSON Schema, converted to canonical rows as `curate ingest`
-does, then checked like canonical data: messages, encoding, duplicates, tokens, output format.
-Errors quarantine a row, warnings are counted and kept; counts balance: in = valid + quarantined.
+Raw files go through the conversion `curate ingest` uses (curate.ingest.convert.Conversion, so a parse
+error names file and line and a valid row is the row ingest would write); each record is also checked
+against its format's JSON Schema, and a record that breaks it is reported for that only. Canonical
+Parquet and tables come through curate.inputs.open_input. Every converted row is then checked the same
+way: messages, encoding, duplicates, tokens, output format. Errors quarantine a row, warnings are
+counted and kept; counts balance: in = kept (valid) + rejected (quarantined).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +21,16 @@ from typing import Any
 import pyarrow as pa
 
 from curate.console import progress
-from curate.dataset import MESSAGE_TYPE, SOURCE_TYPE, canonical_parquet, make_row, read_dataset, rows_to_table
-from curate.errors import ThresholdExceeded, UsageError
-from curate.ingest import formats
-from curate.ingest.readers import Record, file_problem, iter_raw
+from curate.dataset import MESSAGE_TYPE, SOURCE_TYPE, rows_to_table
+from curate.errors import MissingDependency, UsageError
+from curate.ingest.convert import Conversion, Converted, raw_text
+from curate.ingest.readers import Reject, file_problem
+from curate.inputs import Input, open_input
+from curate.outcome import StageOutcome, over_rate
 from curate.outputs import OutputSet, write_table
 from curate.validate.codes import CODES, Finding, is_error
 from curate.validate.compliance import FormatProfile, OutputCheck
+from curate.validate.config import ValidateConfig
 from curate.validate.structure import (
     FORMAT_SCHEMAS,
     SCHEMA_FORMATS,
@@ -35,7 +41,7 @@ from curate.validate.structure import (
 )
 from curate.validate.tokens import TokenCheck
 
-SNIFF_RECORDS = 200
+BATCH = 4096
 EXAMPLES_PER_CODE = 3
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -74,84 +80,84 @@ class _Item:
     declared_id: Any = None
 
 
-@dataclass
-class ValidationResult:
-    """Valid and quarantined rows, counts and examples per code, token statistics, compliance, mixed formats."""
+def validate(source: str | Path | pa.Table, output: str | Path | None = None,
+             config: ValidateConfig | Mapping[str, Any] | None = None, *, quarantine: str | Path | None = None,
+             tokenizer_object: Any = None, **overrides: Any) -> StageOutcome:
+    """Check every record; return (and write, when paths are given) the valid and the quarantined rows.
 
-    input: str
-    format: str | None
-    schema: str | None
-    valid: pa.Table
-    quarantine: pa.Table
-    counts: dict[str, int]
-    examples: dict[str, list[dict]]
-    tokens: dict[str, Any] | None
-    compliance: dict[str, Any] | None
-    mixed_formats: list[dict]
-    max_error_rate: float
-    notes: list[str] = field(default_factory=list)
-    output: str | None = None
-    quarantine_path: str | None = None
+    source: a raw file of any format `curate ingest` reads, a canonical Parquet, or a canonical table.
+    output / quarantine: Parquet files for the valid and the quarantined rows (one output set).
+    tokenizer_object: a tokenizer already loaded, used instead of the `tokenizer` setting.
+    The outcome's counts are in = kept (valid) + rejected (quarantined); `failure` is set when the
+    share of quarantined records is over max_error_rate, or when no record was read.
+    """
+    cfg = ValidateConfig.build(config, **overrides)
+    out_check = OutputCheck(cfg.output_schema, cfg.output_regex)
+    src = open_input(source, origin=cfg.origin)
+    if not src.raw and cfg.schema is not None:
+        raise UsageError("--schema checks raw files; a canonical dataset is checked on its messages (drop --schema)")
+    notes: list[str] = []
+    tok = _tokenizer(cfg, tokenizer_object, notes)
+    tokens = TokenCheck(tok, cfg.max_tokens) if tok is not None else None
+    run = _Run(tokens, out_check, cfg.allow_consecutive_user, keep_rows=src.raw)
+    info: dict[str, Any] = {"format": "canonical", "schema": None}
+    with progress("validate") as advance:
+        if src.raw:
+            for item in _raw_items(src, cfg, notes, info):
+                run.add(item)
+                advance()
+            valid = _with_columns(rows_to_table([i.canonical for i in run.kept]), run)
+        else:
+            valid = _with_columns(_check_canonical(src, run, advance), run)
+    rejected = pa.Table.from_pylist(run.quarantined, schema=QUARANTINE_SCHEMA)
+    outputs: dict[str, str] = {}
+    if output is not None or quarantine is not None:
+        # valid rows and quarantine are one set: both appear together or neither does
+        with OutputSet(output or quarantine, [quarantine] if output is not None and quarantine is not None else []) as outs:
+            if output is not None:
+                outputs["valid"] = str(write_table(valid, output, outs))
+            if quarantine is not None:
+                outputs["quarantine"] = str(write_table(rejected, quarantine, outs))
+    total = valid.num_rows + rejected.num_rows
+    failure = "no records read" if total == 0 else over_rate(rejected.num_rows, total, cfg.max_error_rate,
+                                                               "records with errors")
+    summary = {"config": cfg.to_dict(), "input": src.name, "format": info["format"], "schema": info["schema"],
+               "error_rate": rejected.num_rows / total if total else 0.0,
+               **_codes(run), "tokens": tokens.stats() if tokens is not None else None,
+               "compliance": out_check.summary(), "mixed_formats": run.profile.findings(), "notes": notes}
+    return StageOutcome("validate", {"in": total, "kept": valid.num_rows, "rejected": rejected.num_rows}, outputs,
+                        summary, kept=valid, rejected=rejected, failure=failure)
 
-    @property
-    def total(self) -> int:
-        return self.valid.num_rows + self.quarantine.num_rows
 
-    @property
-    def error_rate(self) -> float:
-        return self.quarantine.num_rows / self.total if self.total else 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.error_rate <= self.max_error_rate
-
-    def check(self) -> None:
-        """Raise ThresholdExceeded when the share of quarantined rows is over max_error_rate."""
-        if not self.passed:
-            raise ThresholdExceeded(
-                f"{self.input}: {self.quarantine.num_rows}/{self.total} records have errors "
-                f"({self.error_rate:.1%} > allowed {self.max_error_rate:.1%}); see the quarantine for each one's codes"
-            )
-
-    def summary(self) -> dict[str, Any]:
-        codes = [
-            {
-                "code": c,
-                "severity": CODES[c].severity,
-                "count": n,
-                "description": CODES[c].description,
-                "examples": self.examples.get(c, []),
-            }
-            for c, n in sorted(self.counts.items(), key=lambda kv: (CODES[kv[0]].severity, -kv[1], kv[0]))
-        ]
-        return {
-            "input": self.input,
-            "format": self.format,
-            "schema": self.schema,
-            "records": self.total,
-            "valid": self.valid.num_rows,
-            "quarantined": self.quarantine.num_rows,
-            "error_rate": self.error_rate,
-            "max_error_rate": self.max_error_rate,
-            "passed": self.passed,
-            "errors": {c["code"]: c["count"] for c in codes if c["severity"] == "error"},
+def _codes(run: _Run) -> dict[str, Any]:
+    """errors and warnings (count per code), and codes: each with severity, description and examples."""
+    codes = [
+        {"code": c, "severity": CODES[c].severity, "count": n, "description": CODES[c].description,
+         "examples": run.examples.get(c, [])}
+        for c, n in sorted(run.counts.items(), key=lambda kv: (CODES[kv[0]].severity, -kv[1], kv[0]))
+    ]
+    return {"errors": {c["code"]: c["count"] for c in codes if c["severity"] == "error"},
             "warnings": {c["code"]: c["count"] for c in codes if c["severity"] == "warning"},
-            "codes": codes,
-            "tokens": self.tokens,
-            "compliance": self.compliance,
-            "mixed_formats": self.mixed_formats,
-            "notes": self.notes,
-            "output": self.output,
-            "quarantine": self.quarantine_path,
-        }
+            "codes": codes}
 
 
-def _resolve_tokenizer(tokenizer: Any) -> Any:
-    if tokenizer is None or not isinstance(tokenizer, (str, Path)):
-        return tokenizer
+def _tokenizer(cfg: ValidateConfig, loaded: Any, notes: list[str]) -> Any:
+    """The tokenizer of the token check, or None (tokens off, or `auto` without the embedded one: a note says so)."""
+    if not cfg.tokens:
+        return None
+    if loaded is not None:
+        return loaded
     from curate.embedded import load_tokenizer
 
-    return load_tokenizer(str(tokenizer))
+    if cfg.tokenizer != "auto":
+        return load_tokenizer(cfg.tokenizer)
+    try:
+        return load_tokenizer("embedded")
+    except MissingDependency as exc:
+        if cfg.max_tokens is not None:
+            raise UsageError(f"--max-tokens needs a tokenizer (give --tokenizer embedded or a folder): {exc}") from exc
+        notes.append(f"token check skipped: {exc}")
+        return None
 
 
 def _load_validator(schema: str | dict) -> tuple[Any, str]:
@@ -175,163 +181,85 @@ def _load_validator(schema: str | dict) -> tuple[Any, str]:
     return Draft202012Validator(doc), name
 
 
-def _raw_text(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, default=str)
-
-
-def _raw_items(path: Path, schema: str | dict | None, origin: str | None, notes: list[str], info: dict) -> Iterator[_Item]:
-    """Records of a raw file, schema-checked and converted to canonical rows where they can be."""
-    records = iter_raw(path)
-    head = []
-    for item in records:
-        head.append(item)
-        if len(head) >= SNIFF_RECORDS:
-            break
-    fixed = SCHEMA_FORMATS.get(schema) if isinstance(schema, str) else None
-    seen = Counter(formats.detect(r.obj) for r in head if isinstance(r, Record))
-    seen.pop(None, None)
-    fmt = fixed or (seen.most_common(1)[0][0] if seen else None)
+def _raw_items(src: Input, cfg: ValidateConfig, notes: list[str], info: dict) -> Iterator[_Item]:
+    """Records of a raw file: schema-checked, and converted to canonical rows where they can be."""
+    schema = cfg.schema
+    fixed = SCHEMA_FORMATS.get(schema) if isinstance(schema, str) else None  # a shipped schema's name fixes the format
+    conversion = Conversion(src.path, fixed or "auto", cfg.origin)
+    items = iter(conversion)
+    first = next(items, None)  # the conversion knows the file's format once the first item is out
+    fmt = info["format"] = conversion.format
     if schema is None and fmt is not None:
         schema = FORMAT_SCHEMAS.get(fmt)
         if schema is None:
             notes.append(f"no JSON Schema ships for format '{fmt}'; only the semantic checks ran")
     validator, info["schema"] = _load_validator(schema) if schema is not None else (None, None)
-    info["format"] = fmt
-
-    def chain() -> Iterator[Any]:
-        yield from head
-        yield from records
-
-    for n, rec in enumerate(chain(), start=1):
-        if not isinstance(rec, Record):
-            notice = file_problem(rec)
+    if first is None:
+        return
+    for n, x in enumerate(itertools.chain([first], items), start=1):
+        if isinstance(x, Reject):
+            notice = file_problem(x)
             if notice and notice not in notes:
                 notes.append(notice)
-            yield _Item(n, rec.file, rec.line, None, rec.raw, findings=[Finding(reject_code(rec), rec.reason)])
-            continue
-        obj = rec.obj
-        item = _Item(n, rec.file, rec.line, None, _raw_text(obj), declared_id=obj.get("id"))
-        detected = item.fmt = formats.detect(obj)
-        if detected is None and validator is None:
-            keys = ", ".join(sorted(obj)[:8]) or "none"
-            item.findings.append(Finding("unknown_format", f"record fits no known format (keys: {keys})"))
-        elif fixed is None and detected is not None and detected != fmt:
-            item.findings.append(Finding("format_mismatch", f"record is {detected} but the file is {fmt}"))
-        if validator is not None:
-            item.findings.extend(schema_findings(validator, obj))
-        if not item.findings and fmt is not None:
-            try:
-                msgs, tools, rejected, meta = formats.to_messages(obj, fmt)
-            except formats.RecordError as exc:
-                item.findings.append(Finding("schema_violation", f"not valid {fmt}: {exc}"))
-            else:
-                # the same origin rule as `curate ingest`, so a valid row is the row ingest would write
-                row_origin = origin or (meta.pop("origin") if isinstance(meta.get("origin"), str) else None) or "seed"
-                source = {"file": rec.file, "line": rec.line, "row": rec.row}
-                item.canonical = make_row(msgs, tools=tools, rejected=rejected, source=source, origin=row_origin, meta=meta)
-        yield item
+            yield _Item(n, x.file, x.line, None, x.raw, findings=[Finding(reject_code(x), x.reason)])
+        else:
+            yield _converted_item(n, x, validator)
 
 
-def _table_items(table: pa.Table) -> Iterator[_Item]:
+def _converted_item(n: int, x: Converted, validator: Any) -> _Item:
+    """A readable record's findings: its format's problem, then its schema's; the row when there are none."""
+    rec = x.record
+    item = _Item(n, rec.file, rec.line, None, raw_text(rec.obj, None), fmt=x.detected, declared_id=rec.obj.get("id"))
+    # a record of no known format that a schema checks is reported by the schema's findings
+    if x.code == "format_mismatch" or (x.code == "unknown_format" and validator is None):
+        item.findings.append(Finding(x.code, x.problem))
+    if validator is not None:
+        item.findings.extend(schema_findings(validator, rec.obj))
+    if not item.findings:
+        if x.row is not None:
+            item.canonical = x.row
+        else:  # the schema passed, the converter did not
+            item.findings.append(Finding(x.code, x.problem))
+    return item
+
+
+def _check_canonical(src: Input, run: _Run, advance: Any) -> pa.Table:
+    """Check a canonical Parquet or table batch by batch; its valid rows, with every column but old validate_ ones."""
+    kept: list[pa.RecordBatch] = []
+    schema = src.schema
+    drop = [c for c in schema.names if c in ADDED_COLUMNS]
     n = 0
-    for batch in table.to_batches(max_chunksize=4096):
+    for batch in src.batches(BATCH):
+        start = len(run.mask)
         for row in batch.to_pylist():
             n += 1
-            src = row.get("source") or {}
-            meta = row.get("meta")
-            declared = None
-            if isinstance(meta, str) and '"id"' in meta:
-                try:
-                    declared = json.loads(meta).get("id")
-                except (json.JSONDecodeError, AttributeError):
-                    declared = None  # meta that is not a JSON object carries no declared id
-            yield _Item(n, src.get("file"), src.get("line"), row, declared_id=declared)
-
-
-def validate(
-    source: str | Path | pa.Table,
-    *,
-    schema: str | dict | None = None,
-    tokenizer: Any = None,
-    max_tokens: int | None = None,
-    output_schema: str | Path | dict | None = None,
-    output_regex: str | None = None,
-    allow_consecutive_user: bool = False,
-    output: str | Path | None = None,
-    quarantine: str | Path | None = None,
-    max_error_rate: float = 0.0,
-    origin: str | None = None,
-) -> ValidationResult:
-    """Check every record; return (and write, when paths are given) the valid and the quarantined rows.
-
-    source: a raw file of any format `curate ingest` reads, a canonical Parquet, or a canonical table.
-    schema: a shipped format schema name (openai-chat, sharegpt, ...) or a path; raw files only.
-    tokenizer: None (no token check), 'embedded', a local tokenizer folder, or a loaded tokenizer.
-    """
-    if max_tokens is not None and tokenizer is None:
-        raise UsageError("--max-tokens needs a tokenizer (give --tokenizer embedded or a folder)")
-    if max_tokens is not None and max_tokens < 1:
-        raise UsageError(f"--max-tokens must be at least 1, got {max_tokens}")
-    out_check = OutputCheck(output_schema, output_regex)
-    tok = _resolve_tokenizer(tokenizer)
-    tokens = TokenCheck(tok, max_tokens) if tok is not None else None
-    notes: list[str] = []
-    info: dict[str, Any] = {"format": "canonical", "schema": None}
-    table: pa.Table | None = None
-    if isinstance(source, pa.Table):
-        table, name = source, "(table)"
-    else:
-        path = Path(source)
-        name = str(path)
-        if not path.exists():
-            raise UsageError(f"no such file: {path}")
-        if canonical_parquet(path):
-            table = read_dataset(path)
-    if table is not None:
-        if schema is not None:
-            raise UsageError("--schema checks raw files; a canonical dataset is checked on its messages (drop --schema)")
-        items: Iterator[_Item] = _table_items(table)
-    else:
-        items = _raw_items(path, schema, origin, notes, info)
-
-    run = _Run(tokens, out_check, allow_consecutive_user)
-    with progress("validate") as advance:
-        for item in items:
-            run.add(item)
+            run.add(_canonical_item(n, row))
             advance()
-    if table is not None:
-        kept = table.drop_columns([c for c in table.column_names if c in ADDED_COLUMNS])
-        valid = _with_columns(kept.filter(pa.array(run.mask, type=pa.bool_())), run)
-    else:
-        valid = _with_columns(rows_to_table([i.canonical for i in run.kept]), run)
-    result = ValidationResult(
-        input=name,
-        format=info["format"],
-        schema=info["schema"],
-        valid=valid,
-        quarantine=pa.Table.from_pylist(run.quarantined, schema=QUARANTINE_SCHEMA),
-        counts=dict(run.counts),
-        examples=run.examples,
-        tokens=tokens.stats() if tokens is not None else None,
-        compliance=out_check.summary(),
-        mixed_formats=run.profile.findings(),
-        max_error_rate=max_error_rate,
-        notes=notes,
-    )
-    if output is not None or quarantine is not None:
-        # valid rows and quarantine are one set: both appear together or neither does
-        with OutputSet(output or quarantine, [quarantine] if output is not None and quarantine is not None else []) as outs:
-            if output is not None:
-                result.output = str(write_table(result.valid, output, outs))
-            if quarantine is not None:
-                result.quarantine_path = str(write_table(result.quarantine, quarantine, outs))
-    return result
+        batch = batch.drop_columns(drop) if drop else batch
+        kept.append(batch.filter(pa.array(run.mask[start:], type=pa.bool_())))
+    if not kept:
+        return pa.schema([f for f in schema if f.name not in drop]).empty_table()
+    return pa.Table.from_batches(kept)
+
+
+def _canonical_item(n: int, row: dict) -> _Item:
+    src = row.get("source") or {}
+    meta = row.get("meta")
+    declared = None
+    if isinstance(meta, str) and '"id"' in meta:
+        try:
+            declared = json.loads(meta).get("id")
+        except (json.JSONDecodeError, AttributeError):
+            declared = None  # meta that is not a JSON object carries no declared id
+    return _Item(n, src.get("file"), src.get("line"), row, declared_id=declared)
 
 
 class _Run:
     """Accumulates per-record outcomes: kept rows with their warnings, quarantined rows, counts, examples."""
 
-    def __init__(self, tokens: TokenCheck | None, out_check: OutputCheck, allow_consecutive_user: bool):
+    def __init__(self, tokens: TokenCheck | None, out_check: OutputCheck, allow_consecutive_user: bool,
+                 keep_rows: bool = True):
+        self.keep_rows = keep_rows  # a canonical input keeps its rows in its batches; only converted rows are held
         self.tokens = tokens
         self.out_check = out_check
         self.allow_consecutive_user = allow_consecutive_user
@@ -369,7 +297,8 @@ class _Run:
         ok = row is not None and not any(is_error(c) for c in codes)
         self.mask.append(ok)
         if ok:
-            self.kept.append(item)
+            if self.keep_rows:
+                self.kept.append(item)
             for k, v in zip(ADDED_COLUMNS, (codes, n_tokens, n_trainable, compliant)):
                 self.added[k].append(v)
             return
