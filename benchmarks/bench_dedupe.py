@@ -169,14 +169,15 @@ def run_curate(corpus: Path, limit: int | None, texts: list[str] | None) -> np.n
 
     if texts is not None:
         table = rows_to_table([make_row([{"role": "user", "content": t}], source={"row": i}) for i, t in enumerate(texts)])
-        r = dedupe(table, threshold=THRESHOLD, num_perm=NUM_PERM, ngram=NGRAM)
-        removed = [s["row"] for s in r.removed.column("source").to_pylist()]
+        r = dedupe(table, threshold=THRESHOLD, num_perm=NUM_PERM, ngram=NGRAM, tune_allocator=True)
+        removed = [s["row"] for s in r.rejected.column("source").to_pylist()]
         pairs = [(c["kept_row"], m) for c in r.clusters.to_pylist() for m in c["member_rows"]]
         return np.asarray(removed, dtype=np.int64), pairs
     out = CACHE / f"curate_out_{corpus.stem}.parquet"
-    r = dedupe(corpus, out, threshold=THRESHOLD, num_perm=NUM_PERM, ngram=NGRAM)
+    # this worker process is curate's alone: ask for the allocator settings the CLI asks for (curate/dedupe/alloc.py)
+    r = dedupe(corpus, out, threshold=THRESHOLD, num_perm=NUM_PERM, ngram=NGRAM, tune_allocator=True)
     CPU_SPLIT.update(r.summary["cpu_seconds"])
-    ids = pq.read_table(r.paths["removed"], columns=["id"]).column("id").to_pylist()
+    ids = pq.read_table(r.outputs["removed"], columns=["id"]).column("id").to_pylist()
     return np.asarray([int(x[1:]) for x in ids], dtype=np.int64), None
 
 

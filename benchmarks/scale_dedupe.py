@@ -167,7 +167,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
         (f"| {n:,} | {s['wall']:.1f} | {cpu:.1f} | {n / cpu:,.0f} | {s['rss_mib']:,.0f} | "
         f"{s['cpu_seconds']['pass1']:.1f} / {s['cpu_seconds']['decide']:.1f} / {s['cpu_seconds']['write']:.1f} | "
-         f"{s['removed']:,} | {s['candidate_pairs']:,} |"),
+         f"{s['counts']['rejected']:,} | {s['candidate_pairs']:,} |"),
         "",
         "Removed share of the planted copies, by substitution rate (originals: records that are no copy):",
         "",

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from curate.cli import cli
 from curate.dataset import make_row, rows_to_table
-from curate.dedupe import dedupe
+from curate.dedupe import DedupeConfig, dedupe
 from curate.errors import UsageError
 
 WORDS = [f"word{i}" for i in range(3000)]
@@ -35,16 +35,13 @@ def edit(s: str, every: int) -> str:
     return " ".join("CHANGED" if i % every == every - 1 else w for i, w in enumerate(words))
 
 
-def balanced(result) -> None:
-    s = result.summary
-    assert s["input_rows"] == s["kept"] + s["removed"] == result.kept.num_rows + result.removed.num_rows
-
-
 def test_alpaca_demo_fourteen_exact_duplicates(shared_data, tmp_path):
     out = tmp_path / "clean.parquet"
     r = dedupe(shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json", out)
-    balanced(r)
-    assert r.summary["removed_by_reason"] == {"exact": 14, "near": 0, "contaminated": 0}
+    assert r.counts == {"in": 999, "kept": 985, "rejected": 14} and r.kept is None and r.rejected is None
+    assert r.summary["reasons"] == {"exact": 14, "near": 0, "contaminated": 0}
+    assert r.outputs == {k: str(tmp_path / f"clean{s}") for k, s in (
+        ("kept", ".parquet"), ("removed", ".removed.parquet"), ("clusters", ".clusters.parquet"), ("summary", ".dedupe.json"))}
     removed = pq.read_table(tmp_path / "clean.removed.parquet").to_pylist()
     assert len(removed) == 14 and pq.read_table(out).num_rows == 985
     for row in removed:
@@ -53,13 +50,15 @@ def test_alpaca_demo_fourteen_exact_duplicates(shared_data, tmp_path):
         assert row["dedupe_duplicate_row"] < row["source"]["row"] - 1  # source.row counts from 1
     clusters = pq.read_table(tmp_path / "clean.clusters.parquet")
     assert sum(len(m) for m in clusters.column("member_ids").to_pylist()) == 14
-    assert json.loads((tmp_path / "clean.dedupe.json").read_text())["removed"] == 14
+    assert clusters.equals(r.clusters)
+    # the summary file is the same document as --json: the outcome's to_dict()
+    assert json.loads((tmp_path / "clean.dedupe.json").read_text()) == json.loads(json.dumps(r.to_dict()))
 
 
 def test_lima_has_no_near_duplicates(shared_data):
     r = dedupe(shared_data / "hiyouga__LLaMA-Factory__lima.json", threshold=0.8)
-    assert r.summary["removed"] == 0 and r.clusters.num_rows == 0
-    assert r.summary["input_rows"] == 1029
+    assert r.counts == {"in": 1029, "kept": 1029, "rejected": 0} and r.clusters.num_rows == 0
+    assert r.kept.num_rows == 1029 and r.rejected.num_rows == 0 and r.outputs == {}
 
 
 @pytest.mark.parametrize("n", [100, 1000, 2500])
@@ -87,8 +86,8 @@ def test_planted_near_duplicates_verified_and_explained():
     base = [text(i) for i in range(40)]
     rows = [chat(t) for t in base] + [chat(edit(base[i], 40)) for i in range(10)] + [chat(edit(base[20], 3))]
     r = dedupe(rows_to_table(rows), threshold=0.8)
-    balanced(r)
-    removed = r.removed.to_pylist()
+    assert r.counts == {"in": 51, "kept": 41, "rejected": 10}
+    removed = r.rejected.to_pylist()
     assert sorted(x["dedupe_duplicate_row"] for x in removed) == list(range(10))
     for x in removed:
         assert x["dedupe_reason"] == "near" and 0.8 <= x["dedupe_jaccard"] < 1.0
@@ -102,19 +101,19 @@ def test_unverified_mode_uses_estimates():
     base = [text(i) for i in range(10)]
     rows = [chat(t) for t in base] + [chat(edit(base[0], 40))]
     r = dedupe(rows_to_table(rows), verify=False)
-    assert r.summary["removed"] == 1
-    assert r.removed.column("dedupe_jaccard").to_pylist() == [None]
-    assert "not verified" in r.removed.column("dedupe_evidence").to_pylist()[0]
+    assert r.counts["rejected"] == 1 and r.summary["config"]["verify"] is False
+    assert r.rejected.column("dedupe_jaccard").to_pylist() == [None]
+    assert "not verified" in r.rejected.column("dedupe_evidence").to_pylist()[0]
 
 
 def test_shared_system_prompt_does_not_make_rows_duplicates():
     system = text(999, 200)
     rows = [chat(f"question {i} about topic {i}", f"answer {i}", system=system) for i in range(5)]
     r = dedupe(rows_to_table(rows), on="conversation")
-    assert r.summary["removed"] == 0
+    assert r.counts["rejected"] == 0
     # the same rows with identical user and assistant turns are duplicates despite the prompt
     r2 = dedupe(rows_to_table(rows + [chat("question 1 about topic 1", "answer 1", system=system)]), on="conversation")
-    assert r2.summary["removed"] == 1
+    assert r2.counts["rejected"] == 1
 
 
 @pytest.mark.parametrize(
@@ -130,8 +129,8 @@ def test_role_aware_keys(on, removed):
         make_row([{"role": "user", "content": q}, {"role": "assistant", "content": text(5)},
                   {"role": "user", "content": text(6)}, {"role": "assistant", "content": text(7)}]),
     ]
-    r = dedupe(rows_to_table(rows), on=on)
-    assert r.summary["removed"] == removed
+    r = dedupe(rows_to_table(rows), config=DedupeConfig(on=on))
+    assert r.counts["rejected"] == removed
 
 
 @pytest.mark.parametrize(
@@ -141,42 +140,50 @@ def test_role_aware_keys(on, removed):
 def test_keep_rules(keep, kept_row):
     q = text(11)
     rows = [chat(q, origin="synthetic"), chat(q + " !!", origin="production"), chat(q + " extra", origin="seed")]
-    r = dedupe(rows_to_table(rows), keep=keep, origin_priority=("production", "seed", "synthetic"))
+    r = dedupe(rows_to_table(rows), None, {"keep": keep, "origin_priority": ["production", "seed", "synthetic"]})
     assert r.kept.num_rows == 1
     assert r.kept.column("id").to_pylist() == [rows[kept_row]["id"]]
-    assert set(r.removed.column("dedupe_duplicate_row").to_pylist()) == {kept_row}
+    assert set(r.rejected.column("dedupe_duplicate_row").to_pylist()) == {kept_row}
 
 
 def test_incremental_index(tmp_path):
     idx = tmp_path / "index"
     first = [chat(text(i)) for i in range(20)]
-    r1 = dedupe(rows_to_table(first), index_dir=idx)
-    assert r1.summary["removed"] == 0 and (idx / "index.json").exists()
+    r1 = dedupe(rows_to_table(first), index=idx)
+    assert r1.counts["rejected"] == 0 and (idx / "index.json").exists()
+    # the file keeps its own key names (rows, not rows_per_band): indexes written before stay readable
+    assert json.loads((idx / "index.json").read_text())["config"] == {
+        "on": "user", "shingle": "word", "ngram": 5, "hash": "curate", "num_perm": 128, "seed": 1, "bands": 21, "rows": 6}
     second = [chat(text(100)), chat(text(3)), chat(edit(text(5), 50)), chat(text(101))]
-    r2 = dedupe(rows_to_table(second), index_dir=idx)
+    r2 = dedupe(rows_to_table(second), index=idx)
     assert r2.summary["index_rows_before"] == 20
-    removed = {x["dedupe_duplicate_of"]: x for x in r2.removed.to_pylist()}
+    removed = {x["dedupe_duplicate_of"]: x for x in r2.rejected.to_pylist()}
     assert set(removed) == {first[3]["id"], first[5]["id"]}
     assert all(x["dedupe_duplicate_row"] is None for x in removed.values())
     assert removed[first[3]["id"]]["dedupe_reason"] == "exact"
     assert removed[first[5]["id"]]["dedupe_jaccard"] >= 0.8
     # the two new rows joined the index: a third batch sees them
-    r3 = dedupe(rows_to_table([chat(text(101))]), index_dir=idx)
-    assert r3.summary["index_rows_before"] == 22 and r3.summary["removed"] == 1
+    r3 = dedupe(rows_to_table([chat(text(101))]), index=idx)
+    assert r3.summary["index_rows_before"] == 22 and r3.counts["rejected"] == 1
     with pytest.raises(UsageError, match="ngram"):
-        dedupe(rows_to_table(first), index_dir=idx, ngram=3)
+        dedupe(rows_to_table(first), index=idx, ngram=3)
+    with pytest.raises(UsageError, match=r"rows_per_band=6 \(now 4\)"):
+        dedupe(rows_to_table(first), index=idx, bands=21, rows_per_band=4)
     # an index written by an older format (other hashes) is refused, not silently matched against
     manifest = json.loads((idx / "index.json").read_text())
     (idx / "index.json").write_text(json.dumps({**manifest, "version": 1}))
     with pytest.raises(UsageError, match="format version 1"):
-        dedupe(rows_to_table(first), index_dir=idx)
+        dedupe(rows_to_table(first), index=idx)
 
 
 def test_dry_run_writes_nothing(tmp_path):
     out = tmp_path / "x.parquet"
-    r = dedupe(rows_to_table([chat(text(i)) for i in range(50)]), out, dry_run=True, index_dir=tmp_path / "idx")
-    assert r.summary["dry_run"] and r.summary["input_rows"] == 50
-    assert r.summary["estimated_seconds"] >= 0 and r.summary["estimated_peak_rss_mib"] > 0
+    r = dedupe(rows_to_table([chat(text(i)) for i in range(50)]), out, dry_run=True, index=tmp_path / "idx")
+    s = r.summary
+    assert (s["dry_run"], s["input_rows"], s["sampled_rows"], s["tokens_per_row"]) == (True, 50, 50, 80.0)
+    assert isinstance(s["estimated_seconds"], float) and s["estimated_peak_rss_mib"] > 50  # Python + Arrow alone
+    assert s["config"]["index"] == str(tmp_path / "idx") and (s["config"]["bands"], s["config"]["rows_per_band"]) == (21, 6)
+    assert r.counts == {} and r.outputs == {} and r.to_dict()["balanced"] is True
     assert not any(tmp_path.iterdir())
 
 
@@ -186,8 +193,13 @@ def test_streams_canonical_parquet_in_batches(tmp_path):
     src = tmp_path / "in.parquet"
     pq.write_table(rows_to_table(rows), src)
     r = dedupe(src, tmp_path / "out.parquet", batch_size=7)
-    assert r.summary["removed"] == 10 and r.kept.num_rows == 30
-    assert "dedupe_cluster" in r.kept.schema.names and "dedupe_reason" in r.removed.schema.names
+    assert r.counts == {"in": 40, "kept": 30, "rejected": 10}
+    kept, removed = pq.read_table(r.outputs["kept"]), pq.read_table(r.outputs["removed"])
+    assert (kept.num_rows, removed.num_rows) == (30, 10)
+    assert "dedupe_cluster" in kept.schema.names and "dedupe_reason" in removed.schema.names
+    # the same rows as one batch of a table in memory
+    whole = dedupe(rows_to_table(rows))
+    assert whole.kept.equals(kept) and whole.rejected.equals(removed)
 
 
 def test_cli_exit_codes_and_json(shared_data, tmp_path):
@@ -195,7 +207,9 @@ def test_cli_exit_codes_and_json(shared_data, tmp_path):
     src = str(shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json")
     res = runner.invoke(cli, ["dedupe", src, "-o", str(tmp_path / "o.parquet"), "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["removed_by_reason"]["exact"] == 14
+    doc = json.loads(res.stdout)
+    assert doc["counts"] == {"in": 999, "kept": 985, "rejected": 14} and doc["reasons"]["exact"] == 14
+    assert doc == json.loads((tmp_path / "o.dedupe.json").read_text())
     assert runner.invoke(cli, ["dedupe", src]).exit_code == 2
     assert runner.invoke(cli, ["dedupe", src, "-o", str(tmp_path / "p.parquet"), "--on", "everything"]).exit_code == 2
     missing = runner.invoke(cli, ["dedupe", str(tmp_path / "nope.json"), "-o", str(tmp_path / "q.parquet")])
@@ -211,8 +225,8 @@ def test_cli_exit_codes_and_json(shared_data, tmp_path):
 def test_identity_punctuation_variants_are_exact_duplicates(shared_data):
     # "你是谁" and "你是谁？" differ only in (full-width) punctuation; "你好" appears twice verbatim
     r = dedupe(shared_data / "hiyouga__LLaMA-Factory__identity.json")
-    removed = sorted(r.removed.column("messages").to_pylist(), key=lambda m: m[0]["content"])
-    assert r.summary["removed_by_reason"]["exact"] == 3
+    removed = sorted(r.rejected.column("messages").to_pylist(), key=lambda m: m[0]["content"])
+    assert r.summary["reasons"]["exact"] == 3
     assert [m[0]["content"] for m in removed] == ["你好", "你是谁？", "你是谁？"]
 
 
@@ -221,45 +235,107 @@ def test_other_shinglings_find_planted_near_duplicates(shingle, ngram):
     base = [text(i) for i in range(20)]
     rows = [chat(t) for t in base] + [chat(edit(base[4], 60))]
     r = dedupe(rows_to_table(rows), shingle=shingle, ngram=ngram)
-    assert r.removed.column("dedupe_duplicate_row").to_pylist() == [4]
-    assert r.removed.column("dedupe_jaccard").to_pylist()[0] >= 0.8
+    assert r.rejected.column("dedupe_duplicate_row").to_pylist() == [4]
+    assert r.rejected.column("dedupe_jaccard").to_pylist()[0] >= 0.8
 
 
 def test_empty_input_and_rows_without_a_key():
     from curate.dataset import empty_table
 
-    assert dedupe(empty_table()).summary["input_rows"] == 0
+    assert dedupe(empty_table()).counts == {"in": 0, "kept": 0, "rejected": 0}
     same = rows_to_table([make_row([{"role": "user", "content": "hi"}])] * 2)
     # no assistant turn: nothing to compare, so nothing is removed, and the summary says why
     r = dedupe(same, on="assistant")
-    assert r.summary["removed"] == 0 and r.summary["empty_key_rows"] == 2
-    assert dedupe(same).summary["removed"] == 1
+    assert r.counts["rejected"] == 0 and r.summary["empty_key_rows"] == 2
+    assert dedupe(same).counts["rejected"] == 1
 
 
-def test_run_allocator_settings_are_scoped():
-    """While dedupe runs Arrow allocates through the system allocator; its pool is restored afterwards,
-    also when the run fails, and nested uses keep the setting until the outermost one ends. numpy's
-    huge-page setting is off inside small_pages() and restored after it."""
+def test_allocator_settings_only_when_asked(monkeypatch, tmp_path):
+    """The library leaves the process's allocator settings alone unless asked (tune_allocator=True, as the CLI
+    does). When asked, Arrow allocates through the system allocator and numpy asks for no huge pages while
+    deciding; both are restored afterwards, also when the run fails, and nested uses keep the setting until the
+    outermost one ends."""
     import pyarrow as pa
 
-    from curate.dedupe import alloc
+    from curate.dedupe import alloc, stage
 
+    seen = []
+    real_decide = stage.decide
+
+    def watched(*args, **kwargs):
+        huge = alloc._set_hugepage(True) if alloc._set_hugepage else None
+        if alloc._set_hugepage:
+            alloc._set_hugepage(huge)
+        seen.append((pa.default_memory_pool().backend_name, huge))
+        return real_decide(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "decide", watched)
+    hugepage = alloc._set_hugepage(True) if alloc._set_hugepage else None  # numpy's default on Linux
     before = pa.default_memory_pool().backend_name
+    assert before != "system"
+    rows = rows_to_table([chat(text(1)), chat(text(1))])
+    assert dedupe(rows).counts["rejected"] == 1
+    assert dedupe(rows, tune_allocator=True).counts["rejected"] == 1
+    expect_huge = (True, False) if alloc._set_hugepage else (None, None)
+    assert seen == [(before, expect_huge[0]), ("system", expect_huge[1])]
+    assert pa.default_memory_pool().backend_name == before
+    with pytest.raises(UsageError, match="no such file"):
+        dedupe(tmp_path / "missing.parquet", tune_allocator=True)  # fails inside the tuned scope
+    assert pa.default_memory_pool().backend_name == before
     with alloc.reuse_freed_memory():
         assert pa.default_memory_pool().backend_name == "system"
         with alloc.reuse_freed_memory():
             pass
         assert pa.default_memory_pool().backend_name == "system"
     assert pa.default_memory_pool().backend_name == before
-    with pytest.raises(UsageError):
-        dedupe(rows_to_table([chat(text(1))]), threshold=2.0)
-    assert pa.default_memory_pool().backend_name == before
-    r = dedupe(rows_to_table([chat(text(1)), chat(text(1))]))
-    assert r.summary["removed"] == 1 and pa.default_memory_pool().backend_name == before
     if alloc._set_hugepage is not None:
-        hugepage = alloc._set_hugepage(True)  # numpy's default on Linux
         with alloc.small_pages():
             with alloc.small_pages():
                 pass
             assert alloc._set_hugepage(False) is False  # off inside, also after a nested use ended
         assert alloc._set_hugepage(hugepage) is True  # restored after the outermost
+
+
+def test_settings_have_one_name_in_python_cli_and_recipe():
+    """Every DedupeConfig setting is a CLI flag with its range and choices (generated), shown by --help; the recipe
+    has all but the two input formats (a recipe's inputs are canonical Parquet)."""
+    import click
+
+    from curate.config import section_schema
+    from curate.ingest.config import INPUT_FORMATS
+
+    params = {p.name: p for p in cli.commands["dedupe"].params}
+    shown = CliRunner().invoke(cli, ["dedupe", "--help"], terminal_width=200).output
+    fields = DedupeConfig.model_fields
+    assert set(params) == {*fields, "input_path", "output", "against", "dry_run", "as_json"}
+    for name in fields:
+        flag = "--" + name.replace("_", "-")
+        assert params[name].opts == [flag] and f"  {flag}" in shown, name
+    assert params["verify"].secondary_opts == ["--no-verify"] and "--rows" not in shown.split()
+    t = params["threshold"].type
+    assert isinstance(t, click.FloatRange) and (t.min, t.min_open, t.max, t.max_open) == (0, True, 1, False)
+    assert (params["num_perm"].type.min, params["ngram"].type.min, params["containment"].type.max) == (2, 1, 1)
+    assert params["seed"].type.max == 2**32 and params["seed"].type.max_open
+    choices = {name: list(p.type.choices) for name, p in params.items() if isinstance(p.type, click.Choice)}
+    assert choices.pop("format") == choices.pop("against_format") == ["auto", "mixed", *INPUT_FORMATS]
+    assert choices == {"on": ["user", "assistant", "conversation", "first-user"], "shingle": ["word", "char"],
+                       "keep": ["first", "longest", "origin"], "hash": ["curate", "sha1"]}
+    assert set(section_schema(DedupeConfig)["properties"]) == set(fields) - {"format", "against_format", "index"}
+
+
+def test_cli_settings_reach_the_config(shared_data, tmp_path):
+    src = str(shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["dedupe", src, "--dry-run", "--json", "--origin-priority", "seed, production",
+                              "--bands", "16", "--rows-per-band", "8", "--no-verify", "--index", str(tmp_path / "i"),
+                              "--boilerplate-rows", "40", "--seed", "7", "--format", "alpaca"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(res.stdout)["config"]
+    assert (cfg["origin_priority"], cfg["bands"], cfg["rows_per_band"], cfg["verify"], cfg["index"]) == (
+        ["seed", "production"], 16, 8, False, str(tmp_path / "i"))
+    assert (cfg["boilerplate_rows"], cfg["seed"], cfg["format"], cfg["threshold"]) == (40, 7, "alpaca", 0.8)
+    for args, message in ((["--threshold", "0"], "0<x<=1"), (["--rows-per-band", "6"], "give both bands and rows_per_band"),
+                          (["--bands", "30", "--rows-per-band", "6"], "180 exceeds num_perm 128"),
+                          (["--num-perm", "1"], "x>=2"), (["--keep", "oldest"], "'oldest' is not one of")):
+        res = runner.invoke(cli, ["dedupe", src, "--dry-run", *args])
+        assert res.exit_code == 2 and message in res.output, (args, res.output)

@@ -147,7 +147,7 @@ def test_sha1_mode_dedupes_like_default(shared_data):
     from curate.dedupe import dedupe
 
     a = dedupe(shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json", hash="sha1")
-    assert a.summary["removed_by_reason"]["exact"] == 14 and a.summary["config"]["hash"] == "sha1"
+    assert a.summary["reasons"]["exact"] == 14 and a.summary["config"]["hash"] == "sha1"
 
 
 def test_shingle_sets_and_exact_jaccard_equal_python_sets():

@@ -44,13 +44,13 @@ class EvalSet:
 
 def load_eval(paths: list[str | Path], fmt: str = "auto", long_ngram: int = 13) -> EvalSet:
     """Read evaluation files in any format curate reads; one item per user turn (or per row without one)."""
-    from curate.inputs import load_any
+    from curate.inputs import open_input
 
     files, item_file, item_id, item_turn, texts = [], [], [], [], []
     for path in paths:
-        table = load_any(path, fmt=fmt, origin="eval")
         files.append(str(path))
-        for row in table.select(["id", "messages"]).to_pylist():
+        rows = (row for b in open_input(path, fmt, origin="eval").batches(columns=["id", "messages"]) for row in b.to_pylist())
+        for row in rows:
             turns = [m["content"] for m in row["messages"] if m["role"] == "user" and m["content"]]
             if not turns:
                 turns = [m["content"] for m in row["messages"] if m["content"]]

@@ -13,19 +13,23 @@ from pathlib import Path
 import numpy as np
 
 from curate.dataset import atomic_path
+from curate.dedupe.config import DedupeConfig
 from curate.errors import UsageError
 
 VERSION = 2  # 2: the token hash changed (curate 0.1.0 after 2026-11-24); hashes of version 1 do not match
-COMPAT_KEYS = ("on", "shingle", "ngram", "hash", "num_perm", "seed", "bands", "rows")
+# the settings an index must be reused with: key in index.json -> setting (the file keeps its own names)
+COMPAT = {"on": "on", "shingle": "shingle", "ngram": "ngram", "hash": "hash", "num_perm": "num_perm", "seed": "seed",
+          "bands": "bands", "rows": "rows_per_band"}
 _FILES = ("ids", "exact", "bands", "offsets", "values")
 
 
 class LshIndex:
     """Rows kept by earlier runs: their ids, exact hashes, band keys and shingle sets."""
 
-    def __init__(self, path: str | Path, config: dict):
+    def __init__(self, path: str | Path, cfg: DedupeConfig):
+        """The index in `path` (empty if there is none yet), for rows compared with `cfg` (bands chosen)."""
         self.path = Path(path)
-        self.config = {k: config[k] for k in COMPAT_KEYS}
+        self.config = {k: getattr(cfg, name) for k, name in COMPAT.items()}
         self.parts: list[dict] = []
         manifest = self.path / "index.json"
         if manifest.exists():
@@ -39,7 +43,8 @@ class LshIndex:
                     f"{VERSION} (its hashes differ); rebuild it by running the earlier batches into a new --index DIR"
                 )
             old = data.get("config", {})
-            diff = [f"{k}={old.get(k)!r} (now {self.config[k]!r})" for k in COMPAT_KEYS if old.get(k) != self.config[k]]
+            diff = [f"{name}={old.get(k)!r} (now {self.config[k]!r})" for k, name in COMPAT.items()
+                    if old.get(k) != self.config[k]]
             if diff:
                 raise UsageError(
                     f"{manifest}: the index was built with {', '.join(diff)}; rerun with the same "

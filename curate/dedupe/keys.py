@@ -16,9 +16,6 @@ import pyarrow.compute as pc
 
 from curate.dedupe import kernels
 from curate.dedupe.shingle import Tokens, tokenize
-from curate.errors import UsageError
-
-KEYS = ("user", "assistant", "conversation", "first-user")
 
 
 @dataclass
@@ -36,11 +33,6 @@ class Keys:
             return np.zeros(self.nrows, dtype=np.int64)
         lengths = np.asarray(pc.utf8_length(self.texts), dtype=np.int64)
         return np.bincount(self.doc, weights=lengths, minlength=self.nrows).astype(np.int64)
-
-
-def check_on(on: str) -> None:
-    if on not in KEYS:
-        raise UsageError(f"unknown --on {on!r}; choose one of: {', '.join(KEYS)}")
 
 
 def _messages(batch: pa.Table | pa.RecordBatch) -> pa.ListArray:

@@ -6,12 +6,13 @@ published by an earlier run), then this input's rows (m..m+n-1).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from curate.dedupe import kernels, lsh
+from curate.dedupe.config import DedupeConfig
 from curate.dedupe.minhash import permutations
 
 
@@ -53,23 +54,26 @@ def _known_or_new(query: np.ndarray, pairs: np.ndarray, values: np.ndarray, comp
     return out
 
 
-def decide(
-    *,
-    n: int,
-    exact: np.ndarray,
-    band: np.ndarray,
-    active: np.ndarray,
-    length: np.ndarray,
-    origins: tuple[np.ndarray, list[str | None]],
-    keep: str,
-    origin_priority: Sequence[str],
-    threshold: float,
-    verify: bool,
-    index,
-    load_sets: Callable[[np.ndarray], lsh.ShingleSets],
-    num_perm: int,
-    seed: int,
-) -> Plan:
+@dataclass
+class Rows:
+    """What pass 1 learned about every row of the input that deciding needs."""
+
+    exact: np.ndarray  # (n, 2) uint64 exact-key hashes
+    band: np.ndarray  # (n, bands) uint64 LSH band keys
+    active: np.ndarray  # rows that take part: a non-empty key, not contaminated
+    length: np.ndarray  # key characters per row (keep="longest" only, else empty)
+    origin: np.ndarray  # origin code per row (keep="origin" only, else empty)
+    origin_names: list[str | None]  # origin of each code
+
+    @property
+    def n(self) -> int:
+        return len(self.active)
+
+
+def decide(rows: Rows, cfg: DedupeConfig, load_sets: Callable[[np.ndarray], lsh.ShingleSets], index=None) -> Plan:
+    """Which rows go and why: exact groups, verified candidate pairs, clusters, and cfg.keep's choice in each."""
+    n, exact, band, active, length = rows.n, rows.exact, rows.band, rows.active, rows.length
+    keep, threshold, verify, num_perm, seed = cfg.keep, cfg.threshold, cfg.verify, cfg.num_perm, cfg.seed
     m = index.rows if index is not None else 0
     total = m + n
     ex_all = np.concatenate([index.exact(), exact]) if m else exact
@@ -118,10 +122,9 @@ def decide(
     if keep == "longest":
         rule = np.where(is_new == 1, -length[np.maximum(new_local, 0)], 0)
     elif keep == "origin":
-        codes, names = origins
-        prio = {o: i for i, o in enumerate(origin_priority)}
-        by_code = np.array([prio.get(name, len(prio)) for name in names] + [0], dtype=np.int64)
-        rule = np.where(is_new == 1, by_code[codes[np.maximum(new_local, 0)]], 0)
+        prio = {o: i for i, o in enumerate(cfg.origin_priority)}
+        by_code = np.array([prio.get(name, len(prio)) for name in rows.origin_names] + [0], dtype=np.int64)
+        rule = np.where(is_new == 1, by_code[rows.origin[np.maximum(new_local, 0)]], 0)
     order = np.lexsort((nodes, rule, is_new, labels[nodes]))
     sn = nodes[order]
     lab = labels[sn]

@@ -1,4 +1,4 @@
-"""Pass 3 of `dedupe()`: write kept and removed rows, the clusters and decontamination tables, the summary."""
+"""Pass 3 of `dedupe()`: write kept and removed rows, the clusters and decontamination tables; the outcome."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import math
 import resource
 import time
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from curate.dedupe.config import DedupeConfig
 from curate.dedupe.decontam import REPORT_SCHEMA
 from curate.dedupe.keys import Keys, extract
 from curate.dedupe.plan import Plan
 from curate.dedupe.spill import ShingleSpill
+from curate.inputs import Input
+from curate.outcome import StageOutcome
 from curate.outputs import OutputSet, ParquetSink, write_table
 
 KEPT_EXTRA = [pa.field("dedupe_cluster", pa.int64())]
@@ -52,23 +55,16 @@ ROW_GROUP_BYTES = 64 << 20  # in-memory Arrow bytes gathered into one row group 
 
 
 @dataclass
-class DedupeResult:
-    """What `dedupe()` did: counts, clusters, decontamination matches, and the kept / removed rows."""
+class DedupeOutcome(StageOutcome):
+    """What `dedupe()` did (a StageOutcome), plus its clusters and decontamination matches as tables.
 
-    summary: dict
-    clusters: pa.Table
-    decontamination: pa.Table
-    paths: dict[str, str] = field(default_factory=dict)
-    _kept: pa.Table | None = None
-    _removed: pa.Table | None = None
+    counts: in = kept + rejected (removed); summary["reasons"]: removed rows by reason (exact, near,
+    contaminated). `kept` and `rejected` (the removed rows, reason in `dedupe_reason`) are tables when
+    nothing was written (output=None), else None: the rows are in outputs["kept"] and outputs["removed"].
+    """
 
-    @property
-    def kept(self) -> pa.Table:
-        return self._kept if self._kept is not None else pq.read_table(self.paths["kept"])
-
-    @property
-    def removed(self) -> pa.Table:
-        return self._removed if self._removed is not None else pq.read_table(self.paths["removed"])
+    clusters: pa.Table = field(default_factory=CLUSTER_SCHEMA.empty_table, repr=False)
+    decontamination: pa.Table = field(default_factory=REPORT_SCHEMA.empty_table, repr=False)
 
 
 def output_paths(output: str | Path) -> dict[str, Path]:
@@ -99,11 +95,12 @@ class RowState:
     contam: list[dict] = field(default_factory=list)
 
 
-def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: dict, *, index, matcher,
-           shared: set[str], batch_size: int, t0: float) -> DedupeResult:
-    """Pass 3: write kept and removed rows; build the clusters and decontamination tables and the summary."""
+def finish(src: Input, output: str | Path | None, plan: Plan, rows: RowState, cfg: DedupeConfig, *, index, matcher,
+           shared: set[str], t0: float) -> DedupeOutcome:
+    """Pass 3: write kept and removed rows; build the clusters and decontamination tables and the outcome
+    (cfg: the settings used, bands chosen)."""
     c2 = time.process_time()
-    ids, contam, nonempty, spill, on = rows.ids, rows.contam, rows.nonempty, rows.spill, config["on"]
+    ids, contam, nonempty, spill, on = rows.ids, rows.contam, rows.nonempty, rows.spill, cfg.on
     n = plan.n
     old_ids = index.ids() if plan.m else []
 
@@ -130,7 +127,7 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
     dup_row[rem] = np.where(kept_node >= plan.m, kept_node - plan.m, -1)
     jac[rem] = np.round(plan.jaccard, 4)
     jest[rem] = np.round(plan.jaccard_est, 4)
-    near_text = f"{config['shingle']} {config['ngram']}-gram Jaccard"
+    near_text = f"{cfg.shingle} {cfg.ngram}-gram Jaccard"
     evidence[rem] = [
         ("same normalised text" if why == "exact"
          else f"MinHash estimated Jaccard {e} (not verified)" if math.isnan(j)
@@ -158,7 +155,7 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
         rem_w = _RowGroups(ParquetSink(paths["removed"], rem_schema, outs)) if output is not None else None
         kept_parts, rem_parts = [], []
         idx_rows = []
-        for start, batch in src.batches(batch_size, columns):
+        for start, batch in batches(src, cfg.batch_size, columns):
             sl = slice(start, start + batch.num_rows)
             rm = removed_mask[sl]
             cl = plan.cluster_of_row[sl]
@@ -203,11 +200,9 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
 
         counts = {r: int(np.sum(reason == r)) for r in ("exact", "near", "contaminated")}
         sizes = pc.list_value_length(clusters.column("member_ids")).to_numpy(zero_copy_only=False) + 1 if clusters.num_rows else []
+        gone = int(removed_mask.sum())
         summary = {
-            "input_rows": n,
-            "kept": int(n - removed_mask.sum()),
-            "removed": int(removed_mask.sum()),
-            "removed_by_reason": counts,
+            "reasons": counts,
             "empty_key_rows": int((~nonempty).sum()),
             "clusters": clusters.num_rows,
             "largest_cluster": int(max(sizes)) if len(sizes) else 0,
@@ -215,19 +210,21 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
             "eval_items": len(matcher.evals) if matcher else 0,
             "contaminated_eval_items": len({(c["eval_file"], c["eval_id"], c["eval_turn"]) for c in contam}),
             **plan.stats,
-            "config": config,
-            "seconds": round(time.perf_counter() - t0, 3),
-            # the whole process's high-water mark (Linux reports KiB), so it includes whatever ran before
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "config": cfg.to_dict(),
         }
+        written = {k: str(v) for k, v in paths.items() if k != "decontamination" or matcher is not None}
+        outcome = DedupeOutcome("dedupe", {"in": n, "kept": n - gone, "rejected": gone}, written, summary,
+                                clusters=clusters, decontamination=decon)
         if output is not None:
             write_table(clusters, paths["clusters"], outs)
             if matcher is not None:
                 write_table(decon, paths["decontamination"], outs)
-            summary["outputs"] = {k: str(v) for k, v in paths.items() if k != "decontamination" or matcher is not None}
         summary["cpu_seconds"]["write"] = round(time.process_time() - c2, 3)
-        if output is not None:
-            outs.tmp(paths["summary"]).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        summary["seconds"] = round(time.perf_counter() - t0, 3)
+        # the whole process's high-water mark (Linux reports KiB), so it includes whatever ran before
+        summary["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        if output is not None:  # the same document as `--json`
+            outs.tmp(paths["summary"]).write_text(json.dumps(outcome.to_dict(), indent=2, default=str) + "\n")
     # the index learns this run's rows only once its outputs are published: a run killed before that
     # leaves the index as it was, so the rerun's outputs equal an uninterrupted run's
     if index is not None and idx_rows:
@@ -235,9 +232,25 @@ def finish(src, output: str | Path | None, plan: Plan, rows: RowState, config: d
         if len(sets.docs):
             index.append(ids.take(pa.array(sets.docs)).to_pylist(), rows.exact[sets.docs], rows.band[sets.docs],
                          sets.offsets, sets.values)
-    kept_t = pa.concat_tables(kept_parts).cast(keep_schema) if kept_parts else (keep_schema.empty_table() if output is None else None)
-    rem_t = pa.concat_tables(rem_parts).cast(rem_schema) if rem_parts else (rem_schema.empty_table() if output is None else None)
-    return DedupeResult(summary, clusters, decon, {k: str(v) for k, v in paths.items()}, kept_t, rem_t)
+    if output is None:
+        outcome.kept = pa.concat_tables(kept_parts).cast(keep_schema) if kept_parts else keep_schema.empty_table()
+        outcome.rejected = pa.concat_tables(rem_parts).cast(rem_schema) if rem_parts else rem_schema.empty_table()
+    return outcome
+
+
+def batches(src: Input, size: int, columns: list[str], *, keys_only: bool = False) -> Iterator[tuple[int, pa.Table]]:
+    """(first row, table) per batch of `src`. keys_only: of a Parquet file's `messages`, read only the leaf columns
+    keys are made of (role and content), which spares decoding the other message fields (a third of pass 1's
+    Parquet time)."""
+    if keys_only and src.parquet is not None and "messages" in columns:
+        leaves = [c.path for c in src.parquet.schema if c.path.startswith("messages.")
+                  and c.path.count(".") == 3 and c.path.rsplit(".", 1)[1] in ("role", "content")]
+        if len(leaves) == 2:
+            columns = [x for c in columns for x in (leaves if c == "messages" else [c])]
+    start = 0
+    for rb in src.batches(size, columns):
+        yield start, pa.Table.from_batches([rb])
+        start += rb.num_rows
 
 
 def _preview_texts(keys: Keys) -> pa.Array:

@@ -9,167 +9,86 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curate.dedupe.alloc import reuse_freed_memory, small_pages
-from curate.dedupe.keys import check_on, exact_hashes, key_tokens, shared_system_prompts, system_prompts
+from curate.dedupe.config import DedupeConfig
+from curate.dedupe.keys import exact_hashes, key_tokens, shared_system_prompts, system_prompts
 from curate.dedupe.minhash import band_hashes, choose_bands, collision_probability, signatures
-from curate.dedupe.plan import decide
+from curate.dedupe.plan import Rows, decide
+from curate.dedupe.result import DedupeOutcome, RowState, batches, finish
 from curate.dedupe.shingle import minhash_inputs
 from curate.dedupe.spill import ShingleSpill
-from curate.errors import UsageError
+from curate.inputs import open_input
 
-KEEP_RULES = ("first", "longest", "origin")
-DEFAULT_ORIGIN_PRIORITY = ("production", "seed", "eval", "synthetic")
-
-
-class Source:
-    """Rows to deduplicate: an in-memory table, a canonical Parquet file (streamed) or any raw input."""
-
-    def __init__(self, data: pa.Table | str | Path, fmt: str = "auto"):
-        self.path: Path | None = None
-        self._pf: pq.ParquetFile | None = None
-        self.table: pa.Table | None = None
-        if isinstance(data, pa.Table):
-            self.table = data
-        else:
-            from curate.dataset import canonical_parquet, open_parquet
-            from curate.inputs import load_any
-
-            self.path = Path(data)
-            if not self.path.exists():
-                raise UsageError(f"no such file: {self.path}")
-            if canonical_parquet(self.path):
-                # read column chunks through an 8 MiB buffer, and without pre-buffering: pre-buffering keeps every
-                # row group's chunks of the read columns in memory until the reader goes (~2 GB more at 10M rows), and
-                # an unbuffered read holds a whole compressed chunk (~250 MB for 1M rows of text); neither is faster here
-                self._pf = open_parquet(self.path, pre_buffer=False, buffer_size=1 << 23)
-            else:
-                self.table = load_any(self.path, fmt=fmt)
-
-    @property
-    def rows(self) -> int:
-        return self.table.num_rows if self.table is not None else self._pf.metadata.num_rows
-
-    @property
-    def schema(self) -> pa.Schema:
-        return self.table.schema if self.table is not None else self._pf.schema_arrow
-
-    def batches(self, size: int, columns: list[str] | None = None, *, keys_only: bool = False) -> Iterator[tuple[int, pa.Table]]:
-        """(first row, table) per batch. keys_only: of `messages`, read only what keys are made of (role and
-        content), which spares decoding the other message fields (a third of pass 1's Parquet time)."""
-        start = 0
-        if self.table is not None:
-            t = self.table.select(columns) if columns else self.table
-            for start in range(0, t.num_rows, size):
-                yield start, t.slice(start, size)
-            return
-        if keys_only and columns and "messages" in columns:
-            leaves = [c.path for c in self._pf.schema if c.path.startswith("messages.")
-                      and c.path.count(".") == 3 and c.path.rsplit(".", 1)[1] in ("role", "content")]
-            if len(leaves) == 2:
-                columns = [x for c in columns for x in (leaves if c == "messages" else [c])]
-        from curate.dataset import parquet_batches
-
-        for rb in parquet_batches(self._pf, self.path, batch_size=size, columns=columns):
-            yield start, pa.Table.from_batches([rb])
-            start += rb.num_rows
+# a canonical Parquet input's column chunks are read through an 8 MiB buffer, without pre-buffering: pre-buffering
+# keeps every row group's chunks of the read columns in memory until the reader goes (~2 GB more at 10M rows), and
+# an unbuffered read holds a whole compressed chunk (~250 MB for 1M rows of text); neither is faster here
+PARQUET_READ = {"pre_buffer": False, "buffer_size": 1 << 23}
 
 
-def _check(on: str, shingle: str, ngram: int, num_perm: int, threshold: float, keep: str) -> None:
-    check_on(on)
-    if shingle not in ("word", "char"):
-        raise UsageError(f"unknown --shingle {shingle!r}; choose word or char")
-    if ngram < 1:
-        raise UsageError(f"--ngram must be at least 1, got {ngram}")
-    if num_perm < 2:
-        raise UsageError(f"--num-perm must be at least 2, got {num_perm}")
-    if not 0.0 < threshold <= 1.0:
-        raise UsageError(f"--threshold must be in (0, 1], got {threshold}")
-    if keep not in KEEP_RULES:
-        raise UsageError(f"unknown --keep {keep!r}; choose one of: {', '.join(KEEP_RULES)}")
+def dedupe(data: pa.Table | str | Path, output: str | Path | None = None,
+           config: DedupeConfig | Mapping[str, Any] | None = None, *, against: Sequence[str | Path] | None = (),
+           dry_run: bool = False, tune_allocator: bool = False, **overrides: Any) -> DedupeOutcome:
+    """Remove exact and near-duplicate rows of `data` (and rows containing items of the `against` eval files).
+
+    data: a canonical Parquet file, a table of canonical rows, or any file `curate ingest` reads (format: cfg.format).
+    output: the kept rows' Parquet, with the removed rows, clusters, decontamination matches and dedupe.json beside
+    it as one output set; None keeps everything in memory (the outcome's kept, rejected, clusters, decontamination).
+    dry_run: time a sample and estimate time and peak memory; nothing is written.
+    tune_allocator: while the call lasts, let glibc and Arrow keep freed memory for the next batch and numpy ask for
+    no transparent huge pages (curate/dedupe/alloc.py): process-wide settings, so only the caller that owns the
+    process (the CLI, the benchmarks) should ask. The outputs are the same either way.
+    See the README, section `curate dedupe`, for the settings (DedupeConfig) and the outputs.
+    """
+    cfg = DedupeConfig.build(config, **overrides)
+    with reuse_freed_memory() if tune_allocator else nullcontext():
+        return _dedupe(data, output, cfg, list(against or ()), dry_run, tune_allocator)
 
 
-@reuse_freed_memory()
-def dedupe(
-    data: pa.Table | str | Path,
-    output: str | Path | None = None,
-    *,
-    on: str = "user",
-    shingle: str = "word",
-    ngram: int = 5,
-    num_perm: int = 128,
-    threshold: float = 0.8,
-    bands: int | None = None,
-    rows_per_band: int | None = None,
-    keep: str = "first",
-    origin_priority: Sequence[str] = DEFAULT_ORIGIN_PRIORITY,
-    against: Sequence[str | Path] | None = None,
-    against_format: str = "auto",
-    index_dir: str | Path | None = None,
-    verify: bool = True,
-    dry_run: bool = False,
-    fmt: str = "auto",
-    batch_size: int = 5_000,
-    seed: int = 1,
-    hash: str = "curate",
-    long_ngram: int = 13,
-    containment: float = 0.7,
-    boilerplate_rows: int | None = None,
-):
-    """Remove exact and near-duplicate rows (and rows containing eval items); see the README, section `curate dedupe`."""
-    from curate.dedupe.result import RowState, finish
-
-    _check(on, shingle, ngram, num_perm, threshold, keep)
-    if hash not in ("curate", "sha1"):
-        raise UsageError(f"unknown --hash {hash!r}; choose curate (fast) or sha1 (datasketch's default hashfunc)")
-    if (bands is None) != (rows_per_band is None):
-        raise UsageError("give both --bands and --rows, or neither (they are chosen from --threshold)")
-    if bands is None:
-        bands, rows_per_band = choose_bands(threshold, num_perm)
-    if bands * rows_per_band > num_perm:
-        raise UsageError(f"--bands x --rows = {bands * rows_per_band} exceeds --num-perm {num_perm}")
+def _dedupe(data: pa.Table | str | Path, output: str | Path | None, cfg: DedupeConfig, against: list[str | Path],
+            dry_run: bool, tune_allocator: bool) -> DedupeOutcome:
+    if cfg.bands is None:
+        bands, rows_per_band = choose_bands(cfg.threshold, cfg.num_perm)
+        cfg = cfg.model_copy(update={"bands": bands, "rows_per_band": rows_per_band})  # the settings used, recorded
+    bands, rows_per_band, keep = cfg.bands, cfg.rows_per_band, cfg.keep
+    recall = round(collision_probability(cfg.threshold, bands, rows_per_band), 4)
     t0, c0 = time.perf_counter(), time.process_time()
-    src = Source(data, fmt)
-    config = {
-        "on": on, "shingle": shingle, "ngram": ngram, "hash": hash, "num_perm": num_perm, "seed": seed,
-        "bands": bands, "rows": rows_per_band, "threshold": threshold, "keep": keep,
-        "origin_priority": list(origin_priority), "verify": verify,
-        "recall_at_threshold": round(collision_probability(threshold, bands, rows_per_band), 4),
-    }
+    src = open_input(data, cfg.format, **PARQUET_READ)
+    if src.rows is None:  # a raw file: converted once and held, not once per pass
+        src = open_input(src.read())
     if dry_run:
-        from curate.dedupe.decontam import REPORT_SCHEMA
         from curate.dedupe.dryrun import estimate
-        from curate.dedupe.result import CLUSTER_SCHEMA, DedupeResult
 
-        return DedupeResult(estimate(src, config, against, index_dir), CLUSTER_SCHEMA.empty_table(),
-                            REPORT_SCHEMA.empty_table())
+        return DedupeOutcome("dedupe", summary={"dry_run": True, **estimate(src, cfg), "recall_at_threshold": recall,
+                                                "eval_files": [str(a) for a in against], "config": cfg.to_dict()})
 
     shared: set[str] = set()
-    if on == "conversation":
+    if cfg.on == "conversation":
         counts: Counter = Counter()
-        for _, batch in src.batches(batch_size, ["messages"], keys_only=True):
+        for _, batch in batches(src, cfg.batch_size, ["messages"], keys_only=True):
             counts.update(system_prompts(batch).to_pylist())
         shared = shared_system_prompts(counts)
 
     index = None
-    if index_dir is not None:
+    if cfg.index is not None:
         from curate.dedupe.index import LshIndex
 
-        index = LshIndex(index_dir, config)
+        index = LshIndex(cfg.index, cfg)
     matcher = None
     if against:
         from curate.dedupe.decontam import Matcher, load_eval
 
-        matcher = Matcher(load_eval(list(against), against_format, long_ngram))
+        matcher = Matcher(load_eval(against, cfg.against_format, cfg.long_ngram))
 
-    with small_pages():  # see curate/dedupe/alloc.py
+    with small_pages() if tune_allocator else nullcontext():  # see curate/dedupe/alloc.py
         # pass 1: exact hashes and band keys of every row
         n = src.rows
         exact = np.zeros((n, 2), dtype=np.uint64)
@@ -183,13 +102,13 @@ def dedupe(
         origin_code: dict[str | None, int] = {}
         spill = ShingleSpill(n)
         columns = ["id", "messages"] + (["origin"] if keep == "origin" else [])
-        for start, batch in src.batches(batch_size, columns, keys_only=True):
-            keys, tok = key_tokens(batch, on, shared)
+        for start, batch in batches(src, cfg.batch_size, columns, keys_only=True):
+            keys, tok = key_tokens(batch, cfg.on, shared)
             sl = slice(start, start + batch.num_rows)
             exact[sl] = exact_hashes(tok)
-            h32, offsets = minhash_inputs(tok, shingle, ngram, hash)
+            h32, offsets = minhash_inputs(tok, cfg.shingle, cfg.ngram, cfg.hash)
             spill.add(start, h32, offsets)
-            sig = signatures(h32, offsets, num_perm, seed)
+            sig = signatures(h32, offsets, cfg.num_perm, cfg.seed)
             band[sl] = band_hashes(sig, bands, rows_per_band)
             nonempty[sl] = np.diff(offsets) > 0
             if keep == "longest":
@@ -205,26 +124,12 @@ def dedupe(
                 matcher.add_batch(batch, start)
 
         t1, c1 = time.perf_counter(), time.process_time()
-        contam = matcher.matches(containment, boilerplate_rows=boilerplate_rows) if matcher else []
+        contam = matcher.matches(cfg.containment, boilerplate_rows=cfg.boilerplate_rows) if matcher else []
         contaminated = np.zeros(n, dtype=bool)
         contaminated[[c["row"] for c in contam]] = True
-
-        plan = decide(
-            n=n,
-            exact=exact,
-            band=band,
-            active=nonempty & ~contaminated,
-            length=length,
-            origins=(origin, list(origin_code)),
-            keep=keep,
-            origin_priority=origin_priority,
-            threshold=threshold,
-            verify=verify,
-            index=index,
-            load_sets=spill.sets,
-            num_perm=num_perm,
-            seed=seed,
-        )
+        plan = decide(Rows(exact, band, nonempty & ~contaminated, length, origin, list(origin_code)), cfg, spill.sets,
+                      index)
+    plan.stats["recall_at_threshold"] = recall
     plan.stats["seconds_pass1"] = round(t1 - t0, 3)
     plan.stats["seconds_pass2"] = round(time.perf_counter() - t1, 3)
     # CPU seconds of this process per phase: read + hash, decide (LSH, verify, clusters), write
@@ -234,8 +139,7 @@ def dedupe(
         if index is None:  # band keys and exact hashes are needed after deciding only to extend an index:
             exact = band = None  # free them (~170 bytes a row, 1.7 GB at 10M rows) before writing
         state = RowState(ids, exact, band, nonempty, spill, contam)
-        return finish(src, output, plan, state, config, index=index, matcher=matcher, shared=shared,
-                      batch_size=batch_size, t0=t0)
+        return finish(src, output, plan, state, cfg, index=index, matcher=matcher, shared=shared, t0=t0)
     finally:
         spill.close()
 
