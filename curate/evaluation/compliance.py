@@ -1,16 +1,16 @@
-"""Format-compliance checks for generated replies: JSON parses, schema-valid, regex, exact match."""
+"""Format compliance of generated replies (JSON parses, schema-valid, regex) and exact match with the reference.
+
+The checks are curate.replies.ReplyCheck's, the one checker validate and synth use too. By its fence
+rule a reply wrapped in a code fence is not JSON: a trained model's reply must be JSON as it stands.
+"""
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curate.errors import UsageError
-
-_NOT_JSON = object()
+from curate.replies import ReplyCheck
 
 
 @dataclass
@@ -25,73 +25,49 @@ class RowCheck:
     ok: bool  # every format check that applies passed (schema, regex; JSON parse when neither is given)
 
 
-@dataclass
 class Checker:
     """The checks an eval applies: a JSON Schema, a regex over the whole reply, or plain JSON parsing."""
 
-    schema: dict | None = None
-    regex: re.Pattern | None = None
-    validator: Any = None
+    def __init__(self, replies: ReplyCheck):
+        self.replies = replies
+        self._plain = ReplyCheck()  # references are only parsed
 
     @classmethod
     def build(cls, schema: str | Path | dict | None, regex: str | None) -> Checker:
-        validator = None
-        if schema is not None and not isinstance(schema, dict):
-            path = Path(schema)
-            if not path.is_file():
-                raise UsageError(f"--output-schema: no such file: {path}")
-            try:
-                schema = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise UsageError(f"--output-schema {path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-        if schema is not None:
-            import jsonschema
+        """A checker for a schema (a file or a dict), a regex, or neither; a bad one is a UsageError."""
+        return cls(ReplyCheck(schema, regex))
 
-            cls_ = jsonschema.validators.validator_for(schema)
-            try:
-                cls_.check_schema(schema)
-            except jsonschema.SchemaError as exc:
-                raise UsageError(f"--output-schema is not a valid JSON Schema: {exc.message}") from exc
-            validator = cls_(schema)
-        pattern = None
-        if regex is not None:
-            try:
-                pattern = re.compile(regex, re.DOTALL)
-            except re.error as exc:
-                raise UsageError(f"--output-regex is not a valid regular expression: {exc}") from exc
-        return cls(schema=schema, regex=pattern, validator=validator)
+    @property
+    def schema(self) -> bool:
+        return self.replies.validator is not None
+
+    @property
+    def regex(self) -> bool:
+        return self.replies.regex is not None
 
     def names(self) -> list[str]:
-        return ["parses"] + (["schema_valid"] if self.validator else []) + (["regex_match"] if self.regex else [])
+        return ["parses"] + (["schema_valid"] if self.schema else []) + (["regex_match"] if self.regex else [])
 
     def check(self, reply: str, reference: str | None) -> RowCheck:
         text = reply.strip()
-        value = _json(text)
-        parses = value is not _NOT_JSON
+        v = self.replies.check(text)
         schema_valid = schema_error = None
-        if self.validator is not None:
-            if not parses:
+        if self.schema:
+            if not v.parses:
                 schema_valid, schema_error = False, "reply is not JSON"
             else:
-                err = next(iter(self.validator.iter_errors(value)), None)
-                schema_valid = err is None
-                schema_error = None if err is None else f"{'/'.join(map(str, err.absolute_path)) or '$'}: {err.message}"
-        # the whole reply must match: exact format compliance, not "contains"
-        regex_match = bool(self.regex.fullmatch(text)) if self.regex else None
+                schema_valid = not v.schema_errors
+                if v.schema_errors:
+                    # the first error in the schema's own order (Verdict.schema_errors is sorted by path)
+                    err = next(iter(self.replies.validator.iter_errors(v.value)))
+                    schema_error = f"{'/'.join(map(str, err.absolute_path)) or '$'}: {err.message}"
         exact = None
         if reference is not None:
-            ref_value = _json(reference.strip())
-            exact = value == ref_value if parses and ref_value is not _NOT_JSON else text == reference.strip()
-        applicable = [v for v in (schema_valid, regex_match) if v is not None]
-        ok = all(applicable) if applicable else parses
-        return RowCheck(parses, schema_valid, schema_error, regex_match, exact, ok)
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (json.JSONDecodeError, ValueError):
-        return _NOT_JSON
+            ref = self._plain.check(reference.strip())
+            exact = v.value == ref.value if v.parses and ref.parses else text == reference.strip()
+        applicable = [x for x in (schema_valid, v.regex_match) if x is not None]
+        ok = all(applicable) if applicable else v.parses
+        return RowCheck(v.parses, schema_valid, schema_error, v.regex_match, exact, ok)
 
 
 def _rate(values: list[bool | None]) -> float | None:
@@ -105,7 +81,7 @@ def summarize(name: str, checks: list[RowCheck], in_bucket: list[bool], checker:
     for prefix, rows in (("", checks), ("p95_", [c for c, b in zip(checks, in_bucket) if b])):
         out[f"{prefix}rows"] = len(rows)
         out[f"{prefix}parse_rate"] = _rate([c.parses for c in rows])
-        out[f"{prefix}schema_valid_rate"] = _rate([c.schema_valid for c in rows]) if checker.validator else None
+        out[f"{prefix}schema_valid_rate"] = _rate([c.schema_valid for c in rows]) if checker.schema else None
         out[f"{prefix}regex_rate"] = _rate([c.regex_match for c in rows]) if checker.regex else None
         out[f"{prefix}exact_match_rate"] = _rate([c.exact_match for c in rows]) if has_refs else None
         out[f"{prefix}ok_rate"] = _rate([c.ok for c in rows])

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from curate.console import console, progress
+from curate.console import progress
 from curate.errors import InputError
-from curate.evaluation.compliance import Checker, summarize
-from curate.inputs import load_any
+from curate.evaluation.compliance import Checker, RowCheck, summarize
+from curate.evaluation.config import EvalConfig
+from curate.inputs import Source, open_input
+from curate.outcome import StageOutcome
 from curate.outputs import OutputSet, write_table
 from curate.train.data import percentile
 from curate.train.merging import adapter_dir
@@ -24,27 +25,6 @@ EVAL_COLUMNS = [
     ("eval_schema_error", pa.string()), ("eval_regex_match", pa.bool_()), ("eval_exact_match", pa.bool_()),
     ("eval_ok", pa.bool_()),
 ]
-
-
-@dataclass
-class EvalResult:
-    """One summary row per model (base first), the P95 input length, and where outputs went."""
-
-    models: list[str]
-    summary: list[dict[str, Any]]
-    rows: int
-    p95_input_tokens: int
-    checks: list[str]
-    output: Path | None = None
-    failures: Path | None = None
-    failures_count: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"models": self.models, "summary": self.summary, "rows": self.rows,
-                "p95_input_tokens": self.p95_input_tokens, "checks": self.checks,
-                "output": str(self.output) if self.output else None,
-                "failures": str(self.failures) if self.failures else None, "failures_count": self.failures_count}
 
 
 def split_prompt(messages: list[dict]) -> tuple[list[dict], str | None]:
@@ -64,37 +44,39 @@ def _labels(adapters: Sequence[str | Path]) -> list[str]:
 
 
 def evaluate(
-    *,
-    data: str | Path,
-    base: str | None = "embedded",
+    data: Source,
     adapters: Sequence[str | Path] = (),
-    output_schema: str | Path | dict | None = None,
-    output_regex: str | None = None,
-    max_new_tokens: int = 256,
-    limit: int | None = None,
     output: str | Path | None = None,
+    config: EvalConfig | Mapping[str, Any] | None = None,
+    *,
     failures: str | Path | None = None,
-    batch_size: int = 8,
-) -> EvalResult:
-    """Reply to each held-out prompt with the base and each adapter; score parse / schema / regex / exact match."""
-    checker = Checker.build(output_schema, output_regex)
+    **overrides: Any,
+) -> StageOutcome:
+    """Reply to each held-out prompt with the base and each adapter; score parse / schema / regex / exact match.
+
+    `output` gets the input rows once per model with eval_ columns; `failures` the rows an adapter (or
+    the base, when alone) fails, as seeds for `curate synth`. Both are written as one output set.
+    """
+    cfg = EvalConfig.build(config, **overrides)
+    checker = Checker.build(cfg.output_schema, cfg.output_regex)
     dirs = [adapter_dir(a) for a in adapters]
-    table = load_any(data)
+    src = open_input(data)
+    table = src.read()
     # a previous eval's output can be evaluated again: its eval_ columns are replaced, not duplicated
     table = table.drop_columns([c for c in table.column_names if c.startswith("eval_")])
-    if limit is not None:
-        table = table.slice(0, limit)
+    if cfg.limit is not None:
+        table = table.slice(0, cfg.limit)
     if table.num_rows == 0:
-        raise InputError("no rows to evaluate", file=str(data))
+        raise InputError("no rows to evaluate", file=src.name)
     from curate.embedded import load_tokenizer, resolve_model, template_messages
 
-    model_path = resolve_model(base)
+    model_path = resolve_model(cfg.base)
     tokenizer = load_tokenizer(model_path)
     prompts, refs = [], []
     for i, (messages, tools) in enumerate(zip(table.column("messages").to_pylist(), table.column("tools").to_pylist())):
         prompt, ref = split_prompt(messages)
         if not prompt:
-            raise InputError("row has no prompt before its assistant reply", file=str(data), field=f"row {i}")
+            raise InputError("row has no prompt before its assistant reply", file=src.name, field=f"row {i}")
         text = tokenizer.apply_chat_template(template_messages(prompt), tools=json.loads(tools) if tools else None,
                                              tokenize=False, add_generation_prompt=True)
         prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -107,21 +89,22 @@ def evaluate(
     replies: dict[str, list[str]] = {}
     with progress("generating", total=len(prompts) * len(names), unit="replies") as advance:
         for k, name in enumerate(names):
-            replies[name] = _generate(model, tokenizer, prompts, None if k == 0 else f"a{k - 1}", max_new_tokens,
-                                      batch_size, advance)
+            replies[name] = _generate(model, tokenizer, prompts, None if k == 0 else f"a{k - 1}", cfg.max_new_tokens,
+                                      cfg.batch_size, advance)
     results = {n: [checker.check(r, ref) for r, ref in zip(replies[n], refs)] for n in names}
     summary = [summarize(n, results[n], in_bucket, checker, any(r is not None for r in refs)) for n in names]
-    out_path = Path(output) if output else None
-    fail_path, n_fail = (Path(failures) if failures else None), 0
-    if out_path or fail_path:
+    failed = _failures(table, names, replies, results)
+    written = {name: str(path) for name, path in (("rows", output), ("failures", failures)) if path is not None}
+    if written:
         # per-row results and the failures file are one set: both appear together or neither does
-        with OutputSet(out_path or fail_path, [p for p in (out_path, fail_path) if p]) as outs:
-            if out_path:
-                write_table(_long_table(table, names, replies, results, lengths, in_bucket), out_path, outs)
-            if fail_path:
-                n_fail = _write_failures(table, names, replies, results, fail_path, outs)
-    return EvalResult(models=names, summary=summary, rows=table.num_rows, p95_input_tokens=p95,
-                      checks=checker.names(), output=out_path, failures=fail_path, failures_count=n_fail)
+        with OutputSet(output or failures, [p for p in (output, failures) if p is not None]) as outs:
+            if output is not None:
+                write_table(_long_table(table, names, replies, results, lengths, in_bucket), output, outs)
+            if failures is not None:
+                write_table(failed, failures, outs)
+    counts = {"in": table.num_rows, "ok": table.num_rows - failed.num_rows, "failed": failed.num_rows}
+    return StageOutcome("eval", counts, written, {"config": cfg.to_dict(), "models": names, "checks": checker.names(),
+                                                  "p95_input_tokens": p95, "summary": summary}, parts=("ok", "failed"))
 
 
 def _load(model_path: str, dirs: list[Path]) -> Any:
@@ -188,8 +171,8 @@ def _long_table(table: pa.Table, names: list[str], replies: dict, results: dict,
     return pa.concat_tables(parts)
 
 
-def _write_failures(table: pa.Table, names: list[str], replies: dict, results: dict, path: Path,
-                    outs: OutputSet | None = None) -> int:
+def _failures(table: pa.Table, names: list[str], replies: dict[str, list[str]],
+              results: dict[str, list[RowCheck]]) -> pa.Table:
     """Rows any adapter (or the base, when alone) fails, as canonical rows: seeds for `curate synth`."""
     judged = names[1:] or names
     keep, failed_by, reply = [], [], []
@@ -201,8 +184,4 @@ def _write_failures(table: pa.Table, names: list[str], replies: dict, results: d
             reply.append(replies[bad[-1]][i])
     t = table.take(pa.array(keep, type=pa.int64()))
     t = t.append_column("eval_failed_models", pa.array(failed_by, type=pa.string()))
-    t = t.append_column("eval_reply", pa.array(reply, type=pa.string()))
-    write_table(t, path, outs)
-    console.print(f"{len(keep)} failing prompt(s) written to {path} (seeds for `curate synth`)")
-    return len(keep)
-
+    return t.append_column("eval_reply", pa.array(reply, type=pa.string()))

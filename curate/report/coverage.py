@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-GAP_RATIO = 0.25
 RADIUS_PERCENTILE = 90
 MAX_K = 20
 K_CANDIDATES = (2, 3, 4, 5, 6, 8, 10, 12, 15, 20)
@@ -111,9 +110,9 @@ def coverage(
     target: np.ndarray,
     target_texts: list[str],
     *,
-    seed: int = 0,
-    k: int | None = None,
-    gap_ratio: float = GAP_RATIO,
+    seed: int,
+    k: int | None,
+    gap_ratio: float,
 ) -> Coverage:
     """Cluster the target, measure how much of the reference falls in each cluster, and list gaps."""
     from sklearn.cluster import KMeans

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from curate.report.coverage import GAP_RATIO, Coverage, coverage
+from curate.report.coverage import Coverage, coverage
 from curate.report.features import Records, compare
 
 PSI_MOVED = 0.1  # the usual "moderate shift" threshold for PSI
@@ -19,13 +19,13 @@ def drift(
     base_vecs: np.ndarray,
     new_vecs: np.ndarray,
     *,
-    seed: int = 0,
-    gap_ratio: float = GAP_RATIO,
+    seed: int,
+    gap_ratio: float,
 ) -> tuple[dict[str, Any], Coverage, Coverage]:
     """Compare the baseline snapshot with the new one; `moved` names every change, largest first."""
     cmp = compare(baseline, new)
-    emerged = coverage(base_vecs, new_vecs, new.user_texts, seed=seed, gap_ratio=gap_ratio)
-    vanished = coverage(new_vecs, base_vecs, baseline.user_texts, seed=seed, gap_ratio=gap_ratio)
+    emerged = coverage(base_vecs, new_vecs, new.user_texts, seed=seed, k=None, gap_ratio=gap_ratio)
+    vanished = coverage(new_vecs, base_vecs, baseline.user_texts, seed=seed, k=None, gap_ratio=gap_ratio)
     moved: list[tuple[float, str]] = []
     for f in cmp["features"]:
         if f["psi"] >= PSI_MOVED:

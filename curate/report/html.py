@@ -12,7 +12,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from curate.outputs import OutputSet
-    from curate.report.stage import Report
+    from curate.report.stage import ReportOutcome
 
 COLORS = {"train": "#4c72b0", "production": "#dd8452", "baseline": "#55a868"}
 CSS = """
@@ -45,7 +45,7 @@ def _figure(*args: Any, **kwargs: Any) -> Any:
     return plt.subplots(*args, **kwargs)
 
 
-def length_histograms(rep: Report) -> str:
+def length_histograms(rep: ReportOutcome) -> str:
     """Overlaid token-length histograms per set (log-spaced bins), P95 marked."""
     feats = [("prompt_tokens", "prompt tokens (everything but assistant replies)"), ("assistant_tokens", "assistant tokens")]
     fig, axes = _figure(1, 2, figsize=(11, 3.8))
@@ -159,9 +159,9 @@ def _clusters(clusters: list[dict[str, Any]], tgt: str, ref: str) -> str:
     return _table(["cluster", "", "top terms", "rows", f"{tgt} share", f"{ref} share", "ratio", "NN dist P50", "examples"], rows)
 
 
-def render_html(rep: Report) -> str:
+def render_html(rep: ReportOutcome) -> str:
     """The whole report as one HTML string."""
-    d = rep.json()
+    d = rep.summary["report"]
     parts = [(f"<h1>curate report</h1><p class='muted'>curate {escape(d['curate_version'])} · embedder "
               f"{escape(d['settings']['embedder']['name'])} · tokenizer {escape(d['settings']['tokenizer'])} · "
               f"seed {d['settings']['seed']}</p>")]
@@ -198,7 +198,7 @@ def render_html(rep: Report) -> str:
             f"<style>{CSS}</style></head><body>{body}</body></html>\n")
 
 
-def write_html(rep: Report, path: str | Path, outputs: OutputSet | None = None) -> Path:
+def write_html(rep: ReportOutcome, path: str | Path, outputs: OutputSet | None = None) -> Path:
     """Write the report, atomically on its own or as part of an output set."""
     from curate.outputs import atomic_path
 

@@ -1,22 +1,22 @@
-"""The rich terminal summary of a report (stderr)."""
+"""What `curate report` prints for people (stderr); `--json` prints the report document on stdout."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from curate.report.stage import Report
+from curate.console import console, print_json
+from curate.outcome import StageOutcome
 
 
 def _q(q: dict[str, Any]) -> str:
     return f"{q['p50']:g} / {q['p95']:g} / {q['p99']:g}"
 
 
-def print_summary(rep: Report, console: Any) -> None:
-    """Structure side by side, coverage and gaps, drift, warnings and gates."""
-    d = rep.json()
+def render_report(out: StageOutcome) -> None:
+    """Structure side by side, coverage and gaps, drift, warnings and gates, then the files written."""
+    d = out.summary["report"]
     sets = list(d["structure"])
     s = d["structure"]
     t = Table("", *sets, title="structure")
@@ -57,3 +57,17 @@ def print_summary(rep: Report, console: Any) -> None:
     for g in d["gates"]:
         mark = "[bold red]FAILED[/]" if g["failed"] else "[green]passed[/]"
         console.print(f"gate {g['expr']}: {g['metric']} = {g['value']:g} {mark}", highlight=False)
+    _written(out)
+
+
+def render_report_json(out: StageOutcome) -> None:
+    """The report document (schemas/report.schema.json) on stdout, the files written on stderr."""
+    print_json(out.to_dict()["report"])
+    _written(out)
+
+
+def _written(out: StageOutcome) -> None:
+    if "html" in out.outputs:
+        console.print(f"HTML report -> {out.outputs['html']}")
+    if "gaps" in out.outputs:
+        console.print(f"{out.counts['gap_rows']} gap rows -> {out.outputs['gaps']}")

@@ -1,7 +1,12 @@
-"""`report()`: structure, coverage and drift of a training set against production samples."""
+"""`report()`: structure, coverage and drift of a training set against production samples.
+
+The outcome's `to_dict()` holds the report document (schemas/report.schema.json, schema_version 1)
+under the key "report"; `curate report --json` prints that document.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +15,10 @@ import numpy as np
 import pyarrow as pa
 
 from curate.errors import InputError, UsageError
-from curate.report.coverage import GAP_RATIO, Coverage, coverage
+from curate.inputs import Input, open_input
+from curate.outcome import StageOutcome
+from curate.report.config import ReportConfig
+from curate.report.coverage import Coverage, coverage
 from curate.report.embed import single_blas_thread
 from curate.report.features import MIN_EXAMPLES, RECOMMENDED, Records, compare, extract
 from curate.report.gates import METRICS, parse_gates
@@ -20,100 +28,66 @@ Source = str | Path | pa.Table
 
 
 @dataclass
-class Report:
-    """The report's JSON document, the gap rows (canonical + report_* columns) and the gate outcomes."""
+class ReportOutcome(StageOutcome):
+    """A report's outcome; besides to_dict(), it keeps in memory the gap rows and what the HTML plots need."""
 
-    data: dict[str, Any]
-    gap_table: pa.Table | None = None
+    gap_table: pa.Table | None = field(default=None, repr=False)  # production rows in gaps, with report_* columns
     records: dict[str, Records] = field(default_factory=dict, repr=False)
     coverage: Coverage | None = field(default=None, repr=False)
     drift_maps: tuple[Coverage, Coverage] | None = field(default=None, repr=False)
 
-    def json(self) -> dict[str, Any]:
-        """The documented structure of schemas/report.schema.json."""
-        return self.data
 
-    @property
-    def gates(self) -> list[dict[str, Any]]:
-        return self.data["gates"]
-
-    @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [g for g in self.data["gates"] if g["failed"]]
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.data["metrics"]
-
-
-def _load(source: Source, origin: str | None) -> tuple[pa.Table, dict[str, Any]]:
+def _load(src: Input) -> tuple[pa.Table, dict[str, Any]]:
     from curate.dataset import content_hash_file
-    from curate.inputs import load_any
 
-    if isinstance(source, pa.Table):
-        table, info = source, {"path": None, "sha256": None}
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise UsageError(f"no such file: {path}")
-        table = load_any(path, origin=origin)
-        info = {"path": str(path), "sha256": content_hash_file(path)}
+    table = src.read()
+    info = {"path": None, "sha256": None} if src.path is None else {"path": str(src.path),
+                                                                      "sha256": content_hash_file(src.path)}
     if table.num_rows == 0:
         raise InputError("no records to report on", file=info["path"])
     return table, {**info, "rows": table.num_rows}
 
 
-def _tokenizer(tokenizer: Any) -> tuple[Any, str]:
-    from curate.embedded import load_tokenizer
-
-    if tokenizer is None or isinstance(tokenizer, (str, Path)):
-        return load_tokenizer(str(tokenizer) if tokenizer else None), str(tokenizer or "embedded")
-    return tokenizer, getattr(tokenizer, "name_or_path", type(tokenizer).__name__)
-
-
 def report(
     train: Source | None = None,
     production: Source | None = None,
+    config: ReportConfig | Mapping[str, Any] | None = None,
     *,
     baseline: Source | None = None,
-    tokenizer: Any = None,
     html: str | Path | None = None,
     gaps: str | Path | None = None,
-    fail_on: list[str] | tuple[str, ...] = (),
-    seed: int = 0,
-    embedder: str = "auto",
-    k: int | None = None,
-    gap_ratio: float = GAP_RATIO,
-) -> Report:
-    """Structure of every set, coverage of production by training, drift from a baseline; gates checked last."""
+    **overrides: Any,
+) -> ReportOutcome:
+    """Structure of every set, coverage of production by training, drift from a baseline; gates checked last.
+
+    `html` (a self-contained HTML report) and `gaps` (the production rows in gap clusters, canonical
+    Parquet) are written as one output set. The outcome fails when a `fail_on` gate holds.
+    """
     from curate import __version__
+    from curate.embedded import load_tokenizer
     from curate.report.drift import drift
     from curate.report.embed import load_embedder
 
-    gates = parse_gates(fail_on)  # a malformed gate fails before any work
+    cfg = ReportConfig.build(config, **overrides)  # a malformed gate fails here, before any work
+    gates = parse_gates(cfg.fail_on)
     if train is None and production is None:
         raise UsageError("give a training set, --production, or both")
     if baseline is not None and production is None:
         raise UsageError("--baseline needs --production (the new snapshot to compare with it)")
     if gaps is not None and (train is None or production is None):
         raise UsageError("--gaps needs both a training set and --production")
-    if k is not None and k < 1:
-        raise UsageError(f"k must be at least 1, got {k}")
-    if not 0 < gap_ratio <= 1:
-        raise UsageError(f"gap_ratio must be in (0, 1], got {gap_ratio}")
 
-    tok, tok_name = _tokenizer(tokenizer)
+    # every input is opened (a missing file is a usage error) before the tokenizer loads or anything is read
     sources = {"train": (train, None), "production": (production, "production"), "baseline": (baseline, "production")}
-    inputs: dict[str, Any] = {}
+    opened = {name: open_input(src, origin=origin) for name, (src, origin) in sources.items() if src is not None}
+    tok = load_tokenizer(cfg.tokenizer)
+    inputs: dict[str, Any] = dict.fromkeys(sources)
     recs: dict[str, Records] = {}
-    for name, (src, origin) in sources.items():
-        if src is None:
-            inputs[name] = None
-            continue
-        table, inputs[name] = _load(src, origin)
+    for name, src in opened.items():
+        table, inputs[name] = _load(src)
         recs[name] = extract(name, table, tok)
 
-    emb = load_embedder(embedder, seed=seed)
+    emb = load_embedder(cfg.embedder, seed=cfg.seed)
     vecs: dict[str, np.ndarray] = {}
     if len(recs) > 1:
         names = list(recs)
@@ -124,18 +98,19 @@ def report(
     with single_blas_thread():
         if "train" in recs and "production" in recs:
             comparison = compare(recs["train"], recs["production"])
-            cov = coverage(vecs["train"], vecs["production"], recs["production"].user_texts, seed=seed, k=k,
-                           gap_ratio=gap_ratio)
+            cov = coverage(vecs["train"], vecs["production"], recs["production"].user_texts, seed=cfg.seed, k=cfg.k,
+                           gap_ratio=cfg.gap_ratio)
         if "baseline" in recs:
             drift_section, *maps = drift(recs["baseline"], recs["production"], vecs["baseline"], vecs["production"],
-                                         seed=seed, gap_ratio=gap_ratio)
+                                         seed=cfg.seed, gap_ratio=cfg.gap_ratio)
             drift_maps = tuple(maps)
 
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "curate_version": __version__,
         "inputs": inputs,
-        "settings": {"seed": seed, "tokenizer": tok_name, "embedder": emb.describe(), "k": k, "gap_ratio": gap_ratio},
+        "settings": {"seed": cfg.seed, "tokenizer": cfg.tokenizer, "embedder": emb.describe(), "k": cfg.k,
+                     "gap_ratio": cfg.gap_ratio},
         "structure": {name: r.stats for name, r in recs.items()},
         "comparison": comparison,
         "coverage": cov.section if cov else None,
@@ -148,8 +123,14 @@ def report(
     data["passed"] = not any(g["failed"] for g in data["gates"])
 
     gap_table = _gap_rows(recs["production"].table, cov) if cov else None
-    rep = Report(data, gap_table, recs, cov, drift_maps)
-    if gaps is not None or html is not None:
+    failed = [g["expr"] for g in data["gates"] if g["failed"]]
+    counts = {name: info["rows"] for name, info in inputs.items() if info is not None}
+    counts["gap_rows"] = gap_table.num_rows if gap_table is not None else 0
+    written = {name: str(path) for name, path in (("html", html), ("gaps", gaps)) if path is not None}
+    out = ReportOutcome("report", counts, written, {"config": cfg.to_dict(), "report": data},
+                        failure=f"{len(failed)} gate(s) failed: {', '.join(failed)}" if failed else None,
+                        gap_table=gap_table, records=recs, coverage=cov, drift_maps=drift_maps)
+    if written:
         from curate.outputs import OutputSet, write_table
         from curate.report.html import write_html
 
@@ -158,8 +139,8 @@ def report(
             if gaps is not None:
                 write_table(gap_table, gaps, outs)
             if html is not None:
-                write_html(rep, html, outs)
-    return rep
+                write_html(out, html, outs)
+    return out
 
 
 def _gap_list(section: dict[str, Any]) -> list[dict[str, Any]]:
