@@ -93,10 +93,10 @@ def curate_loop(base_url: str, seeds: Path, concurrency: int, tmp: Path):
 
 
 def curate_e2e(base_url: str, seeds: Path, concurrency: int, tmp: Path) -> None:
-    s = synthesize(dict(RECIPE), teacher="bench", base_url=base_url, seeds=seeds, concurrency=concurrency,
-                   output=tmp / f"e2e-{time.time_ns()}.parquet", show_progress=False)
-    if s.succeeded != s.requested:
-        raise RuntimeError(f"e2e lost requests: {s.as_dict()}")
+    out = synthesize(tmp / f"e2e-{time.time_ns()}.parquet", recipe=dict(RECIPE), teacher="bench", base_url=base_url,
+                     seeds=seeds, concurrency=concurrency, show_progress=False)
+    if out.counts["succeeded"] != out.counts["requested"]:
+        raise RuntimeError(f"e2e lost requests: {out.to_dict()}")
 
 
 def main() -> None:

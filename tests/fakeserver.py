@@ -13,6 +13,8 @@ headers (which API key arrived).
 
 In-process:   with FakeServer(faults={"429": 0.2}) as srv: srv.base_url, srv.requests
 Subprocess:   python tests/fakeserver.py --port 0 --log req.jsonl [--fault 500=0.1 ...] (prints the port)
+Fast backoff: fast_backoff(monkeypatch) makes synthesize() wait milliseconds, not seconds, between retries
+              (a Retry-After header is still honoured exactly).
 """
 
 from __future__ import annotations
@@ -30,6 +32,15 @@ from typing import Any
 
 FAULT_KINDS = ("429", "500", "slow", "drop", "malformed", "badjson", "late", "cut", "echoauth")
 BILLED = {None, "slow", "malformed", "badjson", "late", "cut"}  # the server generated a reply for these
+
+
+def fast_backoff(monkeypatch: Any, base: float = 0.01, cap: float = 0.05) -> None:
+    """Backoff of milliseconds for every synthesize() in this test (max_retries still comes from the settings)."""
+    import functools
+
+    from curate.synth.client import RetryPolicy
+
+    monkeypatch.setattr("curate.synth.stage.RetryPolicy", functools.partial(RetryPolicy, base=base, cap=cap))
 
 
 def body_key(body: dict[str, Any]) -> str:

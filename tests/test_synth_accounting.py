@@ -17,12 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.errors import ThresholdExceeded
-from curate.synth import RetryPolicy, synthesize
+from curate.synth import synthesize
 from curate.synth.cache import scrub_secrets
-from tests.fakeserver import FakeServer
+from tests.fakeserver import FakeServer, fast_backoff
 
-FAST = RetryPolicy(max_retries=4, base=0.01, cap=0.05)
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 20
 RECIPE = {"name": "acct", "prompt": "Answer briefly: {{ prompt }}", "max_tokens": MAX_TOKENS}
@@ -34,10 +32,20 @@ def write_seeds(path: Path, n: int) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _fast_backoff(monkeypatch):
+    fast_backoff(monkeypatch)
+
+
 def run(base_url: str, tmp_path: Path, n: int, **kw):
-    kw.setdefault("retry", FAST)
-    return synthesize(RECIPE, teacher="m", base_url=base_url, seeds=write_seeds(tmp_path / "s.jsonl", n),
-                      output=tmp_path / "out.parquet", show_progress=False, **kw)
+    kw.setdefault("max_retries", 4)
+    return synthesize(tmp_path / "out.parquet", recipe=RECIPE, teacher="m", base_url=base_url,
+                      seeds=write_seeds(tmp_path / "s.jsonl", n), show_progress=False, **kw)
+
+
+def summary(out, *keys: str) -> tuple:
+    """Values from the outcome's counts or summary, by name."""
+    return tuple(out.counts[k] if k in out.counts else out.summary[k] for k in keys)
 
 
 def ledger(tmp_path: Path) -> list[tuple[int, int, int]]:
@@ -76,15 +84,16 @@ def test_timed_out_replies_the_server_billed_are_possibly_paid_ledger_lines(tmp_
         late = [r for r in srv.requests if r["fault"] == "late"]
         billed = srv.billed()
     assert len(late) == 4 and all(r["billed"] for r in late) and len(billed) == 8  # the provider bills 8 calls
-    assert (s.succeeded, s.http_requests, s.possibly_paid_attempts) == (4, 8, 4)
+    assert summary(s, "succeeded", "http_requests", "possibly_paid_attempts") == (4, 8, 4) and s.balanced
     rows = ledger(tmp_path)
     assert len(rows) == 8 and sum(pp for _, _, pp in rows) == 4
     assert sorted(p + c for p, c, pp in rows if pp) == sorted(worst_case(r) for r in late)
     served = [r for r in billed if r["fault"] is None]
-    assert (s.prompt_tokens, s.completion_tokens) == (sum(r["usage"][0] for r in served), sum(r["usage"][1] for r in served))
-    assert s.possibly_paid_tokens == sum(worst_case(r) for r in late)
+    assert summary(s, "prompt_tokens", "completion_tokens") == (
+        sum(r["usage"][0] for r in served), sum(r["usage"][1] for r in served))
+    assert s.summary["possibly_paid_tokens"] == sum(worst_case(r) for r in late)
     assert all(sum(r["usage"]) <= worst_case(r) for r in late)  # the worst case covers what was really billed
-    assert s.cache_lifetime["calls"] == 4 and s.cache_lifetime["possibly_paid_calls"] == 4
+    assert s.summary["cache_lifetime"]["calls"] == 4 and s.summary["cache_lifetime"]["possibly_paid_calls"] == 4
 
 
 def test_dropped_and_malformed_replies_are_possibly_paid_and_unreachable_servers_are_not(tmp_path):
@@ -93,16 +102,16 @@ def test_dropped_and_malformed_replies_are_possibly_paid_and_unreachable_servers
         s = run(srv.base_url, tmp_path, 12, concurrency=4)
         given = dict(srv.faults_given)
     assert all(given.get(k, 0) > 0 for k in faults) and sum(given.get(k, 0) for k in faults) == 12
-    assert (s.succeeded, s.http_requests) == (12, 24)
+    assert summary(s, "succeeded", "http_requests") == (12, 24)
     # the client cannot tell a drop before the server worked from one after: both count at their worst case
-    assert s.possibly_paid_attempts == 12 and sum(pp for *_, pp in ledger(tmp_path)) == 12
+    assert s.summary["possibly_paid_attempts"] == 12 and sum(pp for *_, pp in ledger(tmp_path)) == 12
     with socket.socket() as sock:  # a port nobody listens on: the request never leaves the client
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
     out = tmp_path / "closed"
     out.mkdir()
-    s2 = run(closed, out, 2, retry=RetryPolicy(max_retries=1, base=0.01, cap=0.02))
-    assert (s2.failed, s2.http_requests, s2.possibly_paid_attempts) == (2, 4, 0) and ledger(out) == []
+    s2 = run(closed, out, 2, max_retries=1)
+    assert summary(s2, "failed", "http_requests", "possibly_paid_attempts") == (2, 4, 0) and ledger(out) == []
 
 
 def test_token_limit_counts_lost_replies_at_their_worst_case_so_the_bill_stays_under_it(tmp_path):
@@ -111,12 +120,17 @@ def test_token_limit_counts_lost_replies_at_their_worst_case_so_the_bill_stays_u
         s = run(srv.base_url, tmp_path, 40, timeout=0.5, concurrency=4, max_total_tokens=limit)
         billed = srv.billed()
         late = [r for r in srv.requests if r["fault"] == "late"]
+        answered = [r for r in srv.requests if r["fault"] is None]  # each request succeeds at most once
     provider_bill = sum(sum(r["usage"]) for r in billed)
-    assert len(late) >= 3 and s.skipped_budget > 0 and s.stopped_by == "max_total_tokens"
-    assert s.possibly_paid_attempts == len(late)  # also those whose resend the limit then refused
-    assert s.prompt_tokens + s.completion_tokens + s.possibly_paid_tokens <= limit
-    assert provider_bill <= limit
-    assert s.requested == s.succeeded + s.failed + s.skipped_budget == 40
+    assert len(late) >= 3 and s.summary["stopped_by"] == "max_total_tokens"
+    assert s.summary["possibly_paid_attempts"] == len(late)  # also those whose resend the limit then refused
+    spent = summary(s, "prompt_tokens", "completion_tokens", "possibly_paid_tokens")
+    assert sum(spent) <= limit and provider_bill <= limit
+    assert spent[:2] == (sum(r["usage"][0] for r in answered), sum(r["usage"][1] for r in answered))
+    # the server's log says what happened: what it answered succeeded, nothing failed, the rest was skipped
+    assert summary(s, "in", "requested", "succeeded", "failed", "skipped_budget") == (
+        40, 40, len(answered), 0, 40 - len(answered))
+    assert s.balanced and 0 < len(answered) < 40
     assert len(ledger(tmp_path)) == len(billed)  # one ledger line per call the provider bills
 
 
@@ -134,10 +148,11 @@ def test_cli_budget_stop_exits_1_after_writing_outputs_and_a_larger_limit_resume
         sent = len(srv.requests)
         doc = json.loads(r.stdout)  # the JSON document comes first, complete
         assert r.exit_code == 1
-        assert (doc["skipped_budget"], doc["succeeded"], doc["stopped_by"]) == (30 - sent, sent, "max_total_tokens")
+        assert (doc["counts"]["skipped_budget"], doc["counts"]["succeeded"], doc["stopped_by"]) == (
+            30 - sent, sent, "max_total_tokens")
         err = " ".join(r.stderr.split())
-        assert err.count("Error:") == 1 and err.startswith(
-            f"Error: {30 - sent} of 30 requests skipped: the token limit of 300 had no room for the next request")
+        assert err == doc["failure"] and err.startswith(
+            f"{30 - sent} of 30 requests skipped: the token limit of 300 had no room for the next request")
         assert "rerun with a larger --max-total-tokens to continue" in err
         assert pq.read_table(out).num_rows == sent and pq.read_table(tmp_path / "o.failures.parquet").num_rows == 30 - sent
 
@@ -151,27 +166,10 @@ def test_cli_budget_stop_exits_1_after_writing_outputs_and_a_larger_limit_resume
         r = runner.invoke(cli, [*base, "--json"])
         doc = json.loads(r.stdout)
         assert r.exit_code == 0 and r.stderr == ""
-        assert (doc["succeeded"], doc["skipped_budget"], doc["stopped_by"]) == (30, 0, None)
-        assert (doc["from_cache"], doc["http_requests"]) == (before, 30 - before)
+        assert (doc["counts"]["succeeded"], doc["counts"]["skipped_budget"], doc["stopped_by"]) == (30, 0, None)
+        assert (doc["counts"]["from_cache"], doc["http_requests"]) == (before, 30 - before)
         assert len(srv.requests) == 30  # nothing was paid twice
     assert not (tmp_path / "o.failures.parquet").exists()
-
-
-def test_pipeline_synth_stage_fails_when_the_limit_skips_requests(tmp_path):
-    from curate.pipeline.stages import synth_stage
-
-    seeds = write_seeds(tmp_path / "s.jsonl", 10)
-    (tmp_path / "out").mkdir()
-    (tmp_path / "cache").mkdir()
-    with FakeServer() as srv:
-        stage = synth_stage(seeds, {"recipe": RECIPE, "teacher": "m", "base_url": srv.base_url, "concurrency": 1,
-                                    "max_total_tokens": 150}, tmp_path, tmp_path / "cache")
-        with pytest.raises(ThresholdExceeded) as e:
-            stage(tmp_path / "out")
-        sent = len(srv.requests)
-    assert 0 < sent < 10
-    assert str(e.value).startswith(f"synth: {10 - sent} of 10 requests skipped: the token limit of 150")
-    assert "rerun with a larger synth.max_total_tokens" in str(e.value)
 
 
 def _all_bytes(*paths: Path) -> bytes:
@@ -221,7 +219,7 @@ def test_an_old_cache_is_upgraded_and_its_unscrubbed_reasons_are_scrubbed_on_rea
         r = CliRunner().invoke(cli, [*args, "--base-url", srv.base_url])
         assert len(srv.requests) == n  # everything came from the cache
     doc = json.loads(r.stdout)
-    assert (r.exit_code, doc["from_cache"], doc["failed"]) == (1, 2, 1)
+    assert (r.exit_code, doc["counts"]["from_cache"], doc["counts"]["failed"]) == (1, 2, 1)
     assert doc["cache_lifetime"]["calls"] == 1 and doc["cache_lifetime"]["possibly_paid_calls"] == 0
     assert key not in r.stdout and key not in r.stderr
     reason = pq.read_table(tmp_path / "out.failures.parquet").column("reason").to_pylist()

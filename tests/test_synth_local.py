@@ -37,39 +37,48 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists() and Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
 
 
+def attempts(*tables: Path) -> int:
+    """Every attempt the rows and failures record (each one an HTTP request)."""
+    return sum(sum(pq.read_table(t).column("synth_attempts").to_pylist()) for t in tables if t.exists())
+
+
 @pytest.mark.slow
 def test_text_replies_from_real_teacher(local_teacher, tmp_path, shared_data):
     recipe = {"name": "answers", "system": "Answer in one short sentence.", "prompt": "{{ prompt }}",
               "max_tokens": 24, "temperature": 0.0, "limit_seeds": 3}
-    s = synthesize(recipe, teacher=local_teacher.model, base_url=local_teacher.base_url, output=tmp_path / "a.parquet",
-                   seeds=shared_data / "tatsu-lab__stanford_alpaca__seed_tasks.jsonl", show_progress=False)
-    assert (s.requested, s.succeeded, s.failed) == (3, 3, 0)
-    assert s.completion_tokens > 0 and s.prompt_tokens > 0
+    settings = {"recipe": recipe, "teacher": local_teacher.model, "base_url": local_teacher.base_url,
+                "seeds": shared_data / "tatsu-lab__stanford_alpaca__seed_tasks.jsonl"}
+    s = synthesize(tmp_path / "a.parquet", settings, show_progress=False)
+    assert s.counts["in"] == 3 and (s.counts["succeeded"], s.counts["failed"], s.summary["http_requests"]) == (3, 0, 3)
+    assert s.summary["completion_tokens"] == sum(pq.read_table(tmp_path / "a.parquet").column(
+        "synth_completion_tokens").to_pylist())
     rows = read_dataset(tmp_path / "a.parquet").to_pylist()
     assert all(r["origin"] == "synthetic" and r["messages"][1]["content"] for r in rows)
     assert all(r["synth_teacher"] == "smollm2-135m-instruct" and r["synth_base_url_host"].startswith("127.0.0.1:")
                for r in rows)
-    again = synthesize(recipe, teacher=local_teacher.model, base_url=local_teacher.base_url,
-                       output=tmp_path / "a.parquet", seeds=shared_data / "tatsu-lab__stanford_alpaca__seed_tasks.jsonl",
-                       show_progress=False)
-    assert again.http_requests == 0 and again.from_cache == 3
+    again = synthesize(tmp_path / "a.parquet", settings, show_progress=False)
+    assert again.summary["http_requests"] == 0 and again.counts["from_cache"] == 3
 
 
 @pytest.mark.slow
 def test_json_task_on_real_teacher_validates_and_accounts_for_every_request(local_teacher, tmp_path):
     # llama.cpp rejects json_schema with a 500 naming response_format: the client downgrades to json_object
-    s = synthesize(ROOT / "recipes" / "synth-json-task.yaml", teacher=local_teacher.model,
-                   base_url=local_teacher.base_url, output=tmp_path / "j.parquet", show_progress=False)
-    assert s.response_format_downgraded
-    assert s.requested == 5 and s.succeeded + s.failed == 5
-    for r in pq.read_table(tmp_path / "j.parquet").to_pylist():
+    s = synthesize(tmp_path / "j.parquet", recipe=ROOT / "recipes" / "synth-json-task.yaml",
+                   teacher=local_teacher.model, base_url=local_teacher.base_url, show_progress=False,
+                   max_failure_rate=1.0)
+    assert s.summary["response_format_downgraded"] and s.failure is None
+    rows = pq.read_table(tmp_path / "j.parquet").to_pylist()
+    fails = pq.read_table(tmp_path / "j.failures.parquet").to_pylist() if s.counts["failed"] else []
+    assert s.balanced and (s.counts["in"], s.counts["skipped_budget"]) == (5, 0)
+    assert (s.counts["succeeded"], s.counts["failed"]) == (len(rows), len(fails))
+    for r in rows:
         record = json.loads(r["messages"][1]["content"])
         assert {"name", "price", "currency", "in_stock"} <= set(record)
-    if s.failed:
-        fails = pq.read_table(tmp_path / "j.failures.parquet").to_pylist()
-        assert len(fails) == s.failed and all(f["reason"] for f in fails)
-    assert s.http_requests >= s.requested  # invalid replies were retried, bounded by max_attempts
-    assert s.http_requests <= 1 + 5 * 4
+    assert all(f["reason"].startswith("invalid reply: ") for f in fails)
+    # every request sent is an attempt of some row or failure (the json_schema refusals included), bounded by
+    # max_attempts (4) per request
+    assert s.summary["http_requests"] == attempts(tmp_path / "j.parquet", tmp_path / "j.failures.parquet")
+    assert all(x["synth_attempts"] <= 1 + 4 for x in rows + fails)
 
 
 @pytest.mark.slow
@@ -90,14 +99,17 @@ def test_cli_local_teacher_grounded_qa(tmp_path):
         "grounding: {documents: [doc.md], use: each}\n")
     r = CliRunner().invoke(cli, ["synth", "--teacher", "local", "--recipe", str(tmp_path / "qa.yaml"),
                                  "-o", str(tmp_path / "qa.parquet"), "--json"])
-    assert r.exit_code in (0, 1), r.output  # 1 only if the tiny model never produced valid JSON (then it is listed)
     doc = json.loads(r.stdout)
-    assert doc["teacher"] == "smollm2-135m-instruct" and doc["requested"] == 1
-    assert doc["requested"] == doc["succeeded"] + doc["failed"] + doc["skipped_budget"]
-    assert doc["http_requests"] <= 1 + 2  # one json_schema refusal, then at most max_attempts
-    if doc["succeeded"]:
+    c = doc["counts"]
+    assert doc["teacher"] == "smollm2-135m-instruct" and doc["balanced"]
+    assert (c["in"], c["requested"], c["skipped_budget"]) == (1, 1, 0)
+    # the tiny model may never produce valid JSON: then the request is listed as failed and the exit code is 1
+    assert r.exit_code == (1 if c["failed"] else 0), r.output
+    assert c["succeeded"] == pq.read_table(tmp_path / "qa.parquet").num_rows
+    assert doc["http_requests"] == attempts(tmp_path / "qa.parquet", tmp_path / "qa.failures.parquet")
+    if c["succeeded"]:
         row = pq.read_table(tmp_path / "qa.parquet").to_pylist()[0]
-        assert all(c["status"] in ("supported", "unsupported") for c in row["claims"])
+        assert all(claim["status"] in ("supported", "unsupported") for claim in row["claims"])
     else:
         assert pq.read_table(tmp_path / "qa.failures.parquet").to_pylist()[0]["reason"].startswith("invalid reply")
 

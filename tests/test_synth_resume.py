@@ -68,7 +68,8 @@ def test_sigkill_then_resume_sends_no_finished_request_again(fake_server_process
     summary = json.loads(done.stdout)
     second_run = logged(log)[len(first_run):]
     assert not {r["key"] for r in second_run} & cached  # nothing finished was paid for twice
-    assert summary["from_cache"] == len(cached) and summary["http_requests"] == len(second_run) == 60 - len(cached)
+    assert summary["counts"]["from_cache"] == len(cached)
+    assert summary["http_requests"] == len(second_run) == 60 - len(cached)
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == 60
     assert set(Counter(r["messages"][0]["content"] for r in rows).values()) == {1}

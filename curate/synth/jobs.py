@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from curate.replies import ReplyCheck
 from curate.synth.cache import Cache, Outcome, request_key
 from curate.synth.client import Budget, RateLimiter, Teacher
 from curate.synth.recipe import SynthRecipe
-from curate.synth.render import Seed, render
+from curate.synth.templates import Seed, render
 
 
 @dataclass
@@ -57,20 +57,20 @@ def plan_jobs(recipe: SynthRecipe, seeds: list[Seed], model: str) -> tuple[list[
 
 
 def json_checker(schema: dict | None) -> Callable[[str], str | None] | None:
-    """A reply check: parses JSON (tolerating a ``` fence) and validates it against the schema."""
+    """A reply check (curate.replies.ReplyCheck): the reply is JSON, or JSON in one ``` fence, matching the schema."""
     if schema is None:
         return None
-    from jsonschema import Draft202012Validator
-
-    validator = Draft202012Validator(schema)
+    checker = ReplyCheck(schema)
 
     def check(content: str) -> str | None:
-        try:
-            value = parse_json_reply(content)
-        except json.JSONDecodeError as exc:
-            return f"not JSON ({exc.msg} at char {exc.pos})"
-        err = next(iter(validator.iter_errors(value)), None)
-        if err is not None:
+        # a teacher's fenced reply is accepted (the row is built from the value inside the fence); stripped,
+        # so "at char N" counts from the reply's first non-blank character, as the retry reasons always have
+        verdict = checker.check(content.strip())
+        if not verdict.has_value:
+            err = verdict.json_error
+            return f"not JSON ({err.msg} at char {err.pos})"
+        if verdict.schema_errors:
+            err = verdict.schema_errors[0]
             where = ".".join(map(str, err.absolute_path)) or "(top level)"
             return f"JSON does not match the schema at {where}: {err.message[:160]}"
         return None
@@ -78,12 +78,15 @@ def json_checker(schema: dict | None) -> Callable[[str], str | None] | None:
     return check
 
 
+_PARSE = ReplyCheck()
+
+
 def parse_json_reply(content: str) -> Any:
-    text = content.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    return json.loads(text)
+    """The JSON value of a reply, also of one in a ``` fence (the fence rule of curate/replies.py)."""
+    verdict = _PARSE.check(content.strip())
+    if not verdict.has_value:
+        raise verdict.json_error
+    return verdict.value
 
 
 class Progress:

@@ -12,7 +12,7 @@ import jinja2
 
 from curate.errors import RecipeError, UsageError
 from curate.recipe import line_of, load_yaml, validate
-from curate.synth.render import Seed, compile_template, seed_from_row
+from curate.synth.templates import Seed, compile_template, seed_from_row
 from curate.trust import Checker, roots_for
 
 SCHEMA_NAME = "synth-recipe"
@@ -63,45 +63,75 @@ class SynthRecipe:
         return p
 
 
+def _source(recipe: str | Path | dict[str, Any],
+            base_dir: str | Path | None) -> tuple[dict[str, Any], str | None, Path, tuple[Path, ...]]:
+    """(the recipe's data, its file, the folder its paths are relative to, the folders it may read)."""
+    if isinstance(recipe, dict):  # an inline recipe names the run recipe it sits in
+        base = Path(base_dir) if base_dir else Path.cwd()
+        return recipe, getattr(recipe, "file", None), base, roots_for(base)
+    base = Path(base_dir) if base_dir else Path(recipe).resolve().parent
+    return load_yaml(recipe), str(recipe), base, roots_for(Path(recipe).parent, base_dir)
+
+
 def load_synth_recipe(recipe: str | Path | dict[str, Any], base_dir: str | Path | None = None, *,
                       trust: bool = False) -> SynthRecipe:
     """Load and validate a synth recipe from a YAML path or a dict; the files it names must lie in its folder
-    (or `base_dir`) or the current directory unless `trust` (see curate/trust.py)."""
-    if isinstance(recipe, dict):
-        data, file = recipe, getattr(recipe, "file", None)  # an inline recipe names the run recipe it sits in
-        base = Path(base_dir) if base_dir else Path.cwd()
-        roots = roots_for(base)
-    else:
-        data, file = load_yaml(recipe), str(recipe)
-        base = Path(base_dir) if base_dir else Path(recipe).resolve().parent
-        roots = roots_for(Path(recipe).parent, base_dir)
+    (or `base_dir`) or the current directory unless `trust` (see curate/trust.py).
+
+    Paths in the recipe are relative to `base_dir`, default the recipe file's folder (a dict: the current
+    directory). Every problem is raised at once, each with its key and line: first the recipe's shape
+    (RecipeError), then the files it may not read (RecipeRefused), then the reply schema and the templates.
+    Call it on its own to check a recipe before anything runs.
+    """
+    data, file, base, roots = _source(recipe, base_dir)
     validate(data, SCHEMA_NAME, file)
     checker = Checker(file, data, roots, trust)
     matches = check_paths(checker, data, base)
     checker.raise_if_any()
     prefix = "".join(f"{k}." for k in getattr(data, "keypath", ()))  # key names as the user's file spells them
+    problems: list[str] = []
     schema = (data.get("reply") or {}).get("schema")
     if schema is not None:
         from jsonschema import Draft202012Validator, SchemaError
+        from jsonschema.validators import validator_for
 
-        try:
-            Draft202012Validator.check_schema(schema)
+        try:  # with the draft the reply check uses (curate/replies.py): the one its $schema names, else 2020-12
+            validator_for(schema, default=Draft202012Validator).check_schema(schema)
         except SchemaError as exc:
             line = line_of(data, ["reply", "schema", *exc.path])
-            raise RecipeError([f"{prefix}reply.schema (line {line}): not a valid JSON Schema: {exc.message}"],
-                              file) from exc
+            problems.append(f"{prefix}reply.schema (line {line}): not a valid JSON Schema: {exc.message}")
     templates = {}
-    for key in ("system", "prompt"):
-        if key in data:
-            templates[key] = compile_template(data[key], prefix + key, line_of(data, [key]), file)
-    for key, text in (data.get("output") or {}).items():
-        templates[f"output.{key}"] = compile_template(text, f"{prefix}output.{key}",
-                                                      line_of(data, ["output", key]), file)
+    sources = [(key, data[key], [key]) for key in ("system", "prompt") if key in data]
+    sources += [(f"output.{key}", text, ["output", key]) for key, text in (data.get("output") or {}).items()]
+    for name, text, keys in sources:
+        try:
+            templates[name] = compile_template(text, prefix + name, line_of(data, keys), file)
+        except RecipeError as exc:
+            problems += exc.problems
+    if problems:
+        raise RecipeError(problems, file)
     documents = _load_documents(data, base, matches)
     h = hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False, default=str).encode())
     for d in documents:
         h.update(f"\0{d.name}\0{d.text}".encode())
     return SynthRecipe(data["name"], data, file, base, h.hexdigest()[:16], templates, documents)
+
+
+def grounding_files(recipe: str | Path | dict[str, Any], base_dir: str | Path | None = None) -> list[Path]:
+    """The files a recipe's grounding documents name (what `curate run` hashes into the synth stage's key).
+
+    A relative recipe path is relative to `base_dir`, as its document patterns are. The recipe policy is
+    not applied here: load_synth_recipe() applies it before anything is read.
+    """
+    if not isinstance(recipe, dict) and base_dir is not None and not Path(recipe).is_absolute():
+        recipe = Path(base_dir) / recipe
+    data, file, base, roots = _source(recipe, base_dir)
+    grounding = data.get("grounding")
+    patterns = grounding.get("documents") if isinstance(grounding, dict) else None
+    checker = Checker(file, data, roots, trust=True)  # lists every match; refusing is load_synth_recipe's job
+    found = [m for i, p in enumerate(patterns if isinstance(patterns, list) else []) if isinstance(p, str)
+             for m in checker.pattern(["grounding", "documents", i], p, base)]
+    return [Path(m) for m in dict.fromkeys(found)]
 
 
 def check_paths(checker: Checker, data: dict[str, Any], base: Path) -> list[list[str]]:
@@ -149,14 +179,19 @@ def chunk_document(name: str, text: str, size: int) -> list[Document]:
     return chunks
 
 
-def load_seeds(recipe: SynthRecipe, seeds: str | Path | None) -> tuple[list[Seed], int]:
-    """The distinct seeds (exact duplicates collapse: they would send identical requests) and the duplicate count."""
+def load_seeds(recipe: SynthRecipe, seeds: str | Path | None = None,
+               max_seeds: int | None = None) -> tuple[list[Seed], int]:
+    """The distinct seeds and the duplicate count: exact duplicates collapse (they would send identical requests).
+
+    `max_seeds` reads only the first N seed records (duplicates among them still collapse); the recipe's
+    `limit_seeds` then keeps the first N distinct ones. With grounding.use: each every document chunk is a seed.
+    """
     if recipe.grounding_use == "each":
         if seeds is not None or recipe.get("seeds"):
             raise UsageError(f"recipe {recipe.name} uses grounding.use: each (every document chunk is a seed); "
                              "it takes no --seeds file")
         out = []
-        for d in recipe.documents:
+        for d in recipe.documents[:max_seeds]:
             sid = hashlib.sha256(f"{d.name}\0{d.text}".encode()).hexdigest()[:16]
             variables = {"document": {"name": d.name, "text": d.text}, "seed_id": sid}
             out.append(Seed(sid, variables, {"file": d.name, "line": d.line, "row": d.chunk}, [(d.name, d.text)]))
@@ -167,17 +202,20 @@ def load_seeds(recipe: SynthRecipe, seeds: str | Path | None) -> tuple[list[Seed
     if not path.exists():
         raise UsageError(f"no such seeds file: {path}")
     from curate.dataset import CANONICAL_COLUMNS
-    from curate.inputs import load_any
+    from curate.inputs import open_input
 
-    table = load_any(path, fmt=recipe.get("seed_format", "auto"))
-    extra_cols = [c for c in table.column_names if c not in CANONICAL_COLUMNS]
-    out, seen, dup = [], set(), 0
-    for row in table.to_pylist():
-        if row["id"] in seen:
-            dup += 1
-            continue
-        seen.add(row["id"])
-        out.append(seed_from_row(row, {c: row[c] for c in extra_cols}))
+    out, seen, dup, read = [], set(), 0, 0
+    for batch in open_input(path, recipe.get("seed_format", "auto")).batches():
+        extra_cols = [c for c in batch.schema.names if c not in CANONICAL_COLUMNS]
+        for row in batch.to_pylist()[: None if max_seeds is None else max_seeds - read]:
+            read += 1
+            if row["id"] in seen:
+                dup += 1
+                continue
+            seen.add(row["id"])
+            out.append(seed_from_row(row, {c: row[c] for c in extra_cols}))
+        if max_seeds is not None and read >= max_seeds:
+            break
     return _limit(recipe, out), dup
 
 

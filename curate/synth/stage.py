@@ -1,6 +1,7 @@
 """`synthesize`: a recipe + seeds + a teacher -> canonical Parquet of synthetic rows, and a failures file.
 
-Counts balance: requested = succeeded + failed + skipped_budget. The output holds only successful rows;
+It returns a StageOutcome whose counts balance: in = requested = succeeded + failed + skipped_budget
+(counts also hold from_cache, claims, unsupported_claims, flagged_rows). The output holds only successful rows;
 OUT.failures.parquet holds every failed or budget-skipped request with its reason (rerun, with
 --retry-failed for the failed ones). OUT.cache.sqlite holds every finished response, so a rerun of the
 same command resumes without sending any finished request again.
@@ -13,8 +14,8 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Mapping
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,15 @@ import pyarrow as pa
 
 from curate.dataset import SCHEMA, SOURCE_TYPE, make_row
 from curate.errors import InputError, UsageError
+from curate.outcome import StageOutcome, over_rate
 from curate.outputs import OutputSet, write_table
 from curate.synth.cache import Cache, Outcome, scrub_secrets
 from curate.synth.client import Budget, RateLimiter, RetryPolicy, Teacher
+from curate.synth.config import SynthConfig
 from curate.synth.facts import CLAIM_TYPE, Sources, check_claims
 from curate.synth.jobs import Job, Limits, Progress, execute, parse_json_reply, plan_jobs
 from curate.synth.recipe import SynthRecipe, load_seeds, load_synth_recipe
-from curate.synth.render import render
+from curate.synth.templates import Seed, render
 from curate.synth.verify import apply_labels, judge_job
 
 PROVENANCE = [
@@ -46,69 +49,8 @@ FAILURES_SCHEMA = pa.schema([pa.field(n, t) for n, t in PROVENANCE] + [
     ("synth_kind", pa.string()), ("reason", pa.string()), ("source", SOURCE_TYPE), ("request", pa.string())])
 
 LIMIT_OPTIONS = {"max_total_tokens": "--max-total-tokens", "budget": "--budget"}  # how a stop message names a limit
-
-
-@dataclass
-class SynthSummary:
-    """What a synth run did; counts balance: requested = succeeded + failed + skipped_budget."""
-
-    output: str
-    failures_file: str | None
-    cache_path: str
-    teacher: str
-    base_url_host: str
-    recipe: str
-    recipe_hash: str
-    seeds: int = 0
-    duplicate_seeds: int = 0
-    duplicate_prompts: int = 0
-    requested: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    skipped_budget: int = 0
-    from_cache: int = 0
-    http_requests: int = 0
-    retries: int = 0
-    invalid_replies: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    failure_reasons: dict[str, int] = field(default_factory=dict)
-    prompt_tokens: int = 0  # billed: the usage the server reported
-    completion_tokens: int = 0
-    cost: float = 0.0
-    possibly_paid_attempts: int = 0  # replies lost after the request reached the server; may be billed
-    possibly_paid_tokens: int = 0  # their worst case (prompt estimate + max_tokens), counted against the limits
-    possibly_paid_cost: float = 0.0
-    cache_lifetime: dict[str, float] = field(default_factory=dict)
-    claims: int = 0
-    unsupported_claims: int = 0
-    flagged_rows: int = 0
-    verify_requested: int = 0
-    verify_failed: int = 0
-    verify_skipped_budget: int = 0
-    response_format_downgraded: bool = False
-    stopped: str | None = None
-    stopped_by: str | None = None  # max_total_tokens | budget
-    elapsed_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def stop_message(self, options: dict[str, str] | None = None) -> str | None:
-        """One line when a limit skipped requests: how many, which limit, how to continue; None otherwise."""
-        if not (self.skipped_budget or self.verify_skipped_budget):
-            return None
-        option = (options or LIMIT_OPTIONS).get(self.stopped_by or "", "limit")
-        counts = f"{self.skipped_budget} of {self.requested} requests"
-        if self.verify_skipped_budget:
-            counts += f" and {self.verify_skipped_budget} of {self.verify_requested} verify requests"
-        if self.stopped_by == "budget":
-            spent = f"${self.cost + self.possibly_paid_cost:.4f}"
-            lost = f", ${self.possibly_paid_cost:.4f} of it possibly paid" if self.possibly_paid_attempts else ""
-        else:
-            spent = f"{self.prompt_tokens + self.completion_tokens + self.possibly_paid_tokens} tokens"
-            lost = f", {self.possibly_paid_tokens} of them possibly paid" if self.possibly_paid_attempts else ""
-        return (f"{counts} skipped: {self.stopped} (spent {spent}{lost}); rerun with a larger {option} to continue "
-                "(finished requests come from the cache and are not paid again)")
+COUNTS = ("requested", "succeeded", "failed", "skipped_budget", "from_cache", "claims", "unsupported_claims",
+          "flagged_rows")
 
 
 def default_paths(output: str | Path) -> tuple[Path, Path]:
@@ -117,82 +59,98 @@ def default_paths(output: str | Path) -> tuple[Path, Path]:
     return out.with_name(out.stem + ".failures.parquet"), out.with_name(out.stem + ".cache.sqlite")
 
 
-def synthesize(
-    recipe: str | Path | dict[str, Any],
-    *,
-    teacher: str,
-    output: str | Path,
-    base_url: str | None = None,
-    seeds: str | Path | None = None,
-    cache_path: str | Path | None = None,
-    concurrency: int = 16,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    max_total_tokens: int | None = None,
-    budget: float | None = None,
-    price_in: float | None = None,
-    price_out: float | None = None,
-    retry_failed: bool = False,
-    verify: bool = False,
-    api_key_env: str = "OPENAI_API_KEY",
-    timeout: float = 120.0,
-    retry: RetryPolicy | None = None,
-    response_format: str = "auto",
-    base_dir: str | Path | None = None,
-    show_progress: bool = True,
-    trust: bool = False,
-) -> SynthSummary:
-    """Generate synthetic rows for every seed of `recipe` with `teacher` ("local" starts the embedded one);
-    `trust` lets the recipe read files outside its folder and the current directory."""
-    if concurrency < 1:
-        raise UsageError(f"--concurrency must be at least 1, got {concurrency}")
+def synthesize(output: str | Path, config: SynthConfig | Mapping[str, Any] | None = None, *, trust: bool = False,
+               cache_path: str | Path | None = None, base_dir: str | Path | None = None, show_progress: bool = True,
+               **overrides: Any) -> StageOutcome:
+    """Generate synthetic rows for every seed of the settings' recipe with their teacher ("local" starts the
+    embedded one), and write them to `output` (failed and skipped requests to OUT.failures.parquet).
+
+    `trust` lets the recipe read files outside its folder and the current directory; `cache_path` is the
+    request cache (default OUT.cache.sqlite); relative paths in the settings and in the recipe are relative
+    to `base_dir` (default: the current directory, and the recipe file's folder for the recipe's own paths).
+    """
+    cfg = SynthConfig.build(config, **overrides)
+    recipe, seeds = cfg.recipe, cfg.seeds
+    if base_dir is not None:
+        recipe = recipe if isinstance(recipe, dict) else _under(base_dir, recipe)
+        seeds = seeds if seeds is None else _under(base_dir, seeds)
     rec = load_synth_recipe(recipe, base_dir, trust=trust)
     pricing = rec.get("pricing") or {}
-    p_in = price_in if price_in is not None else pricing.get("prompt_per_1m", 0.0)
-    p_out = price_out if price_out is not None else pricing.get("completion_per_1m", 0.0)
-    if budget is not None and not (p_in or p_out):
+    p_in = cfg.price_in if cfg.price_in is not None else pricing.get("prompt_per_1m", 0.0)
+    p_out = cfg.price_out if cfg.price_out is not None else pricing.get("completion_per_1m", 0.0)
+    if cfg.budget is not None and not (p_in or p_out):
         raise UsageError("--budget needs token prices: set pricing in the recipe or pass --price-in/--price-out")
+    loaded = load_seeds(rec, seeds, cfg.max_seeds)  # a missing or unreadable seed file fails before a teacher starts
+    teacher, base_url, response_format = cfg.teacher, cfg.base_url, cfg.response_format
     with ExitStack() as stack:
         if teacher == "local":
-            if base_url is not None:
-                raise UsageError("--teacher local starts its own server; drop --base-url (or name a model there)")
             from curate.synth.local import start_local_teacher
 
             local = stack.enter_context(start_local_teacher())
             base_url, teacher = local.base_url, local.model
             response_format = "json_object" if response_format == "auto" else response_format
-        api_key = os.environ.get(api_key_env)
+        api_key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None
         if not api_key:
             if base_url is None:
-                raise UsageError(f"no API key: set {api_key_env} (or pass --api-key-env NAME, or --base-url for a "
+                raise UsageError(f"no API key: set {cfg.api_key_env} (or pass --api-key-env NAME, or --base-url for a "
                                  "local server that needs none)")
             api_key = "no-key"  # local servers (llama.cpp, vLLM, Ollama) accept any key
-        limits = Limits(concurrency, RateLimiter(rpm) if rpm else None, RateLimiter(tpm) if tpm else None,
-                        Budget(max_total_tokens, budget, p_in / 1e6, p_out / 1e6))
-        return _run(rec, seeds, output, cache_path, teacher, base_url, limits, retry_failed, verify,
-                    Teacher(teacher, base_url, api_key, timeout=timeout, retry=retry, response_format=response_format,
-                            max_connections=concurrency), show_progress)
+        limits = Limits(cfg.concurrency, RateLimiter(cfg.rpm) if cfg.rpm else None,
+                        RateLimiter(cfg.tpm) if cfg.tpm else None,
+                        Budget(cfg.max_total_tokens, cfg.budget, p_in / 1e6, p_out / 1e6))
+        client = Teacher(teacher, base_url, api_key, timeout=cfg.timeout,
+                         retry=RetryPolicy(max_retries=cfg.max_retries), response_format=response_format,
+                         max_connections=cfg.concurrency)
+        return _run(cfg, rec, loaded, Path(output), cache_path, teacher, base_url, limits, client, show_progress)
 
 
-def _run(rec: SynthRecipe, seeds_path: Any, output: Any, cache_path: Any, model: str, base_url: str | None,
-         limits: Limits, retry_failed: bool, verify: bool, teacher: Teacher,
-         show_progress: bool) -> SynthSummary:
+def stop_message(outcome: StageOutcome, options: Mapping[str, str] | None = None) -> str | None:
+    """One line when a limit skipped requests: how many, which limit, how to continue; None otherwise.
+
+    `options` names the limits as the user set them (default the CLI flags; `curate run` names its recipe keys).
+    """
+    c, s = outcome.counts, outcome.summary
+    if not (c["skipped_budget"] or s["verify_skipped_budget"]):
+        return None
+    option = (options or LIMIT_OPTIONS).get(s["stopped_by"] or "", "limit")
+    counts = f"{c['skipped_budget']} of {c['requested']} requests"
+    if s["verify_skipped_budget"]:
+        counts += f" and {s['verify_skipped_budget']} of {s['verify_requested']} verify requests"
+    if s["stopped_by"] == "budget":
+        spent = f"${s['cost'] + s['possibly_paid_cost']:.4f}"
+        lost = f", ${s['possibly_paid_cost']:.4f} of it possibly paid" if s["possibly_paid_attempts"] else ""
+    else:
+        spent = f"{s['prompt_tokens'] + s['completion_tokens'] + s['possibly_paid_tokens']} tokens"
+        lost = f", {s['possibly_paid_tokens']} of them possibly paid" if s["possibly_paid_attempts"] else ""
+    return (f"{counts} skipped: {s['stopped']} (spent {spent}{lost}); rerun with a larger {option} to continue "
+            "(finished requests come from the cache and are not paid again)")
+
+
+def _under(base: str | Path, path: str) -> str:
+    return path if Path(path).is_absolute() else str(Path(base) / path)
+
+
+def _run(cfg: SynthConfig, rec: SynthRecipe, loaded: tuple[list[Seed], int], output: Path, cache_path: Any,
+         model: str, base_url: str | None, limits: Limits, teacher: Teacher, show_progress: bool) -> StageOutcome:
     t0 = time.monotonic()
     failures_path, default_cache = default_paths(output)
     host = _host(base_url)
-    s = SynthSummary(str(output), None, str(cache_path or default_cache), model, host, rec.name, rec.hash)
-    seeds, s.duplicate_seeds = load_seeds(rec, seeds_path)
-    jobs, s.duplicate_prompts = plan_jobs(rec, seeds, model)
-    s.seeds, s.requested = len(seeds), len(jobs)
-    cache = Cache(s.cache_path, run_id=uuid.uuid4().hex[:12], secrets=[teacher.api_key])
+    c = dict.fromkeys(COUNTS, 0)
+    s: dict[str, Any] = {"teacher": model, "base_url_host": host, "recipe": rec.name, "recipe_hash": rec.hash,
+                         "cache": str(cache_path or default_cache)}
+    seeds, s["duplicate_seeds"] = loaded
+    jobs, s["duplicate_prompts"] = plan_jobs(rec, seeds, model)
+    s["seeds"], c["requested"] = len(seeds), len(jobs)
+    verify = {"verify_requested": 0, "verify_failed": 0, "verify_skipped_budget": 0}
+    cache = Cache(s["cache"], run_id=uuid.uuid4().hex[:12], secrets=[teacher.api_key])
     try:
         with Progress(f"synth {rec.name}", len(jobs), show_progress) as bar:
-            outcomes = asyncio.run(_execute_and_close(jobs, cache, teacher, limits, retry_failed, bar))
+            outcomes = asyncio.run(_execute_and_close(jobs, cache, teacher, limits, cfg.retry_failed, bar))
         rows, failures = [], []
         docs = [(d.name, d.text) for d in rec.documents] if rec.grounding_use == "all" else []
         for j in jobs:
             out = outcomes[j.key]
-            s.from_cache += out.cached
+            c["from_cache"] += out.cached
             row, problem = (_row(rec, j, out, docs), None) if out.status == "ok" else (None, out.reason)
             if out.status == "ok" and isinstance(row, str):
                 row, problem = None, row
@@ -202,43 +160,51 @@ def _run(rec: SynthRecipe, seeds_path: Any, output: Any, cache_path: Any, model:
                 rows.append(row)
                 continue
             status = "skipped_budget" if out.status == "skipped_budget" else "failed"
-            s.skipped_budget += status == "skipped_budget"
-            s.failed += status == "failed"
+            c[status] += 1
             failures.append(_failure(rec, j, out, status, scrub_secrets(problem, [teacher.api_key]), model, host))
-        if verify and rows:
-            _verify(rows, jobs, cache, teacher, limits, model, host, rec, failures, s, show_progress)
-        s.succeeded = len(rows)
+        if cfg.verify and rows:
+            _verify(rows, cache, teacher, limits, model, host, rec, failures, verify, show_progress)
+        c["succeeded"] = len(rows)
         for r in rows:
-            s.claims += len(r["claims"])
-            s.unsupported_claims += len(r["unsupported_claims"])
-            s.flagged_rows += bool(r["unsupported_claims"])
+            c["claims"] += len(r["claims"])
+            c["unsupported_claims"] += len(r["unsupported_claims"])
+            c["flagged_rows"] += bool(r["unsupported_claims"])
+        kept = pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
+        rejected = pa.Table.from_pylist(failures, schema=FAILURES_SCHEMA)
+        outputs = {"data": str(output)}
         # the rows and the failures file are one set; a stale failures file of an earlier run goes with it
         with OutputSet(output, [failures_path]) as outs:
-            write_table(pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA), output, outs)
+            write_table(kept, output, outs)
             if failures:
-                write_table(pa.Table.from_pylist(failures, schema=FAILURES_SCHEMA), failures_path, outs)
-                s.failures_file = str(failures_path)
+                write_table(rejected, failures_path, outs)
+                outputs["failures"] = str(failures_path)
+        reasons: dict[str, int] = {}
         for f in failures:
             key = f["reason"].split(" (")[0][:80]
-            s.failure_reasons[key] = s.failure_reasons.get(key, 0) + 1
+            reasons[key] = reasons.get(key, 0) + 1
         run = cache.totals(cache.run_id)
-        s.prompt_tokens, s.completion_tokens, s.cost = int(run["prompt_tokens"]), int(run["completion_tokens"]), run["cost"]
-        s.possibly_paid_attempts, s.possibly_paid_tokens = int(run["possibly_paid_calls"]), int(run["possibly_paid_tokens"])
-        s.possibly_paid_cost = run["possibly_paid_cost"]
-        s.cache_lifetime = cache.totals()
+        lifetime = cache.totals()
     finally:
         cache.close()
-    st = teacher.stats
-    s.http_requests, s.retries, s.invalid_replies, s.errors = st.sent, st.retries, st.invalid_replies, dict(st.errors)
-    s.response_format_downgraded = teacher.downgraded
-    b = limits.budget
-    s.stopped_by = b.stopped_by
+    st, b = teacher.stats, limits.budget
+    stopped = None
     if b.stopped_by == "max_total_tokens":
-        s.stopped = f"the token limit of {b.max_tokens} had no room for the next request"
+        stopped = f"the token limit of {b.max_tokens} had no room for the next request"
     elif b.stopped_by == "budget":
-        s.stopped = f"the budget of ${b.max_cost:g} had no room for the next request"
-    s.elapsed_s = round(time.monotonic() - t0, 3)
-    return s
+        stopped = f"the budget of ${b.max_cost:g} had no room for the next request"
+    s.update(
+        http_requests=st.sent, retries=st.retries, invalid_replies=st.invalid_replies, errors=dict(st.errors),
+        failure_reasons=reasons, prompt_tokens=int(run["prompt_tokens"]),
+        completion_tokens=int(run["completion_tokens"]), cost=run["cost"],
+        possibly_paid_attempts=int(run["possibly_paid_calls"]), possibly_paid_tokens=int(run["possibly_paid_tokens"]),
+        possibly_paid_cost=run["possibly_paid_cost"], cache_lifetime=lifetime, **verify,
+        response_format_downgraded=teacher.downgraded, stopped=stopped, stopped_by=b.stopped_by,
+        elapsed_s=round(time.monotonic() - t0, 3))
+    outcome = StageOutcome("synth", {"in": c["requested"], **c}, outputs, {"config": cfg.to_dict(), **s},
+                           kept=kept, rejected=rejected, parts=("succeeded", "failed", "skipped_budget"))
+    outcome.failure = stop_message(outcome) or over_rate(c["failed"], c["requested"], cfg.max_failure_rate,
+                                                         "requests failed")
+    return outcome
 
 
 async def _execute_and_close(jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limits, retry_failed: bool,
@@ -295,11 +261,11 @@ def _failure(rec: SynthRecipe, j: Job, out: Outcome, status: str, reason: str | 
     }
 
 
-def _verify(rows: list[dict], jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limits, model: str,
-            host: str, rec: SynthRecipe, failures: list[dict], s: SynthSummary, show_progress: bool) -> None:
+def _verify(rows: list[dict], cache: Cache, teacher: Teacher, limits: Limits, model: str, host: str,
+            rec: SynthRecipe, failures: list[dict], counts: dict[str, int], show_progress: bool) -> None:
     """Judge every row with claims; a failed judgement leaves `judge` empty and is listed in the failures file."""
     pairs = [(r, judge_job(model, r["_seed"], r["_generated"], r["claims"], r["_sources"])) for r in rows if r["claims"]]
-    s.verify_requested = len(pairs)
+    counts["verify_requested"] = len(pairs)
     judge = Teacher(model, teacher.base_url, teacher.api_key, timeout=teacher.timeout, retry=teacher.retry,
                     response_format=teacher.response_format, max_connections=limits.concurrency)
     judge.downgraded = teacher.downgraded
@@ -311,8 +277,8 @@ def _verify(rows: list[dict], jobs: list[Job], cache: Cache, teacher: Teacher, l
             apply_labels(r["claims"], out.content)
             r["unsupported_claims"] = [c for c in r["claims"] if c["status"] == "unsupported" or c["judge"] == "unsupported"]
         else:
-            s.verify_failed += out.status == "failed"
-            s.verify_skipped_budget += out.status == "skipped_budget"
+            counts["verify_failed"] += out.status == "failed"
+            counts["verify_skipped_budget"] += out.status == "skipped_budget"
             failures.append(_failure(rec, j, out, out.status, scrub_secrets(out.reason, [teacher.api_key]), model, host))
     teacher.stats.sent += judge.stats.sent
     teacher.stats.retries += judge.stats.retries

@@ -6,7 +6,7 @@ from typing import Any
 
 from curate.synth.cache import request_key
 from curate.synth.jobs import Job, json_checker, parse_json_reply
-from curate.synth.render import Seed
+from curate.synth.templates import Seed
 
 LABELS = ["supported", "unsupported", "unverifiable"]
 JUDGE_SCHEMA = {
