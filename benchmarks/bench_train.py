@@ -65,7 +65,7 @@ def run_one(side: str, a: argparse.Namespace) -> dict:
         if side == "curate":
             from curate.train import train
 
-            train(a.data, output=Path(tmp) / "run", base=a.base, callbacks=[m], resume=False, **settings)
+            train(a.data, Path(tmp) / "run", base=a.base, callbacks=[m], resume=False, **settings)
         else:
             baseline(side.split(":")[1], a, settings, m, tmp)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
@@ -83,7 +83,7 @@ def baseline(padding: str, a: argparse.Namespace, s: dict, m, tmp: str) -> None:
     from curate.train.data import prepare
     from curate.train.stage import ExampleDataset, PadCollator
 
-    cfg = TrainConfig.from_any({k: v for k, v in s.items() if k != "padding_free"})
+    cfg = TrainConfig.build({k: v for k, v in s.items() if k != "padding_free"})
     path = resolve_model(a.base)
     td = prepare(a.data, load_tokenizer(path), val_fraction=0.0, max_length=a.max_length)
     cuda = torch.cuda.is_available()

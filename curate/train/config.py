@@ -1,135 +1,143 @@
-"""Training configuration: the design's LoRA defaults, overridable by CLI flags or a recipe dict."""
+"""Settings of `curate train` and `curate merge` (see curate/config.py for how they become options and the recipe section).
+
+The training data, the validation file, the run folder, `resume` and callbacks are arguments of
+`train()`, not settings. `--set KEY=VALUE` is a second spelling of any flag (`parse_sets`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+import os
+from typing import Annotated, Any, ClassVar, Literal
 
-from curate.errors import UsageError
+from pydantic import Field, ValidationInfo, field_validator
+
+from curate.config import Opt, StageConfig
+
+# the schedulers transformers runs without extra scheduler arguments
+Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                    "inverse_sqrt"]
+# "auto": on with CUDA, off on CPU
+Auto = Annotated[Literal["auto"] | bool, Opt(metavar="auto|true|false")]
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-@dataclass
-class TrainConfig:
-    """Every knob of `curate train`; defaults follow the design (LoRA r=16, 3 epochs, cosine, ...)."""
+class TrainConfig(StageConfig):
+    """Every setting of `curate train`; defaults follow the design (LoRA r=16, 3 epochs, cosine, ...)."""
 
+    stage: ClassVar[str] = "train"
+    base: Annotated[str, Opt(kind="model")] = Field(
+        "embedded", description="Base model folder, or 'embedded' (SmolLM2-135M-Instruct).")
+    qlora: bool = Field(False, description="Load the base in 4-bit NF4 (bitsandbytes; needs CUDA).")
     # LoRA adapter
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    bias: str = "none"
-    task_type: str = "CAUSAL_LM"
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    target_modules: Annotated[list[str], Opt(sep=",", metavar="MODULES")] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], description="Modules that get a LoRA adapter.")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="Which biases are trained.")
+    task_type: Literal["CAUSAL_LM"] = Field("CAUSAL_LM", description="peft task type (curate trains causal LMs).")
     # optimisation
-    epochs: float = 3.0
-    batch_size: int = 4
-    grad_accum: int = 4
-    lr: float = 2e-4
-    scheduler: str = "cosine"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_steps: int = -1  # > 0 overrides epochs
-    seed: int = 0
+    epochs: float = Field(3.0, gt=0, description="Epochs over the training rows (max_steps > 0 overrides).")
+    batch_size: int = Field(4, ge=1, description="Rows per device batch.")
+    grad_accum: int = Field(4, ge=1, description="Gradient accumulation steps per optimizer step.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    scheduler: Scheduler = Field("cosine", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of the steps spent warming up the learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (> 0 overrides epochs; "
+                                                  "-1: train for epochs).")
+    seed: int = Field(0, ge=0, description="Seed of the validation split, LoRA init and data order.")
     # evaluation, checkpoints, overfitting guard
-    eval_steps: int = 100
-    save_steps: int = 100
-    logging_steps: int = 10
-    save_total_limit: int = 3
-    guard: bool = True
-    guard_patience: int = 3  # evaluations in a row with val loss rising while train loss falls
-    guard_min_delta: float = 0.0
+    eval_steps: int = Field(100, ge=1, description="Evaluate every N steps.")
+    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps (a multiple of eval_steps).")
+    logging_steps: int = Field(10, ge=1, description="Log the training loss every N steps.")
+    save_total_limit: int = Field(3, ge=1, description="Checkpoints kept (the best one is never removed).")
+    guard: bool = Field(True, description="Stop when validation loss rises while training loss falls.")
+    guard_patience: int = Field(3, ge=1, description="Evaluations in a row with validation loss rising that stop "
+                                                     "training.")
+    guard_min_delta: float = Field(0.0, ge=0, description="A validation loss rise smaller than this is noise.")
     # data
-    val_fraction: float = 0.1
-    max_length: int | None = None  # None: the data's P95 token length
-    length_percentile: float = 95.0
-    # hardware paths ("auto": on with CUDA, off on CPU)
-    padding_free: str | bool = "auto"  # packed batches; off on CPU, where padding measured faster
-    bf16: str | bool = "auto"
-    gradient_checkpointing: str | bool = "auto"
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="Validation share of the data when no validation file "
+                                                             "is given.")
+    max_length: int | None = Field(None, ge=8, description="Drop rows longer than this many tokens (default: the "
+                                                           "data's length_percentile).")
+    length_percentile: float = Field(95.0, gt=0, le=100, description="Percentile of token lengths that sets the "
+                                                                     "default max_length.")
+    # hardware paths
+    padding_free: Auto = Field("auto", description="Packed batches without padding (auto: on with CUDA; padding "
+                                                   "measured faster on CPU).")
+    bf16: Auto = Field("auto", description="Train in bfloat16 (auto: on with CUDA).")
+    gradient_checkpointing: Auto = Field("auto", description="Recompute activations to save memory (auto: on with "
+                                                             "CUDA).")
 
+    @field_validator("base", mode="before")
     @classmethod
-    def from_any(cls, value: TrainConfig | dict | None, **overrides: Any) -> TrainConfig:
-        """A config from None, a TrainConfig or a recipe dict, then overrides that are not None."""
-        if value is None:
-            base: dict[str, Any] = {}
-        elif isinstance(value, TrainConfig):
-            base = asdict(value)
-        elif isinstance(value, dict):
-            base = dict(value)
-        else:
-            raise UsageError(f"train config must be a mapping, got {type(value).__name__}")
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(base) - set(known))
-        if unknown:
-            raise UsageError(
-                f"unknown train setting(s): {', '.join(unknown)}; known settings: {', '.join(known)}"
-            )
-        cfg = cls(**{k: _coerce(known[k].type, k, v) for k, v in base.items()})
-        cfg.check()
-        return cfg
+    def _path_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
-    def check(self) -> None:
-        """Reject values that would fail deep inside transformers with an obscure message."""
-        problems = []
-        for name in ("lora_r", "batch_size", "grad_accum", "eval_steps", "save_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if not 0 <= self.val_fraction < 1:
-            problems.append(f"val_fraction must be in [0, 1) (got {self.val_fraction})")
-        if not 0 <= self.warmup_ratio < 1:
-            problems.append(f"warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
-        if self.max_length is not None and self.max_length < 8:
-            problems.append(f"max_length must be >= 8 tokens (got {self.max_length})")
-        if self.save_steps % self.eval_steps:
-            problems.append(
-                f"save_steps ({self.save_steps}) must be a multiple of eval_steps ({self.eval_steps}) "
-                "so the best checkpoint can be kept"
-            )
-        if not self.target_modules:
-            problems.append("target_modules must name at least one module (e.g. q_proj)")
-        if problems:
-            raise UsageError("invalid train settings: " + "; ".join(problems))
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _modules(cls, value: Any) -> Any:
+        # `--set target_modules=q_proj,v_proj` and a recipe's "q_proj, v_proj" name the same list
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    @field_validator("target_modules")
+    @classmethod
+    def _some_module(cls, value: list[str]) -> list[str]:
+        from pydantic_core import PydanticCustomError
 
-
-def _coerce(type_name: Any, key: str, value: Any) -> Any:
-    """Turn strings from `--set key=value` into the field's type; leave typed values alone."""
-    t = str(type_name)
-    if not isinstance(value, str):
-        if t.startswith("list") and isinstance(value, (list, tuple)):
-            return [str(v) for v in value]
+        if not value:
+            raise PydanticCustomError("no_modules", "name at least one module (e.g. q_proj)")
         return value
-    try:
-        if t == "int":
-            return int(value)
-        if t == "float":
-            return float(value)
-        if t == "int | None":
-            return None if value.lower() in ("", "none", "null") else int(value)
-        if t == "bool":
-            return _bool(value)
-        if t == "str | bool":
-            return value if value == "auto" else _bool(value)
-        if t.startswith("list"):
-            return [v.strip() for v in value.split(",") if v.strip()]
-    except ValueError as exc:
-        raise UsageError(f"train setting {key}: cannot read {value!r} as {t}") from exc
-    return value
+
+    @field_validator("max_length", mode="before")
+    @classmethod
+    def _none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none", "null") else value
+
+    @field_validator("padding_free", "bf16", "gradient_checkpointing", mode="before")
+    @classmethod
+    def _auto(cls, value: Any) -> Any:
+        from pydantic_core import PydanticCustomError
+
+        if not isinstance(value, str):
+            return value
+        low = value.strip().lower()
+        if low == "auto":
+            return "auto"
+        if low in _TRUE or low in _FALSE:
+            return low in _TRUE
+        raise PydanticCustomError("auto_bool", "expected auto, true or false")
+
+    @field_validator("save_steps")
+    @classmethod
+    def _saves_at_evaluations(cls, value: int, info: ValidationInfo) -> int:
+        from pydantic_core import PydanticCustomError
+
+        every = info.data.get("eval_steps")
+        if every and value % every:
+            raise PydanticCustomError("save_steps", "must be a multiple of eval_steps ({every}) so the best "
+                                                    "checkpoint can be kept", {"every": every})
+        return value
 
 
-def _bool(value: str) -> bool:
-    low = value.lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(value)
+class MergeConfig(StageConfig):
+    """Which base model the adapter is folded into (the output folder and --overwrite are arguments of merge())."""
+
+    stage: ClassVar[str] = "merge"
+    base: Annotated[str | None, Opt(kind="model")] = Field(
+        None, description="Base model folder or 'embedded' (default: the one in the run card).")
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _path_text(cls, value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """`--set key=value` pairs as a dict (values are coerced by TrainConfig.from_any)."""
+    """`--set key=value` pairs as a mapping of setting names (dashes read as underscores) to their text."""
+    from curate.errors import UsageError
+
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")

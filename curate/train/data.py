@@ -1,18 +1,17 @@
-"""Canonical Parquet -> tokenized examples with assistant-only labels, a validation split, length limits."""
+"""Training data (any input curate reads) -> tokenized examples with assistant-only labels, a validation split, length limits."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 
 from curate.embedded import render
 from curate.errors import InputError, UsageError
-from curate.inputs import load_any
+from curate.inputs import Source, open_input
 
 IGNORE = -100  # label value the loss skips
 
@@ -29,7 +28,6 @@ class TokenizedData:
     dropped_too_long: int = 0
     dropped_no_assistant: int = 0
     val_source: str = "fraction"
-    counts: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -89,33 +87,43 @@ def _split(examples: list[dict], fraction: float, seed: int) -> tuple[list[dict]
     return [e for e in examples if e["id"] not in val_ids], [e for e in examples if e["id"] in val_ids]
 
 
+def _read(source: Source) -> pa.Table:
+    """The columns training reads (a table given in memory may lack `tools`)."""
+    src = open_input(source)
+    return src.read([c for c in ("messages", "tools") if c in src.schema.names])
+
+
+def _name(source: Source) -> str:
+    return "(table)" if isinstance(source, pa.Table) else str(source)
+
+
 def prepare(
-    data: str | Path,
+    data: Source,
     tokenizer: Any,
     *,
-    val: str | Path | None = None,
+    val: Source | None = None,
     val_fraction: float = 0.1,
     max_length: int | None = None,
     length_percentile: float = 95.0,
     seed: int = 0,
 ) -> TokenizedData:
     """Load, tokenize, split and length-filter the training data (too-long rows are dropped and counted)."""
-    table = load_any(data)
+    table = _read(data)
     if table.num_rows == 0:
-        raise InputError("no rows to train on", file=str(data))
-    examples, no_assistant = tokenize_table(table, tokenizer, str(data))
+        raise InputError("no rows to train on", file=_name(data))
+    examples, no_assistant = tokenize_table(table, tokenizer, _name(data))
     rows_in = table.num_rows
     if val is not None:
-        val_table = load_any(val)
+        val_table = _read(val)
         rows_in += val_table.num_rows
-        val_examples, val_no_assistant = tokenize_table(val_table, tokenizer, str(val))
+        val_examples, val_no_assistant = tokenize_table(val_table, tokenizer, _name(val))
         no_assistant += val_no_assistant
-        train_ex, val_ex, val_source = examples, val_examples, f"file {val}"
+        train_ex, val_ex, val_source = examples, val_examples, f"file {_name(val)}"
     else:
         train_ex, val_ex = _split(examples, val_fraction, seed)
         val_source = f"{val_fraction:.0%} of data"
     if not train_ex:
-        raise InputError("no row has an assistant reply to learn from", file=str(data))
+        raise InputError("no row has an assistant reply to learn from", file=_name(data))
     if max_length is None:
         limit = percentile([len(e["input_ids"]) for e in train_ex], length_percentile)
         source = f"p{length_percentile:g} of data"

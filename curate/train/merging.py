@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from curate.console import console
 from curate.errors import UsageError
+from curate.outcome import StageOutcome
+from curate.train.config import MergeConfig
 
 
 def base_of(run: Path, adapter: Path) -> str:
@@ -31,8 +34,10 @@ def adapter_dir(path: str | Path) -> Path:
     raise UsageError(f"{p} holds no adapter (expected {p}/adapter/adapter_config.json from `curate train`)")
 
 
-def merge(run_dir: str | Path, output: str | Path, base: str | None = None, overwrite: bool = False) -> Path:
-    """Write base + adapter as one model folder (safetensors + tokenizer) at `output`."""
+def merge(run_dir: str | Path, output: str | Path, config: MergeConfig | Mapping[str, Any] | None = None, *,
+          overwrite: bool = False, **overrides: Any) -> StageOutcome:
+    """Write base + adapter as one model folder (safetensors + tokenizer) at `output`; `overwrite` replaces it."""
+    cfg = MergeConfig.build(config, **overrides)
     run, out = Path(run_dir), Path(output)
     adapter = adapter_dir(run)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -42,7 +47,8 @@ def merge(run_dir: str | Path, output: str | Path, base: str | None = None, over
     from curate.embedded import load_tokenizer, resolve_model
     from curate.train.stage import load_base
 
-    model_path = resolve_model(base or base_of(run, adapter))
+    base = cfg.base or base_of(run, adapter)
+    model_path = resolve_model(base)
     # merge in fp32 so the folded weights are not rounded twice
     model = load_base(model_path, qlora=False, cuda=False, bf16=False)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
@@ -54,5 +60,5 @@ def merge(run_dir: str | Path, output: str | Path, base: str | None = None, over
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)
-    console.print(f"merged {adapter} into {model_path} -> {out}")
-    return out
+    return StageOutcome("merge", {}, {"model": str(out)},
+                        {"config": cfg.to_dict(), "adapter": str(adapter), "base": base, "base_path": str(model_path)})

@@ -1,44 +1,40 @@
-"""`curate train`: LoRA / QLoRA on canonical data with transformers' Trainer and peft."""
+"""`curate train`: LoRA / QLoRA on canonical data with transformers' Trainer and peft.
+
+A run folder (`-o runs/NAME`) holds one run:
+    run_started.json         what the run is of (data and validation hashes, base, settings)
+    checkpoints/checkpoint-N Trainer checkpoints: started again, a killed run resumes from the last one
+    loss.jsonl, loss.png     the curves, rewritten as training goes
+    adapter/, run_card.json  written when training ends
+Starting over (resume=False, or nothing to resume) first removes what an earlier run wrote there.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import platform
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
 
 from curate.console import console
 from curate.dataset import content_hash_file
 from curate.errors import MissingDependency, UsageError
+from curate.inputs import Source
+from curate.outcome import StageOutcome
 from curate.train.config import TrainConfig
 from curate.train.data import IGNORE, TokenizedData, prepare
 
-
-@dataclass
-class TrainResult:
-    """What a finished run produced: where its adapter is, its counts, metrics and whether it stopped early."""
-
-    run_dir: Path
-    adapter_dir: Path
-    config: dict[str, Any]
-    counts: dict[str, Any]
-    metrics: dict[str, Any]
-    stopped_early: str | None = None
-    resumed_from: str | None = None
-    best_checkpoint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "run_dir": str(self.run_dir), "adapter_dir": str(self.adapter_dir), "config": self.config,
-            "counts": self.counts, "metrics": self.metrics, "stopped_early": self.stopped_early,
-            "resumed_from": self.resumed_from, "best_checkpoint": self.best_checkpoint,
-        }
+# what a run writes into its folder besides checkpoints/ (removed when a run starts over)
+RUN_FILES = ("adapter", ".adapter.tmp", "run_card.json", "run_card.json.tmp", "loss.jsonl", "loss.jsonl.tmp",
+             "loss.png", "loss.tmp.png")
+# outputs by name -> file in the run folder
+OUTPUTS = {"adapter": "adapter", "run_card": "run_card.json", "loss": "loss.jsonl", "loss_plot": "loss.png"}
 
 
 class ExampleDataset:
@@ -121,37 +117,105 @@ def _auto(value: str | bool, cuda: bool) -> bool:
     return cuda if value == "auto" else bool(value)
 
 
-def _fingerprint(data: Path, val: Path | None, base: str, cfg: TrainConfig, qlora: bool) -> dict[str, Any]:
+def _hyper(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings without base and qlora, which run cards and run_started.json keep at their top level."""
+    return cfg.model_dump(mode="json", exclude={"base", "qlora"})
+
+
+def _sha256(source: Source) -> str:
+    if isinstance(source, pa.Table):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, source.schema) as w:
+            w.write_table(source)
+        return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    return content_hash_file(source)
+
+
+def _name(source: Source | None) -> str | None:
+    if source is None:
+        return None
+    return "(table)" if isinstance(source, pa.Table) else str(source)
+
+
+def _fingerprint(data: Source, val: Source | None, cfg: TrainConfig) -> dict[str, Any]:
     return {
-        "data": str(data), "data_sha256": content_hash_file(data),
-        "val": str(val) if val else None, "val_sha256": content_hash_file(val) if val else None,
-        "base": base, "qlora": qlora, "config": cfg.as_dict(),
+        "data": _name(data), "data_sha256": _sha256(data),
+        "val": _name(val), "val_sha256": _sha256(val) if val is not None else None,
+        "base": cfg.base, "qlora": cfg.qlora, "config": _hyper(cfg),
     }
 
 
-def _last_checkpoint(ckpt_dir: Path) -> Path | None:
-    found = [p for p in ckpt_dir.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
-    return max(found, key=lambda p: int(p.name.split("-")[1])) if found else None
+def _last_checkpoint(ckpt_dir: Path) -> tuple[Path, dict[str, Any]] | tuple[None, None]:
+    """The last checkpoint whose trainer state reads whole (a kill while saving can cut the last one), and that state."""
+    found = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[1].isdigit()]
+    for p in sorted(found, key=lambda p: int(p.name.split("-")[1]), reverse=True):
+        try:
+            return p, json.loads((p / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+    return None, None
 
 
-def _prepare_run_dir(run_dir: Path, fingerprint: dict, resume: bool) -> Path | None:
-    """The checkpoint to resume from, after checking it belongs to the same data and config."""
-    ckpt_dir = run_dir / "checkpoints"
+def _stopped(state: dict[str, Any]) -> bool:
+    """Whether a checkpoint was saved as training ended (its last step, or the guard's stop)."""
+    control = state.get("stateful_callbacks", {}).get("TrainerControl", {}).get("args", {})
+    return bool(control.get("should_training_stop")) or state["global_step"] >= state.get("max_steps", float("inf"))
+
+
+def _finished_card(run_dir: Path, fp: dict[str, Any]) -> dict[str, Any] | None:
+    """The run card of a finished run of exactly this data, base and settings, with its adapter (else None)."""
+    card_path = run_dir / "run_card.json"
+    if not card_path.is_file() or not (run_dir / "adapter" / "adapter_config.json").is_file():
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+        same = (card["base"], card["qlora"], card["config"], card["data"]["sha256"], card["data"]["val_sha256"]) == (
+            fp["base"], fp["qlora"], fp["config"], fp["data_sha256"], fp["val_sha256"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return card if same else None
+
+
+def _plan(run_dir: Path, fp: dict[str, Any], resume: bool) -> tuple[dict[str, Any] | None, Path | None]:
+    """(the card of this run, already finished; the checkpoint to resume from); both None: start over.
+
+    Trainer resumed from a checkpoint saved as training ended takes one step more than asked, so such a
+    run is reported from its card, or started over when its card was never written.
+    """
+    if not resume:
+        return None, None
+    last, state = _last_checkpoint(run_dir / "checkpoints")
     started = run_dir / "run_started.json"
-    last = _last_checkpoint(ckpt_dir) if ckpt_dir.exists() else None
-    if last and resume:
+    if last is not None:
         before = json.loads(started.read_text()) if started.exists() else None
-        if before != fingerprint:
+        if before != fp:
             raise UsageError(
                 f"{run_dir} holds checkpoints of a run with different data, base or settings; "
                 "use another -o or pass --no-resume to start over"
             )
-        return last
-    if ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)  # --no-resume, or nothing resumable: start clean
+    card = _finished_card(run_dir, fp)
+    if card is not None and (state is None or card["metrics"]["global_step"] >= state["global_step"]):
+        return card, None
+    if state is not None and not _stopped(state):
+        return None, last
+    return None, None
+
+
+def _start_over(run_dir: Path, fp: dict[str, Any]) -> None:
+    """Remove what an earlier run wrote here (its checkpoints, adapter, card and curves; nothing else) and mark this one."""
+    ckpt_dir = run_dir / "checkpoints"
+    for p in ckpt_dir.glob("checkpoint-*") if ckpt_dir.is_dir() else ():
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+        ckpt_dir.rmdir()
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
-    started.write_text(json.dumps(fingerprint, indent=2))
-    return None
+    (run_dir / "run_started.json").write_text(json.dumps(fp, indent=2))
 
 
 def _versions() -> dict[str, str]:
@@ -166,29 +230,36 @@ def _versions() -> dict[str, str]:
 
 
 def train(
-    data: str | Path,
-    *,
+    data: Source,
     output: str | Path,
-    base: str | None = "embedded",
-    config: TrainConfig | dict | None = None,
-    val: str | Path | None = None,
-    qlora: bool = False,
+    config: TrainConfig | Mapping[str, Any] | None = None,
+    *,
+    val: Source | None = None,
     resume: bool = True,
     callbacks: Sequence[Any] = (),
     **overrides: Any,
-) -> TrainResult:
-    """Train a LoRA (or QLoRA) adapter on canonical data; writes adapter/, run_card.json and loss curves."""
-    cfg = TrainConfig.from_any(config, **overrides)
-    if qlora:
+) -> StageOutcome:
+    """Train a LoRA (or QLoRA) adapter on canonical data; writes adapter/, run_card.json and loss curves to `output`.
+
+    resume: continue a killed run from its last checkpoint (a finished run is reported again, not
+    trained further); False starts over, removing what an earlier run wrote in `output`.
+    """
+    cfg = TrainConfig.build(config, **overrides)
+    if cfg.qlora:
         check_qlora()
-    data, run_dir = Path(data), Path(output)
-    val = Path(val) if val else None
+    run_dir = Path(output)
     for p in (data, val):
-        if p is not None and not p.exists():
+        if p is not None and not isinstance(p, pa.Table) and not Path(p).exists():
             raise UsageError(f"no such file: {p}")
+    fp = _fingerprint(data, val, cfg)
+    card, resume_from = _plan(run_dir, fp, resume)
+    if card is not None:
+        console.print(f"{run_dir} holds a finished run of this data and these settings: reporting it "
+                      "(pass --no-resume to train again)")
+        return _outcome(cfg, run_dir, card, previously_finished=True)
     from curate.embedded import load_tokenizer, resolve_model
 
-    model_path = resolve_model(base)
+    model_path = resolve_model(cfg.base)
     tokenizer = load_tokenizer(model_path)
     td = prepare(data, tokenizer, val=val, val_fraction=cfg.val_fraction, max_length=cfg.max_length,
                  length_percentile=cfg.length_percentile, seed=cfg.seed)
@@ -197,14 +268,29 @@ def train(
         f"{td.max_length} tokens ({td.max_length_source}); dropped {td.dropped_too_long} too long, "
         f"{td.dropped_no_assistant} without an assistant reply"
     )
-    resume_from = _prepare_run_dir(run_dir, _fingerprint(data, val, str(base), cfg, qlora), resume)
-    return _run(td, cfg, model_path, run_dir, data, val, base, qlora, resume_from, callbacks)
+    if resume_from is None:
+        _start_over(run_dir, fp)
+    card = _run(td, cfg, model_path, run_dir, fp, resume_from, callbacks)
+    return _outcome(cfg, run_dir, card, previously_finished=False)
 
 
-def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, data: Path, val: Path | None,
-         base: str | None, qlora: bool, resume_from: Path | None, callbacks: Sequence[Any]) -> TrainResult:
+def _outcome(cfg: TrainConfig, run_dir: Path, card: dict[str, Any], previously_finished: bool) -> StageOutcome:
+    """in = rows read (data + validation file); kept = training + validation rows; rejected = rows dropped."""
+    c = card["counts"]
+    reasons = {"too_long": c["dropped_too_long"], "no_assistant": c["dropped_no_assistant"]}
+    counts = {"in": c["rows_in"], "kept": c["train_rows"] + c["val_rows"], "rejected": sum(reasons.values())}
+    outputs = {name: str(run_dir / f) for name, f in OUTPUTS.items() if (run_dir / f).exists()}
+    return StageOutcome("train", counts, outputs, {
+        "config": cfg.to_dict(), "run_dir": str(run_dir), "data": c, "reasons": reasons, "metrics": card["metrics"],
+        "stopped_early": card["stopped_early"], "resumed_from": card["resumed_from"],
+        "best_checkpoint": card["best_checkpoint"], "previously_finished": previously_finished})
+
+
+def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, fp: dict[str, Any],
+         resume_from: Path | None, callbacks: Sequence[Any]) -> dict[str, Any]:
+    """Train, save the adapter and write the run card (returned)."""
     from peft import LoraConfig, get_peft_model
-    from transformers import DataCollatorWithFlattening, PrinterCallback, Trainer, TrainingArguments
+    from transformers import DataCollatorWithFlattening, PrinterCallback, Trainer, TrainingArguments, set_seed
 
     from curate.train.callbacks import CurateCallback
 
@@ -212,9 +298,10 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
     bf16 = _auto(cfg.bf16, cuda)
     checkpointing = _auto(cfg.gradient_checkpointing, cuda)
     packed = _auto(cfg.padding_free, cuda)
-    model = load_base(model_path, qlora=qlora, cuda=cuda, bf16=bf16)
+    model = load_base(model_path, qlora=cfg.qlora, cuda=cuda, bf16=bf16)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), bias=cfg.bias, task_type=cfg.task_type)
+    set_seed(cfg.seed)  # LoRA's initial weights: torch's generator starts from a random seed in each process
     model = get_peft_model(model, lora)
     if packed:
         flash = getattr(model.config, "_attn_implementation", "") == "flash_attention_2"
@@ -264,26 +351,15 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, da
     trainer.model.save_pretrained(str(tmp))
     shutil.rmtree(adapter_dir, ignore_errors=True)
     tmp.replace(adapter_dir)
-    result = TrainResult(
-        run_dir=run_dir, adapter_dir=adapter_dir, config=cfg.as_dict(), counts=td.summary(), metrics=metrics,
-        stopped_early=cb.stop_reason, resumed_from=str(resume_from) if resume_from else None,
-        best_checkpoint=state.best_model_checkpoint,
-    )
-    _write_card(result, data, val, base, model_path, qlora, cuda, bf16, checkpointing, packed)
-    return result
-
-
-def _write_card(r: TrainResult, data: Path, val: Path | None, base: str | None, model_path: str, qlora: bool,
-                cuda: bool, bf16: bool, checkpointing: bool, packed: bool) -> None:
     card = {
-        "base": base or "embedded", "base_path": model_path, "qlora": qlora,
-        "data": {"path": str(data), "sha256": content_hash_file(data),
-                 "val_path": str(val) if val else None, "val_sha256": content_hash_file(val) if val else None},
-        "counts": r.counts, "config": r.config, "metrics": r.metrics, "stopped_early": r.stopped_early,
-        "resumed_from": r.resumed_from, "best_checkpoint": r.best_checkpoint,
+        "base": fp["base"], "base_path": model_path, "qlora": fp["qlora"],
+        "data": {"path": fp["data"], "sha256": fp["data_sha256"], "val_path": fp["val"], "val_sha256": fp["val_sha256"]},
+        "counts": td.summary(), "config": fp["config"], "metrics": metrics, "stopped_early": cb.stop_reason,
+        "resumed_from": str(resume_from) if resume_from else None, "best_checkpoint": state.best_model_checkpoint,
         "hardware": {"cuda": cuda, "bf16": bf16, "gradient_checkpointing": checkpointing, "padding_free": packed},
         "versions": _versions(), "adapter": "adapter/", "loss_curves": ["loss.jsonl", "loss.png"],
     }
-    tmp = r.run_dir / "run_card.json.tmp"
-    tmp.write_text(json.dumps(card, indent=2, default=str))
-    tmp.replace(r.run_dir / "run_card.json")
+    tmp_card = run_dir / "run_card.json.tmp"
+    tmp_card.write_text(json.dumps(card, indent=2, default=str))
+    tmp_card.replace(run_dir / "run_card.json")
+    return card
