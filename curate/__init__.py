@@ -22,13 +22,15 @@ _WHERE = {
     "CurateError": "curate.errors", "InputError": "curate.errors", "MissingDependency": "curate.errors",
     "RecipeError": "curate.errors", "ThresholdExceeded": "curate.errors", "UsageError": "curate.errors",
     "SCHEMA": "curate.dataset", "make_row": "curate.dataset", "read_dataset": "curate.dataset",
-    "write_table": "curate.outputs", "load_any": "curate.inputs",
-    "IngestSummary": "curate.ingest", "ingest_table": "curate.ingest", "export": "curate.ingest",
-    "CODES": "curate.validate", "ValidationResult": "curate.validate",
-    "DedupeResult": "curate.dedupe", "Report": "curate.report",
-    "SynthSummary": "curate.synth", "start_local_teacher": "curate.synth", "synthesize": "curate.synth",
-    "TrainConfig": "curate.train", "merge": "curate.train", "evaluate": "curate.evaluation",
-    "run_recipe": "curate.pipeline",
+    "write_table": "curate.outputs", "open_input": "curate.inputs", "load_any": "curate.inputs",
+    "StageOutcome": "curate.outcome",
+    "IngestConfig": "curate.ingest.config", "ExportConfig": "curate.ingest.config",
+    "ValidateConfig": "curate.validate.config", "DedupeConfig": "curate.dedupe.config",
+    "ReportConfig": "curate.report.config", "SynthConfig": "curate.synth.config",
+    "TrainConfig": "curate.train.config", "MergeConfig": "curate.train.config", "EvalConfig": "curate.evaluation.config",
+    "ingest_table": "curate.ingest", "export": "curate.ingest", "CODES": "curate.validate",
+    "synthesize": "curate.synth", "start_local_teacher": "curate.synth", "merge": "curate.train",
+    "evaluate": "curate.evaluation", "run_recipe": "curate.pipeline",
 }
 
 
@@ -43,7 +45,7 @@ def __getattr__(name: str):
 
 if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eagerly
     from curate.dataset import SCHEMA, make_row, read_dataset
-    from curate.dedupe import DedupeResult
+    from curate.dedupe.config import DedupeConfig
     from curate.errors import (
         CurateError,
         InputError,
@@ -53,18 +55,25 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
         UsageError,
     )
     from curate.evaluation import evaluate
-    from curate.ingest import IngestSummary, export, ingest_table
-    from curate.inputs import load_any
+    from curate.evaluation.config import EvalConfig
+    from curate.ingest import export, ingest_table
+    from curate.ingest.config import ExportConfig, IngestConfig
+    from curate.inputs import load_any, open_input
+    from curate.outcome import StageOutcome
     from curate.outputs import write_table
     from curate.pipeline import run_recipe
-    from curate.report import Report
-    from curate.synth import SynthSummary, start_local_teacher, synthesize
-    from curate.train import TrainConfig, merge
-    from curate.validate import CODES, ValidationResult
+    from curate.report.config import ReportConfig
+    from curate.synth import start_local_teacher, synthesize
+    from curate.synth.config import SynthConfig
+    from curate.train import merge
+    from curate.train.config import MergeConfig, TrainConfig
+    from curate.validate import CODES
+    from curate.validate.config import ValidateConfig
 
 __all__ = [
     "__version__", "CurateError", "InputError", "MissingDependency", "RecipeError", "ThresholdExceeded", "UsageError",
-    "SCHEMA", "make_row", "read_dataset", "write_table", "load_any", "IngestSummary", "ingest_table", "export",
-    "CODES", "ValidationResult", "DedupeResult", "Report", "SynthSummary", "start_local_teacher", "synthesize",
-    "TrainConfig", "merge", "evaluate", "run_recipe",
+    "SCHEMA", "make_row", "read_dataset", "write_table", "open_input", "load_any", "StageOutcome",
+    "IngestConfig", "ExportConfig", "ValidateConfig", "DedupeConfig", "ReportConfig", "SynthConfig", "TrainConfig",
+    "MergeConfig", "EvalConfig", "ingest_table", "export", "CODES", "synthesize", "start_local_teacher", "merge",
+    "evaluate", "run_recipe",
 ]

@@ -13,13 +13,18 @@ from typing import Any
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from curate import __version__
 from curate.config import cli_options, from_cli
 from curate.console import console, print_json
+from curate.dedupe.config import DedupeConfig
 from curate.errors import CurateError
+from curate.evaluation.config import EvalConfig
 from curate.ingest.config import ExportConfig, IngestConfig
+from curate.report.config import ReportConfig
+from curate.synth.config import SynthConfig
+from curate.train.config import MergeConfig, TrainConfig
+from curate.validate.config import ValidateConfig
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
 
@@ -118,89 +123,40 @@ def export(dataset, output, as_json, **settings):
 
 # ---- dedupe
 
-
 @cli.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Deduplicated Parquet to write (removed rows and clusters go beside it).")
-@click.option("--on", default="user", show_default=True, type=click.Choice(["user", "assistant", "conversation", "first-user"]), help="Which turns form the compared key.")
-@click.option("--shingle", default="word", show_default=True, type=click.Choice(["word", "char"]))
-@click.option("--ngram", default=5, show_default=True, help="Shingle length in words or characters.")
-@click.option("--num-perm", default=128, show_default=True, help="MinHash permutations.")
-@click.option("--threshold", default=0.8, show_default=True, help="Jaccard similarity at which rows are near duplicates.")
-@click.option("--bands", type=int, help="LSH bands (default: chosen from --threshold to catch 99% of pairs at it).")
-@click.option("--rows", "rows_per_band", type=int, help="LSH rows per band (with --bands).")
-@click.option("--keep", default="first", show_default=True, type=click.Choice(["first", "longest", "origin"]), help="Which row of a cluster stays.")
-@click.option("--origin-priority", default="production,seed,eval,synthetic", show_default=True, help="Order for --keep origin.")
 @click.option("--against", multiple=True, type=click.Path(path_type=Path), help="Evaluation file(s) to decontaminate against (repeatable).")
-@click.option("--against-format", default="auto", show_default=True, help="Format of the --against files.")
-@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Persistent LSH index: dedupe against earlier runs and add this run's rows.")
-@click.option("--hash", "hash_", default="curate", show_default=True, type=click.Choice(["curate", "sha1"]), help="Shingle hash: curate's vectorised one, or datasketch's default SHA-1 (slower; signatures match a plain datasketch MinHash()).")
-@click.option("--no-verify", is_flag=True, help="Trust MinHash estimates instead of checking candidates by exact Jaccard.")
 @click.option("--dry-run", is_flag=True, help="Estimate time and memory; write nothing.")
-@click.option("--format", "fmt", default="auto", show_default=True, help="Format of INPUT when it is not canonical Parquet.")
+@cli_options(DedupeConfig)
 @json_option
-def dedupe(input_path, output, on, shingle, ngram, num_perm, threshold, bands, rows_per_band, keep, origin_priority,
-           against, against_format, index_dir, hash_, no_verify, dry_run, fmt, as_json):
+def dedupe(input_path, output, against, dry_run, as_json, **settings):
     """Remove exact and near-duplicate rows of INPUT, and rows that contain --against eval items."""
     from curate.dedupe import dedupe as run
-    from curate.dedupe.render import render
+    from curate.dedupe.render import render_dedupe
     from curate.errors import UsageError
 
     if output is None and not dry_run:
         raise UsageError("missing -o/--output (or pass --dry-run)")
-    result = run(input_path, output, on=on, shingle=shingle, ngram=ngram, num_perm=num_perm, threshold=threshold,
-                 bands=bands, rows_per_band=rows_per_band, keep=keep,
-                 origin_priority=[o.strip() for o in origin_priority.split(",") if o.strip()], against=list(against),
-                 against_format=against_format, index_dir=index_dir, hash=hash_, verify=not no_verify, dry_run=dry_run,
-                 fmt=fmt)
-    if as_json:
-        print_json(result.summary)
-    else:
-        render(result, console)
+    # the CLI owns its process: the allocator settings that make a run faster are chosen here (README: Memory and speed)
+    finish(run(input_path, output, from_cli(DedupeConfig, settings), against=against, dry_run=dry_run,
+               tune_allocator=True), as_json, render_dedupe)
+
 
 # ---- validate
-
 
 @cli.command()
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Canonical Parquet of the valid rows.")
 @click.option("--quarantine", type=click.Path(path_type=Path), help="Parquet of rows with errors (codes, messages, line).")
-@click.option("--schema", help="Format schema: openai-chat, sharegpt, alpaca, prompt-completion, preference, or a path.")
-@click.option("--tokenizer", help="Local Hugging Face tokenizer folder or 'embedded' (default: embedded when installed).")
-@click.option("--no-tokens", is_flag=True, help="Skip the token check.")
-@click.option("--max-tokens", type=int, help="Flag (never truncate) records longer than this many tokens.")
-@click.option("--output-schema", type=click.Path(path_type=Path), help="JSON Schema every assistant reply must satisfy.")
-@click.option("--output-regex", help="Regular expression every assistant reply must fully match.")
-@click.option("--allow-consecutive-user", is_flag=True, help="Accept two user turns in a row.")
-@click.option("--max-error-rate", default=0.0, show_default=True, help="Exit 1 when more than this share has errors.")
+@cli_options(ValidateConfig)
 @json_option
-def validate(input, output, quarantine, schema, tokenizer, no_tokens, max_tokens, output_schema, output_regex,
-             allow_consecutive_user, max_error_rate, as_json):
+def validate(input, output, quarantine, as_json, **settings):
     """Check INPUT (raw file or canonical Parquet): named error codes, tokens, output-format compliance."""
-    from curate.embedded import embedded_gguf_path
-    from curate.errors import MissingDependency
     from curate.validate import validate as run
-    from curate.validate.render import print_result
+    from curate.validate.render import render_validate
 
-    if no_tokens:
-        tokenizer = None
-    elif tokenizer is None:
-        try:
-            embedded_gguf_path()
-            tokenizer = "embedded"
-        except MissingDependency as exc:
-            console.print(f"[yellow]token check skipped:[/] {exc}")
-    result = run(input, schema=schema, tokenizer=tokenizer, max_tokens=max_tokens, output_schema=output_schema,
-                 output_regex=output_regex, allow_consecutive_user=allow_consecutive_user, output=output,
-                 quarantine=quarantine, max_error_rate=max_error_rate)
-    if as_json:
-        print_json(result.summary())
-    else:
-        print_result(result, console)
-    if result.total == 0:
-        console.print("[bold red]no records read[/]")
-        sys.exit(EXIT_DATA)
-    fail_over(max_error_rate, result.quarantine.num_rows, result.total, "records with errors")
+    finish(run(input, output, from_cli(ValidateConfig, settings), quarantine=quarantine), as_json, render_validate)
 
 # ---- report
 
@@ -211,192 +167,92 @@ def validate(input, output, quarantine, schema, tokenizer, no_tokens, max_tokens
 @click.option("--baseline", type=click.Path(path_type=Path), help="An older production snapshot: report drift to --production.")
 @click.option("-o", "--output", "html", type=click.Path(path_type=Path), help="Self-contained HTML report to write.")
 @click.option("--gaps", type=click.Path(path_type=Path), help="Write under-covered production rows here (canonical Parquet, seeds for `curate synth`).")
-@click.option("--fail-on", multiple=True, metavar="EXPR", help="Exit 1 when METRIC OP NUMBER holds, e.g. 'p95_ratio>1.5', 'uncovered_share>10%'. Repeatable.")
-@click.option("--embedder", type=click.Choice(["auto", "minilm", "tfidf"]), default="auto", show_default=True,
-              help="auto: all-MiniLM-L6-v2 when torch is installed, TF-IDF + SVD otherwise (stated in the report).")
-@click.option("--tokenizer", default=None, help="Tokenizer for token lengths: 'embedded' (default) or a local folder.")
-@click.option("-k", "--clusters", "k", type=int, default=None, help="Production clusters (default: chosen by silhouette).")
-@click.option("--gap-ratio", type=float, default=0.25, show_default=True, help="A cluster is a gap when its training share is under this times its production share.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@cli_options(ReportConfig)
 @json_option
-def report_command(train, production, baseline, html, gaps, fail_on, embedder, tokenizer, k, gap_ratio, seed, as_json):
+def report_command(train, production, baseline, html, gaps, as_json, **settings):
     """Structure, coverage and drift of TRAIN against --production samples; gaps feed `curate synth`."""
     from curate.report import report as run
-    from curate.report.render import print_summary
+    from curate.report.render import render_report, render_report_json
 
-    rep = run(train, production, baseline=baseline, tokenizer=tokenizer, html=html, gaps=gaps, fail_on=fail_on,
-              seed=seed, embedder=embedder, k=k, gap_ratio=gap_ratio)
-    if as_json:
-        print_json(rep.json())
-    else:
-        print_summary(rep, console)
-    for path, what in ((html, "HTML report"), (gaps, f"{rep.gap_table.num_rows if rep.gap_table is not None else 0} gap rows")):
-        if path:
-            console.print(f"{what} -> {path}")
-    if rep.failed:
-        console.print(f"[bold red]{len(rep.failed)} gate(s) failed:[/] {', '.join(g['expr'] for g in rep.failed)}")
-        sys.exit(EXIT_DATA)
+    out = run(train, production, from_cli(ReportConfig, settings), baseline=baseline, html=html, gaps=gaps)
+    # --json prints the report document (schemas/report.schema.json): to_dict()["report"], not the whole outcome
+    finish(out, False, render_report_json if as_json else render_report)
 
 
 # ---- synth
 
-
 @cli.command()
-@click.option("--teacher", required=True, help="Model name at --base-url, or 'local' for the embedded llama.cpp teacher.")
-@click.option("--base-url", help="OpenAI-compatible endpoint (default: OpenAI). e.g. http://127.0.0.1:8000/v1")
-@click.option("--recipe", required=True, type=click.Path(path_type=Path), help="Synth recipe YAML (recipes/synth-*.yaml).")
-@click.option("--seeds", type=click.Path(path_type=Path), help="Seed file in any format `curate ingest` reads.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Canonical Parquet to write.")
 @click.option("--cache", "cache_path", type=click.Path(path_type=Path), help="Request cache (default: OUT.cache.sqlite).")
-@click.option("--concurrency", default=16, show_default=True, help="Requests in flight at once.")
-@click.option("--rpm", type=float, help="Requests-per-minute limit.")
-@click.option("--tpm", type=float, help="Tokens-per-minute limit (prompt estimate + max_tokens).")
-@click.option("--max-total-tokens", type=int, help="Stop starting requests before this many tokens are spent.")
-@click.option("--budget", type=float, help="Stop starting requests before this many dollars are spent.")
-@click.option("--price-in", type=float, help="Dollars per 1M prompt tokens (overrides the recipe's pricing).")
-@click.option("--price-out", type=float, help="Dollars per 1M completion tokens (overrides the recipe's pricing).")
-@click.option("--retry-failed", is_flag=True, help="Send again the requests that failed in an earlier run.")
-@click.option("--verify", is_flag=True, help="Ask the teacher to judge each extracted claim against the sources.")
-@click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable holding the key.")
-@click.option("--timeout", default=120.0, show_default=True, help="Seconds per request before it is retried.")
-@click.option("--max-retries", default=6, show_default=True, help="Retries per request on 429/5xx/timeouts/drops.")
-@click.option("--response-format", type=click.Choice(["auto", "json_schema", "json_object", "none"]), default="auto",
-              show_default=True, help="How a recipe's reply schema is sent (it is always validated).")
-@click.option("--max-failure-rate", default=0.0, show_default=True, help="Exit 1 when more than this share failed.")
 @click.option("--trust-recipe", is_flag=True,
               help="Let the recipe read files outside its folder and the current directory (README: What a recipe may do).")
+@cli_options(SynthConfig)
 @json_option
-def synth(teacher, base_url, recipe, seeds, output, cache_path, concurrency, rpm, tpm, max_total_tokens, budget,
-          price_in, price_out, retry_failed, verify, api_key_env, timeout, max_retries, response_format,
-          max_failure_rate, trust_recipe, as_json):
+def synth(output, cache_path, trust_recipe, as_json, **settings):
     """Generate synthetic examples with a teacher model, resumably, with fact flags."""
-    from rich.markup import escape
+    from curate.synth import synthesize
+    from curate.synth.render import render_synth
 
-    from curate.synth import RetryPolicy, synthesize
-
-    s = synthesize(recipe, teacher=teacher, base_url=base_url, seeds=seeds, output=output, cache_path=cache_path,
-                   concurrency=concurrency, rpm=rpm, tpm=tpm, max_total_tokens=max_total_tokens, budget=budget,
-                   price_in=price_in, price_out=price_out, retry_failed=retry_failed, verify=verify,
-                   api_key_env=api_key_env, timeout=timeout, retry=RetryPolicy(max_retries=max_retries),
-                   response_format=response_format, show_progress=not as_json, trust=trust_recipe)
-    if as_json:
-        print_json(s.as_dict())
-    else:
-        lost = (f"; possibly paid {s.possibly_paid_attempts} attempts (worst case {s.possibly_paid_tokens} tokens, "
-                f"${s.possibly_paid_cost:.4f})" if s.possibly_paid_attempts else "")
-        console.print(f"requested {s.requested} = succeeded {s.succeeded} + failed {s.failed} + skipped by budget "
-                      f"{s.skipped_budget}  ->  {s.output}")
-        console.print(f"  from cache {s.from_cache}, HTTP requests {s.http_requests} (retries {s.retries}, invalid "
-                      f"replies {s.invalid_replies}); billed tokens {s.prompt_tokens}+{s.completion_tokens}, "
-                      f"${s.cost:.4f}{lost}")
-        console.print(f"  claims {s.claims}, unsupported {s.unsupported_claims} in {s.flagged_rows} flagged rows")
-        for reason, n in sorted(s.failure_reasons.items(), key=lambda kv: -kv[1]):
-            console.print(f"  [red]{n} x[/] {escape(reason)}", highlight=False)
-        if s.failures_file:
-            hint = " (rerun with --retry-failed to send the failed ones again)" if s.failed or s.verify_failed else ""
-            console.print(f"[yellow]failures:[/] {escape(s.failures_file)}{hint}")
-    stop = s.stop_message()
-    if stop:  # outputs are written; the exit code says the run is incomplete
-        from curate.errors import ThresholdExceeded
-
-        raise ThresholdExceeded(stop)
-    fail_over(max_failure_rate, s.failed, s.requested, "requests failed")
+    finish(synthesize(output, from_cli(SynthConfig, settings), trust=trust_recipe, cache_path=cache_path,
+                      show_progress=not as_json), as_json, render_synth)
 
 
 # ---- train / merge / eval
 
 
-def _train_options(f):
-    """Flags for the most-changed TrainConfig values; --set KEY=VALUE reaches every other one."""
-    opts = [
-        click.option("--epochs", type=float, help="Epochs (default 3)."),
-        click.option("--max-steps", type=int, help="Stop after this many optimizer steps (overrides --epochs)."),
-        click.option("--batch-size", type=int, help="Per-device batch size (default 4)."),
-        click.option("--grad-accum", type=int, help="Gradient accumulation steps (default 4)."),
-        click.option("--lr", type=float, help="Learning rate (default 2e-4)."),
-        click.option("--lora-r", type=int, help="LoRA rank (default 16)."),
-        click.option("--lora-alpha", type=int, help="LoRA alpha (default 32)."),
-        click.option("--max-length", type=int, help="Drop rows longer than this many tokens (default: data's P95)."),
-        click.option("--val-fraction", type=float, help="Validation share when --val is not given (default 0.1)."),
-        click.option("--eval-steps", type=int, help="Evaluate every N steps (default 100)."),
-        click.option("--save-steps", type=int, help="Checkpoint every N steps (default 100)."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
-
-
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Run folder, e.g. runs/NAME.")
-@click.option("--base", default="embedded", show_default=True, help="Base model folder, or 'embedded' (SmolLM2-135M).")
 @click.option("--val", type=click.Path(path_type=Path), help="Validation data (else --val-fraction of DATA).")
-@click.option("--qlora", is_flag=True, help="Load the base in 4-bit NF4 (bitsandbytes; needs CUDA).")
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Continue from the run's last checkpoint.")
-@_train_options
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Any other train setting, e.g. --set lora_dropout=0.1.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue a killed run from its last checkpoint (--no-resume starts over).")
+@cli_options(TrainConfig)
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Any setting above by its name, e.g. --set lora_dropout=0.1 (a flag wins over --set).")
 @json_option
-def train(data, output, base, val, qlora, resume, sets, as_json, **flags):
+def train(data, output, val, resume, sets, as_json, **settings):
     """Train a LoRA adapter on canonical DATA; writes OUTPUT/adapter, run_card.json and loss curves."""
     from curate.train import train as run
     from curate.train.config import parse_sets
+    from curate.train.render import render_train
 
+    # --set is a second spelling of the flags: both reach TrainConfig, which coerces and checks the values
+    cfg = TrainConfig.build(parse_sets(sets), **settings)
     try:
-        r = run(data, output=output, base=base, val=val, qlora=qlora, resume=resume, config=parse_sets(sets), **flags)
+        outcome = run(data, output, cfg, val=val, resume=resume)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted: run the same command again to resume from {output}/checkpoints[/]")
         sys.exit(130)
-    if as_json:
-        print_json(r.as_dict())
-        return
-    m = r.metrics
-    if r.stopped_early:
-        console.print(f"[yellow]{r.stopped_early}[/]")
-    losses = ", ".join(f"{k} {m[k]:.4f}" for k in ("eval_loss_before", "train_loss", "eval_loss_best") if m.get(k) is not None)
-    console.print(f"{m['global_step']} steps, {r.counts['train_rows']} training rows "
-                  f"({r.counts['dropped_too_long']} dropped as longer than {r.counts['max_length']} tokens); {losses}")
-    console.print(f"adapter: {r.adapter_dir}   run card: {r.run_dir / 'run_card.json'}   curves: {r.run_dir / 'loss.png'}")
+    finish(outcome, as_json, render_train)
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Folder for the merged model.")
-@click.option("--base", default=None, help="Base model (default: the one in the run card).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-def merge(run_dir, output, base, overwrite):
+@cli_options(MergeConfig)
+@json_option
+def merge(run_dir, output, overwrite, as_json, **settings):
     """Merge RUN_DIR's adapter into its base model and save a standalone model folder."""
     from curate.train import merge as run
+    from curate.train.render import render_merge
 
-    run(run_dir, output, base=base, overwrite=overwrite)
+    finish(run(run_dir, output, from_cli(MergeConfig, settings), overwrite=overwrite), as_json, render_merge)
 
 
 @cli.command(name="eval")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Held-out prompts (any ingestable format).")
-@click.option("--base", default="embedded", show_default=True, help="Base model folder, or 'embedded'.")
 @click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path), help="Run folder or adapter folder (repeatable).")
-@click.option("--output-schema", type=click.Path(path_type=Path), help="JSON Schema every reply must satisfy.")
-@click.option("--output-regex", help="Regular expression the whole reply must match.")
-@click.option("--max-new-tokens", default=256, show_default=True)
-@click.option("--limit", type=int, help="Evaluate only the first N rows.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Per-row outputs (Parquet, eval_ columns).")
 @click.option("--failures", type=click.Path(path_type=Path), help="Rows an adapter fails, as seeds for `curate synth`.")
+@cli_options(EvalConfig)
 @json_option
-def eval_(data, base, adapters, output_schema, output_regex, max_new_tokens, limit, output, failures, as_json):
+def eval_(data, adapters, output, failures, as_json, **settings):
     """Generate replies for held-out prompts and compare format compliance: base vs adapters."""
     from curate.evaluation import evaluate
+    from curate.evaluation.render import render_eval
 
-    r = evaluate(data=data, base=base, adapters=adapters, output_schema=output_schema, output_regex=output_regex,
-                 max_new_tokens=max_new_tokens, limit=limit, output=output, failures=failures)
-    if as_json:
-        print_json(r.as_dict())
-        return
-    names = {"parse_rate": "parses", "schema_valid_rate": "schema", "regex_rate": "regex", "exact_match_rate": "exact"}
-    keys = [k for k in names if r.summary[0][k] is not None]
-    table = Table("model", *(names[k] for k in keys), *(f"{names[k]} P95" for k in keys),
-                  title=f"{r.rows} prompts; P95 input length {r.p95_input_tokens} tokens ({r.summary[0]['p95_rows']} rows at or above)")
-    for s in r.summary:
-        table.add_row(s["model"], *(f"{s[k]:.1%}" for k in keys), *(f"{s['p95_' + k]:.1%}" for k in keys))
-    console.print(table)
+    finish(evaluate(data, adapters, output, from_cli(EvalConfig, settings), failures=failures), as_json, render_eval)
 
 
 # ---- run

@@ -92,8 +92,8 @@ def option_of(info: Any) -> Opt:
 
 def describe(cls: type[StageConfig], exc: ValidationError, prefix: Sequence[Any] = (),
              line_of: Callable[[list[Any]], int | None] | None = None) -> list[str]:
-    """One line per problem: `key (line N): what is wrong`, with a close match for an unknown key."""
-    out = []
+    """One line per problem, in line order: `key (line N): what is wrong`, with a close match for an unknown key."""
+    out: list[tuple[float, str]] = []
     for err in exc.errors():
         loc = [*prefix, *err["loc"]]
         key = ".".join(str(p) for p in loc) or "(top level)"
@@ -103,12 +103,12 @@ def describe(cls: type[StageConfig], exc: ValidationError, prefix: Sequence[Any]
             known = _known_names(cls, err["loc"][:-1])
             close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(known)}"
-            out.append(f"{where}: unknown key{hint}")
+            out.append((line or float("inf"), f"{where}: unknown key{hint}"))
         else:
             shown = err.get("input")
             got = f" (got {shown!r})" if not isinstance(shown, (dict, list)) and "input" in err else ""
-            out.append(f"{where}: {err['msg'][0].lower()}{err['msg'][1:]}{got}")
-    return out
+            out.append((line or float("inf"), f"{where}: {err['msg'][0].lower()}{err['msg'][1:]}{got}"))
+    return [text for _, text in sorted(out, key=lambda x: x[0])]
 
 
 def _known_names(cls: type[BaseModel], loc: Sequence[Any]) -> list[str]:
@@ -185,7 +185,8 @@ def cli_options(cls: type[StageConfig], *, exclude: Sequence[str] = ()) -> Calla
             continue
         flag = "--" + name.replace("_", "-")
         names = [flag, *([opt.short] if opt.short else [])]
-        default = info.get_default(call_default_factory=True)
+        required = info.is_required()  # a setting without a default (synth's teacher): click requires the flag
+        default = None if required else info.get_default(call_default_factory=True)
         tp, _ = _inner(info.annotation)
         origin = typing.get_origin(tp)
         if tp is bool:
@@ -203,6 +204,8 @@ def cli_options(cls: type[StageConfig], *, exclude: Sequence[str] = ()) -> Calla
         else:
             kwargs = {"default": None, "type": _click_type(tp, info, opt), "help": _help(info, default),
                       "metavar": opt.metavar}
+            if required:  # with an explicit default=None, click (8.5) does not report the flag as missing
+                kwargs = {k: v for k, v in kwargs.items() if k != "default"} | {"required": True}
         decorators.append(click.option(*names, name, **{k: v for k, v in kwargs.items() if v is not None or k == "default"}))
 
     def apply(f: Any) -> Any:

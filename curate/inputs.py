@@ -88,8 +88,8 @@ class Input:
         return pa.Table.from_batches(batches, schema=schema)
 
     def _converted(self, batch_size: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
-        from curate.ingest.stage import iter_canonical
         from curate.ingest.readers import Reject
+        from curate.ingest.stage import iter_canonical
 
         rows: list[dict] = []
         rejects: list[Reject] = []

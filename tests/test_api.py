@@ -14,9 +14,10 @@ from curate.recipe import load_schema, validate
 
 PUBLIC = [
     "__version__", "CurateError", "InputError", "MissingDependency", "RecipeError", "ThresholdExceeded", "UsageError",
-    "SCHEMA", "make_row", "read_dataset", "write_table", "load_any", "IngestSummary", "ingest_table", "export",
-    "CODES", "ValidationResult", "DedupeResult", "Report", "SynthSummary", "start_local_teacher", "synthesize",
-    "TrainConfig", "merge", "evaluate", "run_recipe",
+    "SCHEMA", "make_row", "read_dataset", "write_table", "open_input", "load_any", "StageOutcome",
+    "IngestConfig", "ExportConfig", "ValidateConfig", "DedupeConfig", "ReportConfig", "SynthConfig", "TrainConfig",
+    "MergeConfig", "EvalConfig", "ingest_table", "export", "CODES", "synthesize", "start_local_teacher", "merge",
+    "evaluate", "run_recipe",
 ]
 
 

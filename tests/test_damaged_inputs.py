@@ -31,9 +31,9 @@ def test_ingest_keeps_every_good_record(corpus: dict[str, Case], name: str, tmp_
     out = tmp_path / "out.parquet"
     res = CliRunner().invoke(cli, ["ingest", case.file, "-o", str(out), "--json"])
     doc = json.loads(res.stdout)
-    assert (doc["read"], doc["written"], doc["rejected"]) == (case.good + len(case.rejects), case.good, len(case.rejects))
+    assert doc["counts"] == {"in": case.good + len(case.rejects), "kept": case.good, "rejected": len(case.rejects)}
     assert pq.read_table(out).num_rows == case.good
-    rejects = [json.loads(x) for x in Path(doc["rejects_file"]).read_text().splitlines()] if case.rejects else []
+    rejects = [json.loads(x) for x in Path(doc["outputs"]["rejects"]).read_text().splitlines()] if case.rejects else []
     assert len(rejects) == len(case.rejects)
     for want, got in zip(case.rejects, rejects):
         assert want in got["reason"] and got["file"] == case.file
@@ -50,8 +50,9 @@ def test_validate_keeps_every_good_record(corpus: dict[str, Case], name: str, tm
     res = CliRunner().invoke(cli, ["validate", case.file, "--no-tokens", "-o", str(valid), "--quarantine",
                                    str(quarantine), "--json"])
     doc = json.loads(res.stdout)
-    assert (doc["records"], doc["valid"], doc["quarantined"]) == (case.good + len(case.rejects), case.good,
-                                                                  len(case.rejects))
+    assert doc["counts"] == {"in": case.good + len(case.rejects), "kept": case.good, "rejected": len(case.rejects)}
+    # exit 1 exactly when something was quarantined (or nothing was read): the default --max-error-rate is 0
+    assert res.exit_code == (1 if case.rejects or not case.good else 0), res.output
     rows = pq.read_table(quarantine).to_pylist()
     assert [r["validate_codes"] for r in rows] == [[c] for c in case.codes]
     for want, row in zip(case.rejects, rows):

@@ -37,8 +37,8 @@ def rejects_of(path: str | None) -> list[dict]:
 def test_real_files_ingest_completely(shared_data, tmp_path, name, n, fmt):
     out = tmp_path / "out.parquet"
     s = ingest([shared_data / name], out)
-    assert (s.read, s.written, s.rejected) == (n, n, 0)
-    assert s.formats[str(shared_data / name)] == {fmt: n}
+    assert counts(s) == (n, n, 0)
+    assert s.summary["formats"][str(shared_data / name)] == {fmt: n}
     table = read_dataset(out)
     assert table.schema.equals(SCHEMA)
     assert table.num_rows == n
@@ -143,19 +143,21 @@ def test_export_round_trip(shared_data, tmp_path, to, name):
     ingest([shared_data / name], src)
     out = tmp_path / f"out.{ 'jsonl' if to == 'openai' else 'json'}"
     s = export(src, out, to=to)
-    assert s.read == s.written + s.rejected
+    n = read_dataset(src).num_rows
+    assert s.counts["in"] == n and s.balanced
     back = tmp_path / "back.parquet"
     s2 = ingest([out], back)
-    assert s2.rejected == 0 and s2.written == s.written
+    assert s2.counts["rejected"] == 0 and s2.counts["kept"] == s.counts["kept"]
     before = {r["id"]: r["messages"] for r in read_dataset(src).to_pylist()}
     after = read_dataset(back).to_pylist()
     for row in after:
         assert row["id"] in before and before[row["id"]] == row["messages"]
     if to == "alpaca" and "toy" in name:
         # the record without a user turn cannot be Alpaca: it goes to the export's rejects, not lost
-        assert s.rejected == 1 and rejects_of(s.rejects_file)[0]["reason"].startswith("cannot export as alpaca")
+        assert s.counts["rejected"] == 1
+        assert rejects_of(s.outputs.get("rejects"))[0]["reason"].startswith("cannot export as alpaca")
     else:
-        assert s.rejected == 0
+        assert s.counts["rejected"] == 0
 
 
 def test_round_trip_tool_calls_sharegpt(tmp_path):
@@ -175,6 +177,10 @@ def test_round_trip_tool_calls_sharegpt(tmp_path):
         assert not rejects and table.to_pylist()[0]["messages"] == row["messages"]
 
 
+def counts(s) -> tuple[int, int, int]:
+    return s.counts["in"], s.counts["kept"], s.counts["rejected"]
+
+
 # ---------------------------------------------------------------- malformed input
 
 GOOD = [{"instruction": f"Task {i}", "input": "", "output": f"Answer {i}"} for i in range(5)]
@@ -186,8 +192,8 @@ def test_truncated_json_array_keeps_everything_before(tmp_path):
     f.write_text(text[: text.index('"Answer 3"') + 4])  # cut inside the 4th record
     out = tmp_path / "o.parquet"
     s = ingest([f], out)
-    assert (s.read, s.written, s.rejected) == (4, 3, 1)
-    rej = rejects_of(s.rejects_file)
+    assert counts(s) == (4, 3, 1)
+    rej = rejects_of(s.outputs.get("rejects"))
     assert "file ends inside this record" in rej[0]["reason"] and rej[0]["line"] == 17
 
 
@@ -196,8 +202,8 @@ def test_malformed_element_in_array_resyncs(tmp_path):
     f = tmp_path / "bad.json"
     f.write_text(text)
     s = ingest([f], tmp_path / "o.parquet")
-    assert (s.read, s.written, s.rejected) == (5, 4, 1)
-    assert rejects_of(s.rejects_file)[0]["line"] == 7
+    assert counts(s) == (5, 4, 1)
+    assert rejects_of(s.outputs.get("rejects"))[0]["line"] == 7
     kept = [r["messages"][0]["content"] for r in read_dataset(tmp_path / "o.parquet").to_pylist()]
     assert kept == ["Task 0", "Task 2", "Task 3", "Task 4"]
 
@@ -206,8 +212,8 @@ def test_binary_garbage(tmp_path):
     f = tmp_path / "garbage.jsonl"
     f.write_bytes(bytes(range(256)) * 40 + b"\n" + json.dumps(GOOD[0]).encode() + b"\n" + b"\x00\xff\xfe" * 100)
     s = ingest([f], tmp_path / "o.parquet")
-    assert s.written == 1 and s.read == s.written + s.rejected and s.rejected >= 2
-    assert all(r["line"] for r in rejects_of(s.rejects_file))
+    assert counts(s) == (43, 1, 42)  # 40 garbage lines, the good record, 2 more lines of garbage
+    assert all(r["line"] for r in rejects_of(s.outputs.get("rejects")))
 
 
 def test_empty_file(tmp_path):
@@ -227,7 +233,7 @@ def test_large_single_record(tmp_path):
     f = tmp_path / "big.json"
     f.write_text(json.dumps([GOOD[0], {"instruction": "Summarise", "input": big, "output": "ok"}, GOOD[1]]))
     s = ingest([f], tmp_path / "o.parquet")
-    assert (s.read, s.written, s.rejected) == (3, 3, 0)
+    assert counts(s) == (3, 3, 0)
     rows = read_dataset(tmp_path / "o.parquet").to_pylist()
     assert len(rows[1]["messages"][0]["content"]) > 10_000_000
 
@@ -239,14 +245,14 @@ def test_two_formats_in_one_file(tmp_path):
     lines.append(json.dumps({"foo": 1}))
     f.write_text("\n".join(lines) + "\n")
     s = ingest([f], tmp_path / "o.parquet")
-    assert (s.read, s.written, s.rejected) == (5, 3, 2)
-    reasons = [r["reason"] for r in rejects_of(s.rejects_file)]
+    assert counts(s) == (5, 3, 2)
+    reasons = [r["reason"] for r in rejects_of(s.outputs.get("rejects"))]
     assert reasons[0].startswith("record is openai but the file is alpaca")
     assert reasons[1].startswith("record fits no known format")
-    assert any("several formats" in w for w in s.warnings)
+    assert any("several formats" in w for w in s.summary["warnings"])
     # --format mixed takes each record by its own format
-    s2 = ingest([f], tmp_path / "o2.parquet", fmt="mixed")
-    assert (s2.written, s2.rejected) == (4, 1)
+    s2 = ingest([f], tmp_path / "o2.parquet", format="mixed")
+    assert (s2.counts["kept"], s2.counts["rejected"]) == (4, 1)
 
 
 def test_invalid_utf8(tmp_path):
@@ -255,8 +261,8 @@ def test_invalid_utf8(tmp_path):
     bad = json.dumps({"instruction": "caf\u00e9", "output": "x"}, ensure_ascii=False).encode("latin-1")
     f.write_bytes(good + b"\n" + bad + b"\n" + good + b"\n")
     s = ingest([f], tmp_path / "o.parquet")
-    assert (s.read, s.written, s.rejected) == (3, 2, 1)
-    rej = rejects_of(s.rejects_file)[0]
+    assert counts(s) == (3, 2, 1)
+    rej = rejects_of(s.outputs.get("rejects"))[0]
     assert rej["line"] == 2 and "invalid UTF-8" in rej["reason"]
 
 
@@ -264,7 +270,7 @@ def test_bad_field_names_the_field(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text(json.dumps({"conversations": [{"from": "human", "value": "hi"}, {"from": "wizard", "value": "x"}]}) + "\n")
     s = ingest([f], tmp_path / "o.parquet")
-    assert "conversations[1].from" in rejects_of(s.rejects_file)[0]["reason"]
+    assert "conversations[1].from" in rejects_of(s.outputs.get("rejects"))[0]["reason"]
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
@@ -303,8 +309,8 @@ def test_cli_json_and_version(shared_data, tmp_path):
     res = runner.invoke(cli, ["ingest", str(shared_data / "lm-sys__FastChat__question.jsonl"), "-o", str(tmp_path / "q.parquet"), "--json"])
     assert res.exit_code == 0
     doc = json.loads(res.stdout)
-    assert doc["read"] == 80 and doc["balanced"] is True
+    assert doc["counts"] == {"in": 80, "kept": 80, "rejected": 0} and doc["balanced"] is True
     res = runner.invoke(cli, ["ingest", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "x.parquet")])
     assert res.exit_code == 2 and "no such file" in res.output
     res = runner.invoke(cli, ["ingest", str(shared_data / "lm-sys__FastChat__question.jsonl"), "-o", str(tmp_path / "x.parquet"), "--format", "nope"])
-    assert res.exit_code == 2 and "unknown format" in res.output
+    assert res.exit_code == 2 and "Invalid value for '--format'" in res.output

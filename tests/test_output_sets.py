@@ -107,9 +107,9 @@ def test_ingest_removes_a_stale_rejects_file(tmp_path):
     bad = tmp_path / "in.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n{oops\n')
     out = tmp_path / "o.parquet"
-    assert ingest([bad], out).rejects_file == str(tmp_path / "o.rejects.jsonl")
+    assert ingest([bad], out).outputs["rejects"] == str(tmp_path / "o.rejects.jsonl")
     bad.write_text('{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n')
-    assert ingest([bad], out).rejects_file is None
+    assert "rejects" not in ingest([bad], out).outputs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "o.parquet"]
 
 

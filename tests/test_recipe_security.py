@@ -17,18 +17,18 @@ import pytest
 from click.testing import CliRunner
 
 from curate.cli import cli
-from curate.pipeline import STAGES, run_recipe
+from curate.pipeline import run_recipe
 from curate.pipeline.checks import preflight
 from curate.pipeline.workdir import LEDGER
-from curate.recipe import load_recipe
-from curate.synth import RetryPolicy, load_synth_recipe, synthesize
+from curate.pipeline.stages import STAGE_NAMES
+from curate.recipe import load_yaml
+from curate.synth import load_synth_recipe, synthesize
 from curate.trust import RecipeRefused
 from tests.fakeserver import FakeServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo"
 OUTSIDE = "is outside the recipe's folder and the current directory; pass --trust-recipe to allow it"
-FAST = RetryPolicy(max_retries=0, base=0.01, cap=0.05)
 SKIP_ALL_BUT_INGEST = "skip: [validate, dedupe, report, synth, final, train, eval]\n"
 
 
@@ -56,7 +56,7 @@ def proj(tmp_path, monkeypatch):
 
 
 def check(recipe: Path, **kw) -> None:
-    preflight(load_recipe(recipe, "run-recipe"), recipe, stages=STAGES, workdir=kw.pop("workdir", "w"), **kw)
+    preflight(load_yaml(recipe), recipe, stages=STAGE_NAMES, workdir=kw.pop("workdir", "w"), **kw)
 
 
 # ---- reading files
@@ -71,13 +71,13 @@ def test_every_path_key_outside_is_refused_at_once_and_allowed_with_trust(proj):
             - /etc/passwd
         validate:
           output_schema: ../../outside/s.json
-          tokenizer: ../outside
-          schema: ../outside/s.json
+          tokenizer: ../../outside
+          schema: ../../outside/s.json
         eval:
           output_schema: ../../outside/s.json
           base: embedded
         train:
-          base: ../outside
+          base: ../../outside
         synth:
           teacher: local
           api_key_env: OTHER_SECRET
@@ -94,11 +94,11 @@ def test_every_path_key_outside_is_refused_at_once_and_allowed_with_trust(proj):
     assert str(err.value).splitlines() == [
         f"{head}data.train.1 (line 3): '../../outside/secret.txt' {OUTSIDE}",
         f"{head}data.eval.0 (line 5): '/etc/passwd' {OUTSIDE}",
+        f"{head}validate.schema (line 9): '../../outside/s.json' {OUTSIDE}",
+        f"{head}validate.tokenizer (line 8): '../../outside' {OUTSIDE}",
         f"{head}validate.output_schema (line 7): '../../outside/s.json' {OUTSIDE}",
+        f"{head}train.base (line 14): '../../outside' {OUTSIDE}",
         f"{head}eval.output_schema (line 11): '../../outside/s.json' {OUTSIDE}",
-        f"{head}validate.schema (line 9): '../outside/s.json' {OUTSIDE}",
-        f"{head}validate.tokenizer (line 8): '../outside' {OUTSIDE}",
-        f"{head}train.base (line 14): '../outside' {OUTSIDE}",
         (f"{head}synth.api_key_env (line 17): a recipe may not choose which environment variable is sent as the "
          "API key ('OTHER_SECRET'); pass --trust-recipe to allow it"),
         f"{head}synth.recipe.seeds (line 21): '../../outside/secret.txt' {OUTSIDE}",
@@ -283,14 +283,14 @@ def test_name_dotdot_is_refused_and_the_current_directory_survives(proj):
     for extra in ([], ["--trust-recipe"]):
         res = CliRunner().invoke(cli, ["run", "recipes/r.yaml", *extra])
         assert res.exit_code == 2
-        assert one_line(res.output) == ("Error: recipe recipes/r.yaml: name (line 1): '..' is not a plain name; it "
-                                        "names the work folder runs/NAME")
+        assert one_line(res.output) == ("Error: invalid recipe recipes/r.yaml: name (line 1): not a plain name; it "
+                                        "names the work folder runs/NAME (got '..')")
     assert (proj / "ingest" / "mine.txt").read_text() == "mine\n"
     assert (proj / "validate" / "mine.txt").read_text() == "mine too\n"
     assert sorted(p.name for p in proj.iterdir()) == ["ingest", "recipes", "runs", "validate"]
     write(proj / "recipes" / "r.yaml", "name: a/b\ndata:\n  train: [train.jsonl]\n")
     res = CliRunner().invoke(cli, ["run", "recipes/r.yaml"])
-    assert res.exit_code == 2 and "name (line 1): 'a/b' does not match" in one_line(res.output)
+    assert res.exit_code == 2 and "name (line 1): not a plain name; it names the work folder runs/NAME (got 'a/b')" in one_line(res.output)
 
 
 def test_workdir_that_curate_did_not_make_is_refused(proj):
@@ -341,22 +341,23 @@ def test_stage_folder_holding_foreign_files_is_never_replaced(proj):
     assert (work / "ingest" / "train.parquet").is_file()
 
 
-def test_scratch_folders_curate_listed_are_cleaned_and_others_refused(proj):
+def test_stage_folders_curate_listed_are_cleaned_and_others_refused(proj):
     write(proj / "recipes" / "r.yaml", "name: t\ndata:\n  train: [train.jsonl]\n" + SKIP_ALL_BUT_INGEST)
     run_recipe("recipes/r.yaml")
     work = proj / "runs" / "t"
-    write(work / ".validate.partial" / "important.txt", "important\n")
-    with pytest.raises(RecipeRefused, match=r"^work folder runs/t: .validate.partial was not made by curate"):
+    write(work / "validate" / "important.txt", "important\n")
+    with pytest.raises(RecipeRefused, match=r"^work folder runs/t: validate was not made by curate"):
         run_recipe("recipes/r.yaml")
-    assert (work / ".validate.partial" / "important.txt").is_file()
-    shutil.rmtree(work / ".validate.partial")
-    # a stage killed mid-way leaves the scratch folder the ledger lists; the rerun cleans it
+    assert (work / "validate" / "important.txt").is_file()
+    shutil.rmtree(work / "validate")
+    # a stage killed mid-way leaves its folder without stage.json, listed as scratch; the rerun cleans it
+    (work / "ingest" / "stage.json").unlink()
+    write(work / "ingest" / "half.parquet", "half\n")
     from curate.pipeline.workdir import WorkFolder
 
-    WorkFolder(work).record_scratch(".ingest.partial")
-    write(work / ".ingest.partial" / "half.parquet", "half\n")
-    run_recipe("recipes/r.yaml", force=["ingest"])
-    assert not (work / ".ingest.partial").exists()
+    WorkFolder(work).record_scratch("ingest")
+    run_recipe("recipes/r.yaml")
+    assert not (work / "ingest" / "half.parquet").exists() and (work / "ingest" / "stage.json").is_file()
 
 
 # ---- templates
@@ -370,8 +371,8 @@ def test_template_size_is_bounded_even_when_trusted(proj, tmp_path):
             tracemalloc.start()
             start = time.perf_counter()
             with pytest.raises(RecipeRefused) as err:
-                synthesize("bomb.yaml", teacher="m", base_url=srv.base_url, seeds="seeds.jsonl",
-                           output=tmp_path / "o.parquet", retry=FAST, show_progress=False, trust=trust)
+                synthesize(tmp_path / "o.parquet", recipe="bomb.yaml", teacher="m", base_url=srv.base_url,
+                           seeds="seeds.jsonl", max_retries=0, show_progress=False, trust=trust)
             seconds = time.perf_counter() - start
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
@@ -396,7 +397,7 @@ def test_template_size_is_bounded_even_when_trusted(proj, tmp_path):
     ("{% for i in range(100000) %}{{ 'x' * 100 }}{% endfor %}", "the rendered text"),
 ], ids=["pow", "concat", "set-block", "replace", "ljust", "format", "percent", "output"])
 def test_other_ways_to_build_huge_values_are_refused(template, what):
-    from curate.synth.render import Seed, compile_template, render
+    from curate.synth.templates import Seed, compile_template, render
 
     t = compile_template(template, "prompt", 4, "r.yaml")
     with pytest.raises(RecipeRefused, match=rf"^recipe r.yaml: prompt \(line 4\): {re.escape(what)} would "):
@@ -404,7 +405,7 @@ def test_other_ways_to_build_huge_values_are_refused(template, what):
 
 
 def test_ordinary_templates_render_as_before():
-    from curate.synth.render import Seed, compile_template, render
+    from curate.synth.templates import Seed, compile_template, render
 
     t = compile_template("{{ a * 2 }}|{{ b + [3] }}|{{ '%03d' % 7 }}|{{ 'x' ~ 1 }}|{{ items | join(', ') }}|"
                          "{{ '{:>4}'.format('y') }}|{{ 2 ** 10 }}|{{ d | tojson }}", "prompt", 1, None)

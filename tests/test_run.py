@@ -51,10 +51,10 @@ def test_demo_end_to_end(demo_run):
     ]
     assert all(s["status"] == "ran" for s in manifest["stages"]), [(s["name"], s["status"]) for s in manifest["stages"]]
     # planted problems are found: 2 invalid rows quarantined, duplicates and the leaked eval ticket removed
-    assert by["ingest"]["counts"]["train"] == {"read": 68, "written": 68, "rejected": 0}
-    assert by["validate"]["counts"]["quarantined"] == 2
-    assert by["dedupe"]["counts"]["contaminated"] == 1
-    assert by["report"]["counts"]["gap_rows"] > 0
+    assert by["ingest"]["outcome"]["roles"]["train"]["counts"] == {"in": 68, "kept": 68, "rejected": 0}
+    assert by["validate"]["outcome"]["counts"] == {"in": 68, "kept": 66, "rejected": 2}
+    assert by["dedupe"]["outcome"]["reasons"] == {"exact": 11, "near": 1, "contaminated": 1}
+    assert by["report"]["outcome"]["counts"]["gap_rows"] == 50
     gaps = pq.read_table(by["report"]["outputs"]["gaps"]["path"])
     gap_text = " ".join(m[1]["content"] for m in gaps.column("messages").to_pylist())
     assert any(w in gap_text for w in ("account", "log in", "password", "two-factor", "login"))
@@ -62,13 +62,14 @@ def test_demo_end_to_end(demo_run):
     final = pq.read_table(manifest["final_dataset"])
     origins = set(final.column("origin").to_pylist())
     assert "seed" in origins
-    synth = by["synth"]["counts"]
-    assert synth["requested"] == synth["succeeded"] + synth["failed"] + synth["skipped_budget"]
-    if synth["succeeded"]:
-        assert "synthetic" in origins or by["synth_validate"]["counts"]["valid"] == 0
+    synth = by["synth"]["outcome"]
+    # the first 8 gap rows hold 6 distinct tickets; what the tiny teacher gets right varies with the CPU
+    assert synth["counts"]["requested"] == 6 and synth["counts"]["skipped_budget"] == 0 and synth["balanced"]
+    if by["synth_validate"]["outcome"]["counts"]["kept"]:
+        assert "synthetic" in origins or by["final"]["outcome"]["reasons"]["contaminated"] > 0
     # eval compares the base with the trained adapter on the held-out set
     ev = json.loads(Path(by["eval"]["outputs"]["json"]["path"]).read_text())
-    assert len(ev["summary"]) == 2 and ev["rows"] == 12
+    assert len(ev["summary"]) == 2 and ev["counts"]["in"] == 12
     base, tuned = ev["summary"]
     assert tuned["schema_valid_rate"] > base["schema_valid_rate"]  # 24 LoRA steps teach the JSON format
     card = Path(manifest["card"]).read_text()
@@ -92,6 +93,10 @@ def test_rerun_skips_unchanged_stages(demo_run):
         changed.unlink()
     status = {s["name"]: s["status"] for s in third["stages"]}
     assert status["eval"] == "ran" and status["train"] == "cached"
+    # --force train starts training from scratch: exactly max_steps, not one more step on the old checkpoint
+    forced = run_recipe(DEMO, workdir=work, only="train", force=["train"])
+    train = next(s for s in forced["stages"] if s["name"] == "train")
+    assert train["status"] == "ran" and train["outcome"]["metrics"]["global_step"] == 24
 
 
 def test_sigkill_then_resume_matches_uninterrupted(demo_run, tmp_path):
@@ -102,7 +107,7 @@ def test_sigkill_then_resume_matches_uninterrupted(demo_run, tmp_path):
     deadline = time.time() + 600
     # kill once training has written a checkpoint: the data stages are finished, training is not
     while time.time() < deadline and proc.poll() is None:
-        if list((other / ".cache" / "train").glob("run/checkpoints/checkpoint-*")):
+        if list((other / ".cache" / "train").glob("*/checkpoints/checkpoint-*")):
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the run ended before it could be killed"
@@ -114,7 +119,7 @@ def test_sigkill_then_resume_matches_uninterrupted(demo_run, tmp_path):
     assert all(status[n] == "cached" for n in ("ingest", "validate", "dedupe", "report", "synth", "synth_validate", "final"))
     assert status["train"] == "ran" and status["eval"] == "ran"
     train_stage = next(s for s in resumed["stages"] if s["name"] == "train")
-    assert train_stage["summary"]["metrics"]
+    assert train_stage["outcome"]["metrics"]["global_step"] == 24
     # the final dataset holds the uninterrupted run's rows, in order (provenance timestamps aside)
     a = {s["name"]: s for s in manifest["stages"]}
     b = {s["name"]: s for s in resumed["stages"]}
@@ -134,8 +139,8 @@ def test_recipe_errors_name_key_and_line(tmp_path):
     finally:
         bad.unlink()
     text = str(err.value)
-    assert "dedupe.threshold (line 21): 8 is greater than the maximum of 1" in text
-    assert "dedupe.bogus (line 22): unknown key" in text
+    assert "dedupe.threshold (line 21): input should be less than or equal to 1 (got 8)" in text
+    assert "dedupe.bogus (line 22): unknown key; known: " in text
     res = CliRunner().invoke(cli, ["run", str(ROOT / "recipes" / "nope.yaml")])
     assert res.exit_code == 2 and "no such recipe" in res.output
 

@@ -6,13 +6,15 @@ key of a run recipe that names a path or a secret, and reports every problem at 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curate.config import option_of
 from curate.console import console
 from curate.embedded import EMBEDDED, EMBEDDED_ID
-from curate.pipeline.stages import _rel
+from curate.pipeline.recipe import SECTIONS
 from curate.pipeline.workdir import WorkFolder
 from curate.recipe import SCHEMAS_DIR, load_yaml
 from curate.synth.recipe import check_paths
@@ -27,14 +29,20 @@ class Plan:
     """What the checks decided: the work folder and the synth stage's settings."""
 
     workdir: Path
-    synth_config: dict[str, Any] = field(default_factory=dict)  # hashed into the stage key
+    synth_settings: dict[str, Any] = field(default_factory=dict)  # overrides of the recipe's synth settings
     synth_call: dict[str, Any] = field(default_factory=dict)  # passed to synthesize() as well, never hashed
     notes: list[str] = field(default_factory=list)
 
 
 def preflight(recipe: dict[str, Any], path: Path, *, stages: tuple[str, ...], trust: bool = False,
               workdir: str | Path | None = None, base_url: str | None = None) -> Plan:
-    """Check every path, secret and the work folder of a run recipe; raise RecipeRefused listing every problem."""
+    """Check every path, secret and the work folder of a run recipe; raise RecipeRefused listing every problem.
+
+    The paths are the settings each stage's config marks with a kind (curate/config.py, Opt): files and
+    folders it reads must lie inside the recipe's folder or the current directory (and files must
+    exist); a model or schema setting is checked when it names a path; a folder it writes (dedupe's
+    index) must lie inside too.
+    """
     rdir = path.parent
     c = Checker(str(path), recipe, roots_for(rdir), trust)
     if recipe["name"] in (".", ".."):
@@ -43,16 +51,24 @@ def preflight(recipe: dict[str, Any], path: Path, *, stages: tuple[str, ...], tr
     for role in ("train", "production", "eval"):
         for i, f in enumerate((recipe.get("data") or {}).get(role) or []):
             c.path(["data", role, i], f, rdir, must_exist="file")
-    for section in ("validate", "eval"):
-        if (recipe.get(section) or {}).get("output_schema"):
-            c.path([section, "output_schema"], recipe[section]["output_schema"], rdir, must_exist="file")
-    schema = (recipe.get("validate") or {}).get("schema")
-    if schema and (Path(schema).exists() or not _shipped_schema(schema)):
-        c.path(["validate", "schema"], schema, Path.cwd())  # read as given, from the current directory
-    for keys in (["validate", "tokenizer"], ["report", "tokenizer"], ["train", "base"], ["eval", "base"]):
-        value = (recipe.get(keys[0]) or {}).get(keys[1])
-        if isinstance(value, str) and value not in (EMBEDDED, EMBEDDED_ID):
-            c.path(keys, value, Path.cwd())  # model folders are opened as given, from the current directory
+    for section, config in SECTIONS.items():
+        values = recipe.get(section) or {}
+        for name, info in config.model_fields.items():
+            kind, value = option_of(info).kind, values.get(name)
+            if kind is None or value is None or isinstance(value, dict) or (section, name) == ("synth", "recipe"):
+                continue
+            for i, v in enumerate(value if isinstance(value, list) else [value]):
+                keys = [section, name, i] if isinstance(value, list) else [section, name]
+                if kind in ("file", "files"):
+                    c.path(keys, v, rdir, must_exist="file")
+                elif kind == "folder":
+                    c.path(keys, v, rdir, must_exist="folder")
+                elif kind == "writes":
+                    c.path(keys, v, rdir)
+                elif (rdir / v).exists() or (kind == "model" and v not in (EMBEDDED, EMBEDDED_ID)
+                                             and ("/" in v or v.startswith("."))) or \
+                        (kind == "schema" and not _shipped_schema(v)):
+                    c.path(keys, v, rdir)  # a model folder or schema file, not a name such as `embedded`
     plan = Plan(work or Path("runs"))
     if recipe.get("synth"):
         _check_synth(c, recipe["synth"], rdir, base_url, plan)
@@ -93,14 +109,13 @@ def _check_synth(c: Checker, scfg: dict[str, Any], rdir: Path, base_url: str | N
         p = c.path(["synth", "recipe"], recipe, rdir, must_exist="synth recipe")
         if p.is_file() and (c.trust or inside(p, c.roots)):
             data = load_yaml(p)
-            check_paths(c.nested(str(_rel(rdir, recipe)), data), data, rdir)  # synth reads it from rdir too
+            check_paths(c.nested(os.path.normpath(rdir / recipe), data), data, p.parent)  # relative to itself
     elif isinstance(recipe, dict):
         check_paths(c.nested(c.file, recipe), recipe, rdir)
-    plan.synth_config = dict(scfg)
     plan.synth_call = {"trust": c.trust}
     own = scfg.get("base_url")
     if base_url:
-        plan.synth_config["base_url"] = base_url  # the user's choice overrides the recipe's
+        plan.synth_settings["base_url"] = base_url  # the user's choice overrides the recipe's
     elif own and str(own).rstrip("/") != DEFAULT_BASE_URL and not c.trust:
         plan.synth_call["api_key_env"] = NO_KEY
         plan.notes.append(f"synth: the recipe chose the server {own}; no API key is sent to it "

@@ -1,6 +1,8 @@
-"""The stages of `curate run`, each a thin adapter from a recipe section to one library call.
+"""The run as data: each stage of `curate run` is one `Spec`, so adding a stage touches this list only.
 
-Data flow (every arrow is a Parquet file in the run's work folder):
+A spec names the recipe section its settings come from, the artifacts it reads (earlier outputs:
+train, production, eval, gaps, synthetic, adapter) and makes, why it may have nothing to do, and the
+one library call it makes. Data flow (every arrow is a Parquet file in the run's work folder):
 
     ingest -> validate -> dedupe (against eval) -> report (gaps) -> synth (on gaps)
            -> synth_validate -> final (dedupe seed + synthetic, against eval) -> train -> eval
@@ -10,185 +12,224 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from curate.dataset import write_table
-from curate.errors import ThresholdExceeded
-from curate.pipeline.runner import StageResult
-
-STAGES = ("ingest", "validate", "dedupe", "report", "synth", "synth_validate", "final", "train", "eval")
+from curate.config import StageConfig, option_of
+from curate.outcome import StageOutcome
+from curate.pipeline.recipe import SECTIONS, RunRecipe
 
 
-def _rel(recipe_dir: Path, p: str | Path) -> Path:
-    p = Path(p)
-    return p if p.is_absolute() else Path(os.path.normpath(recipe_dir / p))
+@dataclass
+class Run:
+    """What the stages of one run share."""
+
+    recipe: RunRecipe
+    dir: Path  # the recipe's folder: relative paths in it are relative to this
+    cache: Callable[[str], Path]  # WORKDIR/.cache/STAGE, for state that survives a killed stage
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    synth_call: dict[str, Any] = field(default_factory=dict)  # trust and key settings for synthesize()
+    skipped: set[str] = field(default_factory=set)  # stages the recipe or the command line skips
+    key: str = ""  # the key of the stage being run
+
+    def rel(self, p: str | Path) -> Path:
+        p = Path(p)
+        return p if p.is_absolute() else Path(os.path.normpath(self.dir / p))
 
 
-def ingest_stage(data: dict[str, Any], recipe_dir: Path):
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    section: str | None  # the recipe section its settings come from
+    needs: tuple[str, ...]  # artifacts it cannot run without
+    run: Callable[[Run, Any, Path, bool], StageOutcome]  # (run, settings, folder, fresh) -> outcome
+    makes: dict[str, str] = field(default_factory=dict)  # artifact -> the outcome's output of that name
+    uses: tuple[str, ...] = ()  # artifacts it reads when there are any
+    absent: Callable[[Run], str | None] = lambda run: None  # why it has nothing to do, or None
+    fixed: dict[str, Any] = field(default_factory=dict)  # settings the run decides (synth_validate, final)
+    made: Callable[[dict[str, Any]], bool] = lambda outcome: True  # whether its outcome makes its artifacts
+
+    def settings(self, run: Run) -> StageConfig | None:
+        """The stage's config: the recipe's section with the run's fixed settings."""
+        if self.section is None:
+            return None
+        cfg = run.recipe.section(self.section)
+        return SECTIONS[self.section].build(cfg, **self.fixed) if cfg is not None or self.fixed else cfg
+
+    def resolved(self, run: Run, cfg: StageConfig | None) -> StageConfig | None:
+        """The settings with the paths they name made relative to the recipe's folder, for the call.
+
+        A model or schema setting may be a name instead (`embedded`, `openai-chat`): it stays as it is
+        unless a file or folder of that name is beside the recipe.
+        """
+        if cfg is None:
+            return None
+        update: dict[str, Any] = {}
+        for name, info in type(cfg).model_fields.items():
+            kind, value = option_of(info).kind, getattr(cfg, name)
+            if kind in ("file", "files", "folder", "model", "schema") and isinstance(value, (str, list)):
+                values = [value] if isinstance(value, str) else value
+                fixed = [str(run.rel(v)) if kind in ("file", "files", "folder") or run.rel(v).exists() else v
+                         for v in values]
+                update[name] = fixed[0] if isinstance(value, str) else fixed
+        return cfg.model_copy(update=update)
+
+    def reads(self, run: Run, cfg: StageConfig | None) -> dict[str, tuple[Path, bool]]:
+        """Every file its settings name, with whether a quick fingerprint suffices (model folders)."""
+        out: dict[str, tuple[Path, bool]] = {}
+        if self.name == "ingest":
+            for role in ("train", "production", "eval"):
+                for i, f in enumerate(getattr(run.recipe.data, role)):
+                    out[f"data.{role}[{i}]"] = (run.rel(f), False)
+            return out
+        if cfg is None:
+            return out
+        for name, kind, p in self.resolved(run, cfg).paths():
+            if kind in ("file", "files", "folder", "schema") and p.exists():
+                out[f"{self.section}.{name}:{p.name}"] = (p, False)
+            elif kind == "model" and p.exists():
+                out[f"{self.section}.{name}:{p.name}"] = (p, True)
+        if self.section == "synth":
+            out.update(_synth_reads(run, cfg))
+        return out
+
+
+def _synth_reads(run: Run, cfg: Any) -> dict[str, tuple[Path, bool]]:
+    """A synth recipe's grounding documents are read too: editing one reruns synth."""
+    from curate.synth.recipe import grounding_files
+
+    return {f"synth.grounding:{p}": (p, False) for p in grounding_files(cfg.recipe, run.dir)}
+
+
+# ---------------------------------------------------------------- the library calls
+
+
+def _ingest(run: Run, cfg: None, out: Path, fresh: bool) -> StageOutcome:
     from curate.ingest import ingest
 
-    def run(out: Path) -> StageResult:
-        outputs, counts = {}, {}
-        for role, origin in (("train", data.get("train_origin", "seed")), ("production", "production"), ("eval", "eval")):
-            files = data.get(role) or []
-            if not files:
-                continue
-            s = ingest([_rel(recipe_dir, f) for f in files], out / f"{role}.parquet", origin=origin,
-                       rejects=out / f"{role}.rejects.jsonl")
-            outputs[role] = f"{role}.parquet"
-            if s.rejects_file:
-                outputs[f"{role}_rejects"] = f"{role}.rejects.jsonl"
-            counts[role] = {"read": s.read, "written": s.written, "rejected": s.rejected}
-        return StageResult(outputs, counts)
+    data = run.recipe.data
+    outputs: dict[str, str] = {}
+    per_role: dict[str, Any] = {}
+    counts = {"in": 0, "kept": 0, "rejected": 0}
+    for role, origin in (("train", data.train_origin), ("production", "production"), ("eval", "eval")):
+        files = getattr(data, role)
+        if not files:
+            continue
+        # the run keeps going past rejects (they are listed in ROLE.rejects.jsonl); an empty training set stops it
+        o = ingest([run.rel(f) for f in files], out / f"{role}.parquet", origin=origin, max_reject_rate=1.0,
+                   rejects=out / f"{role}.rejects.jsonl")
+        outputs[role] = o.outputs["data"]
+        if "rejects" in o.outputs:
+            outputs[f"{role}_rejects"] = o.outputs["rejects"]
+        per_role[role] = {"counts": o.counts, "formats": o.summary["formats"], "warnings": o.summary["warnings"]}
+        counts = {k: counts[k] + o.counts[k] for k in counts}
+    failure = None if per_role["train"]["counts"]["kept"] else "no training records could be read"
+    return StageOutcome("ingest", counts, outputs, {"roles": per_role}, failure=failure)
 
-    return run
 
-
-def validate_stage(source: Path, cfg: dict[str, Any], recipe_dir: Path):
+def _validate(run: Run, cfg: Any, out: Path, fresh: bool, source: str = "train") -> StageOutcome:
     from curate.validate import validate
 
-    def run(out: Path) -> StageResult:
-        kwargs = dict(cfg)
-        max_error_rate = kwargs.pop("max_error_rate", 1.0)
-        if kwargs.get("output_schema"):
-            kwargs["output_schema"] = str(_rel(recipe_dir, kwargs["output_schema"]))
-        res = validate(source, output=out / "valid.parquet", quarantine=out / "quarantine.parquet",
-                       max_error_rate=max_error_rate, **kwargs)
-        summary = res.summary()
-        if not res.passed:
-            raise ThresholdExceeded(
-                f"validate: {summary.get('quarantined')} of {summary.get('records')} records have errors, "
-                f"over max_error_rate {max_error_rate}; see {out / 'quarantine.parquet'}"
-            )
-        return StageResult({"valid": "valid.parquet", "quarantine": "quarantine.parquet"},
-                           {"in": summary.get("records"), "valid": summary.get("valid"),
-                            "quarantined": summary.get("quarantined")}, _small(summary))
-
-    return run
+    return validate(run.artifacts[source], out / "valid.parquet", cfg, quarantine=out / "quarantine.parquet")
 
 
-def dedupe_stage(source: Path | list[Path], cfg: dict[str, Any], against: Path | None, name: str = "deduped"):
+def _dedupe(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
     from curate.dedupe import dedupe
 
-    def run(out: Path) -> StageResult:
-        data: Any = source
-        if isinstance(source, list):
-            data = concat([pq.read_table(p) for p in source], drop_prefix="dedupe_")
-        res = dedupe(data, out / f"{name}.parquet", against=[against] if against else None, **cfg)
-        s = res.summary
-        outputs = {"kept": f"{name}.parquet"}
-        for key, path in res.paths.items():
-            if key != "kept" and Path(path).exists():
-                outputs[key] = Path(path).name
-        counts = {"in": s.get("input_rows"), "kept": s.get("kept"), "removed": s.get("removed"),
-                  **{k: s.get("removed_by_reason", {}).get(k, 0) for k in ("exact", "near", "contaminated")}}
-        summary = {k: v for k, v in _small(s).items() if k != "outputs"}
-        return StageResult(outputs, counts, summary)
-
-    return run
+    against = [run.artifacts["eval"]] if "eval" in run.artifacts else []
+    return dedupe(run.artifacts["train"], out / "deduped.parquet", cfg, against=against)
 
 
-def report_stage(train: Path, production: Path | None, cfg: dict[str, Any]):
+def _final(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
+    from curate.dedupe import dedupe
+    from curate.inputs import open_input
+
+    tables = [open_input(run.artifacts[a]).read() for a in ("train", "synthetic")]
+    tables = [t.drop_columns([c for c in t.column_names if c.startswith("dedupe_")]) for t in tables]
+    data = pa.concat_tables(tables, promote_options="default")  # stage columns one side lacks become null
+    against = [run.artifacts["eval"]] if "eval" in run.artifacts else []
+    return dedupe(data, out / "dataset.parquet", cfg, against=against)
+
+
+def _report(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
     from curate.report import report
 
-    def run(out: Path) -> StageResult:
-        rep = report(train, production, html=out / "report.html", gaps=out / "gaps.parquet", **cfg)
-        (out / "report.json").write_text(json.dumps(rep.json(), indent=2, default=str))
-        if rep.failed:
-            names = ", ".join(g.get("expr", str(g)) for g in rep.failed)
-            raise ThresholdExceeded(f"report gate(s) failed: {names}; see {out / 'report.html'}")
-        outputs = {"html": "report.html", "json": "report.json"}
-        if (out / "gaps.parquet").exists():
-            outputs["gaps"] = "gaps.parquet"
-        gaps = rep.gap_table.num_rows if rep.gap_table is not None else 0
-        return StageResult(outputs, {"gap_rows": gaps}, _small(rep.metrics))
-
-    return run
+    res = report(run.artifacts["train"], run.artifacts["production"], cfg, html=out / "report.html",
+                 gaps=out / "gaps.parquet")
+    (out / "report.json").write_text(json.dumps(res.to_dict()["report"], indent=2, default=str))
+    res.outputs["json"] = str(out / "report.json")
+    return res
 
 
-def synth_stage(seeds: Path, cfg: dict[str, Any], recipe_dir: Path, cache: Path):
+def _synth(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
     from curate.synth import synthesize
 
-    def run(out: Path) -> StageResult:
-        kwargs = dict(cfg)
-        recipe = kwargs.pop("recipe")
-        if isinstance(recipe, str):
-            recipe = str(_rel(recipe_dir, recipe))
-        max_seeds = kwargs.pop("max_seeds", None)
-        seed_file = seeds
-        if max_seeds is not None:
-            seed_file = out / "seeds.parquet"
-            write_table(pq.read_table(seeds).slice(0, max_seeds), seed_file)
-        s = synthesize(recipe, output=out / "synth.parquet", seeds=seed_file, cache_path=cache / "requests.sqlite",
-                       base_dir=recipe_dir, show_progress=True, **kwargs)
-        stop = s.stop_message({"max_total_tokens": "synth.max_total_tokens", "budget": "synth.budget"})
-        if stop:  # an incomplete synth must not feed the later stages as if it were whole
-            raise ThresholdExceeded(f"synth: {stop}; skipped requests are listed in {s.failures_file}")
-        outputs = {"synth": "synth.parquet"}
-        if s.failures_file and Path(s.failures_file).exists():
-            outputs["failures"] = Path(s.failures_file).name
-        counts = {k: getattr(s, k) for k in ("requested", "succeeded", "failed", "skipped_budget", "from_cache",
-                                             "claims", "unsupported_claims", "flagged_rows")}
-        return StageResult(outputs, counts, {"teacher": s.teacher, "recipe": s.recipe, "recipe_hash": s.recipe_hash,
-                                             "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens})
-
-    return run
+    # an inline synth recipe's paths are relative to the run recipe; a synth recipe file's, to that file
+    base = {"base_dir": run.dir} if isinstance(cfg.recipe, dict) else {}
+    return synthesize(out / "synth.parquet", cfg, seeds=run.artifacts["gaps"],
+                      cache_path=run.cache("synth") / "requests.sqlite", **base, **run.synth_call)
 
 
-def train_stage(data: Path, cfg: dict[str, Any], cache: Path):
+def _train(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
     from curate.train import train
 
-    def run(out: Path) -> StageResult:
-        kwargs = dict(cfg)
-        base = kwargs.pop("base", "embedded")
-        # the run folder lives in the stage cache so a killed run resumes from its last checkpoint
-        res = train(data, output=cache / "run", base=base, config=kwargs, resume=True)
-        import shutil
-
-        shutil.copytree(res.adapter_dir, out / "adapter")
-        for name in ("run_card.json", "loss.jsonl", "loss.png"):
-            if (res.run_dir / name).exists():
-                shutil.copy(res.run_dir / name, out / name)
-        outputs = {"adapter": "adapter"}
-        outputs.update({n.split(".")[0] if n != "loss.png" else "loss_plot": n
-                        for n in ("run_card.json", "loss.jsonl", "loss.png") if (out / n).exists()})
-        return StageResult(outputs, res.counts, {"metrics": res.metrics, "stopped_early": res.stopped_early,
-                                                 "base": base})
-
-    return run
+    # the run folder lives in the stage cache, one per key, so a killed run resumes from its last
+    # checkpoint and changed data or settings start a new one; --force train starts it from scratch
+    runs = run.cache("train")
+    res = train(run.artifacts["train"], runs / run.key, cfg, resume=not fresh)
+    for old in runs.iterdir():  # runs of other keys will not resume any more
+        if old.name != run.key and old.is_dir():
+            shutil.rmtree(old)
+    outputs = {}
+    for name, p in res.outputs.items():
+        src = Path(p)
+        dst = out / src.name
+        shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
+        outputs[name] = str(dst)
+    res.outputs = outputs
+    return res
 
 
-def eval_stage(data: Path, adapter: Path | None, cfg: dict[str, Any], recipe_dir: Path):
+def _eval(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
     from curate.evaluation import evaluate
 
-    def run(out: Path) -> StageResult:
-        kwargs = dict(cfg)
-        if kwargs.get("output_schema"):
-            kwargs["output_schema"] = str(_rel(recipe_dir, kwargs["output_schema"]))
-        res = evaluate(data=data, adapters=[adapter] if adapter else [], output=out / "eval.parquet",
-                       failures=out / "failures.parquet", **kwargs)
-        (out / "eval.json").write_text(json.dumps(res.as_dict(), indent=2, default=str))
-        outputs = {"rows": "eval.parquet", "json": "eval.json"}
-        if (out / "failures.parquet").exists():
-            outputs["failures"] = "failures.parquet"
-        return StageResult(outputs, {"rows": res.rows, "failures": res.failures_count},
-                           {"models": res.models, "summary": res.summary, "p95_input_tokens": res.p95_input_tokens})
-
-    return run
+    train_cfg = run.recipe.train
+    if train_cfg is not None and "base" not in cfg.model_fields_set:
+        cfg = cfg.build(cfg, base=train_cfg.base)  # evaluate the base the adapter was trained on
+    adapters = [run.artifacts["adapter"]] if "adapter" in run.artifacts else []
+    res = evaluate(run.artifacts["eval"], adapters, out / "eval.parquet", cfg, failures=out / "failures.parquet")
+    (out / "eval.json").write_text(json.dumps(res.to_dict(), indent=2, default=str))
+    res.outputs["json"] = str(out / "eval.json")
+    return res
 
 
-def concat(tables: list[pa.Table], drop_prefix: str | None = None) -> pa.Table:
-    """Stack tables whose stage columns differ (missing columns become null)."""
-    if drop_prefix:
-        tables = [t.drop_columns([c for c in t.column_names if c.startswith(drop_prefix)]) for t in tables]
-    return pa.concat_tables(tables, promote_options="default")
+def _no_section(section: str) -> Callable[[Run], str | None]:
+    return lambda run: None if run.recipe.section(section) is not None else f"no {section} section"
 
 
-def _small(d: dict[str, Any]) -> dict[str, Any]:
-    """The scalar part of a summary (lists of examples and tables stay in the stage's own files)."""
-    return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool, type(None))) or
-            (isinstance(v, dict) and len(json.dumps(v, default=str)) < 2000)}
+STAGES: tuple[Spec, ...] = (
+    Spec("ingest", None, (), _ingest, makes={"train": "train", "production": "production", "eval": "eval"}),
+    Spec("validate", "validate", ("train",), _validate, makes={"train": "valid"}),
+    Spec("dedupe", "dedupe", ("train",), _dedupe, makes={"train": "kept"}, uses=("eval",)),
+    Spec("report", "report", ("train", "production"), _report, makes={"gaps": "gaps"},
+         made=lambda outcome: outcome["counts"].get("gap_rows", 0) > 0,  # no gap rows: nothing for synth
+         absent=lambda run: None if "production" in run.artifacts else "no production data in the recipe"),
+    Spec("synth", "synth", ("gaps",), _synth, makes={"synthetic": "data"},
+         absent=lambda run: _no_section("synth")(run) or (None if "gaps" in run.artifacts else "the report found no gaps")),
+    Spec("synth_validate", "validate", ("synthetic",),
+         lambda run, cfg, out, fresh: _validate(run, cfg, out, fresh, "synthetic"), makes={"synthetic": "valid"},
+         absent=lambda run: "validate is skipped" if "validate" in run.skipped else None,
+         fixed={"max_error_rate": 1.0}),  # synthetic rows with errors are quarantined, never fatal
+    Spec("final", "dedupe", ("train", "synthetic"), _final, makes={"train": "kept"}, uses=("eval",),
+         fixed={"keep": "origin"}),  # production and seed rows are kept over synthetic ones
+    Spec("train", "train", ("train",), _train, makes={"adapter": "adapter"}, absent=_no_section("train")),
+    Spec("eval", "eval", ("eval",), _eval, uses=("adapter",),
+         absent=lambda run: _no_section("eval")(run) or (None if "eval" in run.artifacts else "no eval data")),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+

@@ -3,8 +3,8 @@
 WORKDIR/.curate-run.json (the ledger) lists every stage folder curate created, with the files in it,
 and the files it wrote beside them (manifest.json, DATASET_CARD.md). A work folder that exists, is not
 empty and has no ledger is refused; so is replacing a stage folder that holds anything the ledger does
-not list. Scratch folders (`.STAGE.partial`) are listed before they are created, so a run killed in a
-stage leaves nothing curate cannot clean up.
+not list. A stage folder is listed as scratch before it is created and as finished with its files
+after, so a run killed in a stage leaves nothing curate cannot clean up.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class WorkFolder:
             return []
         if self.ledger.get("unreadable"):
             return [f"work folder {p}: its ledger {LEDGER} is not readable JSON; choose a new or empty folder"]
-        out = [problem for stage in stages for name in (stage, f".{stage}.partial") for problem in self.foreign(name)]
+        out = [problem for stage in stages for problem in self.foreign(stage)]
         for name in ("manifest.json", "DATASET_CARD.md"):
             if (p / name).exists() and name not in self.ledger.get("files", []):
                 out.append(f"work folder {p}: {name} was not written by curate, which would replace it; move it away")
