@@ -233,10 +233,17 @@ def test_eval_compares_base_and_adapter(run, tmp_path):
                          ("exact_match_rate", "eval_exact_match")):
             assert s[key] == round(sum(r[col] for r in mine) / 3, 4), key
             assert s["p95_" + key] == round(sum(r[col] for r in bucket) / len(bucket), 4), key
-    failed = [r for r in t if r["eval_model"] == "json-task" and not r["eval_ok"]]
+    # a failure is a wrong format or a wrong task field (age, the schema's one number field)
+    assert doc["task"]["task_fields"] == ["age"]
+    for r in t:
+        assert (r["eval_failure"] is None) == (r["eval_ok"] and r["eval_task_correct"])
+    failed = [r for r in t if r["eval_model"] == "json-task" and r["eval_failure"] is not None]
     seeds = pq.read_table(fails)
     assert seeds.num_rows == doc["counts"]["failed"] == len(failed)
     assert sorted(seeds.column("id").to_pylist()) == sorted(r["id"] for r in failed)
+    tuned = doc["variants"][1]
+    assert tuned["task_accuracy"] == round(sum(r["eval_task_correct"] for r in t[3:]) / 3, 4)
+    assert tuned["format_rate"] == doc["summary"][1]["ok_rate"]
 
 
 def test_packed_batches_give_the_padded_loss(run):

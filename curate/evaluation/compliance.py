@@ -2,6 +2,7 @@
 
 The checks are curate.replies.ReplyCheck's, the one checker validate and synth use too. By its fence
 rule a reply wrapped in a code fence is not JSON: a trained model's reply must be JSON as it stands.
+With neither a schema nor a regex the format asks only for a reply (not empty): prose is not JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class RowCheck:
     schema_error: str | None
     regex_match: bool | None
     exact_match: bool | None
-    ok: bool  # every format check that applies passed (schema, regex; JSON parse when neither is given)
+    ok: bool  # every format check that applies passed (schema, regex; a reply that is not empty when neither)
+    why: str | None = None  # why the format fails: the schema error, "does not match the regex", "empty reply"
 
 
 class Checker:
@@ -65,9 +67,13 @@ class Checker:
         if reference is not None:
             ref = self._plain.check(reference.strip())
             exact = v.value == ref.value if v.parses and ref.parses else text == reference.strip()
-        applicable = [x for x in (schema_valid, v.regex_match) if x is not None]
-        ok = all(applicable) if applicable else v.parses
-        return RowCheck(v.parses, schema_valid, schema_error, v.regex_match, exact, ok)
+        if self.schema:
+            ok, why = bool(schema_valid), schema_error
+        elif self.regex:
+            ok, why = bool(v.regex_match), "does not match the regex"
+        else:
+            ok, why = bool(text), "empty reply"
+        return RowCheck(v.parses, schema_valid, schema_error, v.regex_match, exact, ok, None if ok else why)
 
 
 def _rate(values: list[bool | None]) -> float | None:
