@@ -11,6 +11,9 @@ echoes the request's Authorization header, as some proxies do. Each log entry sa
 lines in a file) so tests can prove what was and was not sent; `request_headers` holds every request's
 headers (which API key arrived).
 
+Label tasks:  FakeServer(reply_fn=LabelTeacher(label, verdict)) answers the n-th request with a prompt with
+              label(prompt, n) and a label check (`{"correct": ...}` schema) with verdict(check text).
+
 In-process:   with FakeServer(faults={"429": 0.2}) as srv: srv.base_url, srv.requests
 Subprocess:   python tests/fakeserver.py --port 0 --log req.jsonl [--fault 500=0.1 ...] (prints the port)
 Fast backoff: fast_backoff(monkeypatch) makes synthesize() wait milliseconds, not seconds, between retries
@@ -27,6 +30,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -75,6 +79,26 @@ def reply_content(body: dict[str, Any]) -> str:
         return json.dumps(instance_of(rf.get("schema") or {"type": "object", "properties": {"answer": {}}}))
     users = [m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "user"]
     return "Echo: " + (users[-1][:200] if users else "")
+
+
+class LabelTeacher:
+    """A reply function for label tasks, deterministic from the requests: the n-th request (0-based) whose last
+    user message is `prompt` gets label(prompt, n) as JSON; a label check request (its schema asks for `correct`)
+    gets {"correct": verdict(its user message)}."""
+
+    def __init__(self, label: Callable[[str, int], dict[str, Any]], verdict: Callable[[str], bool] = lambda text: True):
+        self.label, self.verdict = label, verdict
+        self.seen: Counter[str] = Counter()  # the server answers on one event loop thread: no lock needed
+
+    def __call__(self, body: dict[str, Any]) -> str:
+        rf = body.get("response_format") or {}
+        schema = (rf.get("json_schema") or {}).get("schema") or rf.get("schema") or {}
+        prompt = [m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "user"][-1]
+        if "correct" in schema.get("properties", {}):
+            return json.dumps({"correct": self.verdict(prompt)})
+        n = self.seen[prompt]
+        self.seen[prompt] += 1
+        return json.dumps(self.label(prompt, n))
 
 
 class FakeServer:
@@ -220,7 +244,8 @@ class FakeServer:
         completion_tokens = len(content) // 4 + 1
         billed = fault in BILLED
         entry = {"t": time.time(), "key": key, "fault": fault, "messages": body.get("messages"), "billed": billed,
-                 "usage": [prompt_tokens, completion_tokens] if billed else [0, 0]}
+                 "usage": [prompt_tokens, completion_tokens] if billed else [0, 0],
+                 "temperature": body.get("temperature")}
         self.requests.append(entry)
         self.faults_given[fault or "none"] = self.faults_given.get(fault or "none", 0) + 1
         if self._log:

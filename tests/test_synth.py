@@ -422,7 +422,8 @@ def test_cli_options_are_the_settings():
 
     command = cli.commands["synth"]
     params = {p.name: p for p in command.params}
-    assert set(params) == {*SynthConfig.model_fields, "output", "cache_path", "trust_recipe", "as_json"}
+    assert set(params) == {*SynthConfig.model_fields, "output", "cache_path", "trust_recipe", "output_schema", "reference",
+                           "as_json"}
     for name, info in SynthConfig.model_fields.items():
         p = params[name]
         flag = "--" + name.replace("_", "-")

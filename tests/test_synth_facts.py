@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from curate.synth import check_claims, extract_claims
+from curate.synth import check_claims, extract_claims, schema_values
 
 SOURCE = [("doc.md", ("Orchard Street Library was designed by Ilse Brandt and opened in 1964. It holds about "
                      "320,000 books. The reading room has 140 seats and is 25 m long. Membership costs 12 EUR a year. "
@@ -50,3 +50,29 @@ def test_list_markers_and_sentence_starts_are_not_claims():
 def test_no_sources_means_unsupported_with_reason():
     (claim,) = check_claims("It costs 12 EUR.", [])
     assert claim["status"] == "unsupported" and "no grounding" in claim["reason"]
+
+
+TRIAGE = {"type": "object", "required": ["category", "priority"],
+          "properties": {"category": {"enum": ["billing", "shipping", "account"]},
+                         "priority": {"enum": ["low", "medium", "high"]},
+                         "route": {"type": "object", "properties": {"queue": {"const": "Tier Two"},
+                                                                    "level": {"enum": [1, 2, 3]}}},
+                         "summary": {"type": "string"}}}
+TICKET = [("seed:user", "I was charged twice for order 4521.")]
+
+
+def test_values_the_schema_defines_are_not_claims():
+    text = ('{"category": "billing", "priority": "low", "route": {"queue": "Tier Two", "level": 2}, '
+            '"summary": "Refund 45 EUR for order 4521"}')
+    before = {c["claim"]: c["status"] for c in check_claims(text, TICKET)}
+    assert {k: before[k] for k in ("billing", "low", "Tier Two", "category")} == dict.fromkeys(
+        ("billing", "low", "Tier Two", "category"), "unsupported")  # what the issue reported: labels as "titles"
+    assert schema_values(TRIAGE) == {"billing", "shipping", "account", "low", "medium", "high", "tier two", "1", "2",
+                                     "3", "category", "priority", "route", "queue", "level", "summary"}
+    after = {c["claim"]: (c["kind"], c["status"]) for c in check_claims(text, TICKET, schema_values(TRIAGE))}
+    assert after == {"45 EUR": ("number", "unsupported"), "4521": ("number", "supported"),
+                     "Refund 45 EUR for order 4521": ("title", "unsupported")}
+    # a defined value only hides a claim that is exactly it: "Billing Team" and "3 days" are still claims
+    kinds = {c["claim"]: c["kind"] for c in check_claims("Write to our Billing Team; it takes 3 days.", TICKET,
+                                                         schema_values(TRIAGE))}
+    assert kinds == {"Billing Team": "entity", "3 days": "number"}

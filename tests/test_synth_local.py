@@ -68,13 +68,20 @@ def test_json_task_on_real_teacher_validates_and_accounts_for_every_request(loca
                    max_failure_rate=1.0)
     assert s.summary["response_format_downgraded"] and s.failure is None
     rows = pq.read_table(tmp_path / "j.parquet").to_pylist()
-    fails = pq.read_table(tmp_path / "j.failures.parquet").to_pylist() if s.counts["failed"] else []
+    failures = tmp_path / "j.failures.parquet"
+    fails = pq.read_table(failures).to_pylist() if failures.exists() else []
     assert s.balanced and (s.counts["in"], s.counts["skipped_budget"]) == (5, 0)
-    assert (s.counts["succeeded"], s.counts["failed"]) == (len(rows), len(fails))
+    by_status = {st: [f for f in fails if f["synth_status"] == st] for st in ("failed", "rejected_facts")}
+    assert len(fails) == len(by_status["failed"]) + len(by_status["rejected_facts"])
+    assert (s.counts["succeeded"], s.counts["failed"], s.counts["rejected_facts"]) == (
+        len(rows), len(by_status["failed"]), len(by_status["rejected_facts"]))
     for r in rows:
         record = json.loads(r["messages"][1]["content"])
         assert {"name", "price", "currency", "in_stock"} <= set(record)
-    assert all(f["reason"].startswith("invalid reply: ") for f in fails)
+        assert r["unsupported_claims"] == []  # the recipe drops rows with unsupported claims (facts.unsupported)
+    assert all(f["reason"].startswith("invalid reply: ") for f in by_status["failed"])
+    assert all(f["reason"].startswith("unsupported claims (") and f["reply"]
+               for f in by_status["rejected_facts"])
     # every request sent is an attempt of some row or failure (the json_schema refusals included), bounded by
     # max_attempts (4) per request
     assert s.summary["http_requests"] == attempts(tmp_path / "j.parquet", tmp_path / "j.failures.parquet")

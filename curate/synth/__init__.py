@@ -6,7 +6,8 @@
     client.py     the async OpenAI client with bounded retries, rate limits and the budget
     cache.py      SQLite (WAL) request cache and token/cost ledger
     jobs.py       request planning and the concurrent run loop
-    facts.py      claim extraction and support checking
+    facts.py      claim extraction and support checking (values a schema defines are no claims)
+    checks.py     the recipe's `checks:`: label consistency across answers, the teacher verifying its labels
     verify.py     --verify: the teacher as a judge of each claim
     local.py      the embedded llama.cpp teacher
     stage.py      synthesize(): all of the above -> Parquet + failures file, and a StageOutcome
@@ -24,6 +25,7 @@ _WHERE = {
     "SynthConfig": "curate.synth.config",
     "check_claims": "curate.synth.facts",
     "extract_claims": "curate.synth.facts",
+    "schema_values": "curate.synth.facts",
     "LocalTeacher": "curate.synth.local",
     "start_local_teacher": "curate.synth.local",
     "SynthRecipe": "curate.synth.recipe",
@@ -31,6 +33,7 @@ _WHERE = {
     "load_seeds": "curate.synth.recipe",
     "load_synth_recipe": "curate.synth.recipe",
     "default_paths": "curate.synth.stage",
+    "review_path": "curate.synth.stage",
     "stop_message": "curate.synth.stage",
     "synthesize": "curate.synth.stage",
 }

@@ -3,12 +3,15 @@
 Claims: URLs, dates, numbers (with units), quoted titles and named entities (capitalised phrases).
 A claim is supported when the same value (numbers, dates) or phrase (case-insensitive, whitespace-
 normalised) occurs in a grounding document or in the seed; the evidence span says where. This is a
-lexical check: it flags what it cannot find, it does not understand paraphrase.
+lexical check: it flags what it cannot find, it does not understand paraphrase. A value the reply's or
+the task's JSON Schema defines (an enum label, a const, a property name) is no claim: it comes from the
+schema, not from the world.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -212,7 +215,46 @@ def _squash(text: str) -> str:
     return re.sub(r"[\W_]+", " ", text.lower()).strip()
 
 
-def check_claims(text: str, sources: list[tuple[str, str]] | Sources) -> list[dict[str, Any]]:
-    """Claims of `text` checked against `sources`, as dicts matching CLAIM_TYPE."""
+def schema_values(*schemas: Any) -> frozenset[str]:
+    """Every value the JSON Schemas define, at any depth, lower-cased: enum members, consts and property names.
+
+    Numbers count in their JSON spelling (`3`, `0.5`); booleans and null are never claims anyway.
+    """
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+            return
+        if not isinstance(node, dict):
+            return
+        for value in [*(node.get("enum") or []), *([node["const"]] if "const" in node else [])]:
+            if isinstance(value, str):
+                found.add(value.strip().lower())
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                found.add(str(value))
+        if isinstance(node.get("properties"), dict):
+            found.update(name.lower() for name in node["properties"])
+        for key, child in node.items():
+            if key in ("enum", "const", "default", "examples"):
+                continue  # values, not subschemas
+            if key in ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas") \
+                    and isinstance(child, dict):
+                child = list(child.values())  # name -> subschema: the names are not subschemas
+            walk(child)
+
+    for schema in schemas:
+        walk(schema)
+    return frozenset(found)
+
+
+def check_claims(text: str, sources: list[tuple[str, str]] | Sources,
+                 defined: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Claims of `text` checked against `sources`, as dicts matching CLAIM_TYPE.
+
+    `defined`: values a schema defines (schema_values()); a claim whose text is one of them is no claim.
+    """
     src = sources if isinstance(sources, Sources) else Sources(sources)
-    return [asdict(src.check(c)) for c in extract_claims(text)]
+    skip = {d.strip().lower() for d in defined}
+    return [asdict(src.check(c)) for c in extract_claims(text) if c.claim.strip().lower() not in skip]

@@ -55,6 +55,35 @@ class SynthRecipe:
     def grounding_use(self) -> str:
         return (self.data.get("grounding") or {}).get("use", "all")
 
+    @property
+    def consistency(self) -> int:
+        """Answers per request whose labels must agree (1: the check is off)."""
+        return int((self.data.get("checks") or {}).get("consistency", 1))
+
+    @property
+    def check_temperature(self) -> float:
+        """The temperature of the extra answers of the consistency check."""
+        return float((self.data.get("checks") or {}).get("check_temperature", 0.7))
+
+    @property
+    def agree_with_data(self) -> int:
+        """k of the check against the reference data's labels (0: off)."""
+        return int((self.data.get("checks") or {}).get("agree_with_data", 0))
+
+    @property
+    def verify_labels(self) -> bool:
+        return bool((self.data.get("checks") or {}).get("verify_labels", False))
+
+    @property
+    def unsupported_facts(self) -> str:
+        """What becomes of a row with unsupported claims: keep | drop | review."""
+        return (self.data.get("facts") or {}).get("unsupported", "keep")
+
+    @property
+    def label_fields(self) -> list[tuple[str, ...]]:
+        """Paths of the reply schema's enum fields (properties with `enum`, in nested objects too): the labels."""
+        return label_fields(self.reply_schema)
+
     def params(self) -> dict[str, Any]:
         """Sampling parameters sent with every request (and hashed into its cache key)."""
         p = {"temperature": float(self.data.get("temperature", 0.7)), "max_tokens": int(self.data.get("max_tokens", 512))}
@@ -108,6 +137,11 @@ def load_synth_recipe(recipe: str | Path | dict[str, Any], base_dir: str | Path 
             templates[name] = compile_template(text, prefix + name, line_of(data, keys), file)
         except RecipeError as exc:
             problems += exc.problems
+    checks = data.get("checks") or {}
+    for key in ("consistency", "verify_labels", "agree_with_data"):
+        if checks.get(key) and not label_fields(schema):
+            problems.append(f"{prefix}checks.{key} (line {line_of(data, ['checks', key])}): compares labels, but "
+                            "reply.schema has no property with an `enum` (the labels to check)")
     if problems:
         raise RecipeError(problems, file)
     documents = _load_documents(data, base, matches)
@@ -115,6 +149,18 @@ def load_synth_recipe(recipe: str | Path | dict[str, Any], base_dir: str | Path 
     for d in documents:
         h.update(f"\0{d.name}\0{d.text}".encode())
     return SynthRecipe(data["name"], data, file, base, h.hexdigest()[:16], templates, documents)
+
+
+def label_fields(schema: dict[str, Any] | None, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Paths of the properties with an `enum` in a JSON Schema, through nested objects' `properties`."""
+    out: list[tuple[str, ...]] = []
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    for name, sub in (props.items() if isinstance(props, dict) else ()):
+        if isinstance(sub, dict) and isinstance(sub.get("enum"), list):
+            out.append((*path, name))
+        elif isinstance(sub, dict):
+            out += label_fields(sub, (*path, name))
+    return out
 
 
 def grounding_files(recipe: str | Path | dict[str, Any], base_dir: str | Path | None = None) -> list[Path]:

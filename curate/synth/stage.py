@@ -1,10 +1,12 @@
 """`synthesize`: a recipe + seeds + a teacher -> canonical Parquet of synthetic rows, and a failures file.
 
-It returns a StageOutcome whose counts balance: in = requested = succeeded + failed + skipped_budget
-(counts also hold from_cache, claims, unsupported_claims, flagged_rows). The output holds only successful rows;
-OUT.failures.parquet holds every failed or budget-skipped request with its reason (rerun, with
---retry-failed for the failed ones). OUT.cache.sqlite holds every finished response, so a rerun of the
-same command resumes without sending any finished request again.
+It returns a StageOutcome whose counts balance: in = requested = succeeded + failed + skipped_budget +
+rejected_check + rejected_facts + review (counts also hold from_cache, checked, claims, unsupported_claims,
+flagged_rows). The output holds only the rows kept; OUT.failures.parquet holds every failed or budget-skipped
+request with its reason (rerun, with --retry-failed for the failed ones) and every row a check rejected;
+OUT.review.parquet the rows with unsupported claims under `facts: {unsupported: review}`. OUT.cache.sqlite
+holds every finished response, so a rerun of the same command resumes without sending any finished request
+again. The phases: generate -> label checks (the recipe's `checks:`) -> --verify -> the fact gate.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,12 +28,14 @@ import pyarrow as pa
 
 from curate.dataset import SCHEMA, SOURCE_TYPE, make_row
 from curate.errors import InputError, UsageError
+from curate.inputs import open_input
 from curate.outcome import StageOutcome, over_rate
 from curate.outputs import OutputSet, write_table
 from curate.synth.cache import Cache, Outcome, scrub_secrets
+from curate.synth.checks import REJECTED_LABEL, consistency_jobs, disagreement, label_accepted, label_job
 from curate.synth.client import Budget, RateLimiter, RetryPolicy, Teacher
 from curate.synth.config import SynthConfig
-from curate.synth.facts import CLAIM_TYPE, Sources, check_claims
+from curate.synth.facts import CLAIM_TYPE, Sources, check_claims, schema_values
 from curate.synth.jobs import Job, Limits, Progress, execute, parse_json_reply, plan_jobs
 from curate.synth.recipe import SynthRecipe, load_seeds, load_synth_recipe
 from curate.synth.templates import Seed, render
@@ -45,12 +50,14 @@ PROVENANCE = [
 ]
 OUTPUT_SCHEMA = pa.schema(list(SCHEMA) + [pa.field(n, t) for n, t in PROVENANCE] + [
     pa.field("claims", pa.list_(CLAIM_TYPE)), pa.field("unsupported_claims", pa.list_(CLAIM_TYPE))])
+# reply: the teacher's reply of a row a check rejected (rejected_check, rejected_facts), for a person to look at
 FAILURES_SCHEMA = pa.schema([pa.field(n, t) for n, t in PROVENANCE] + [
-    ("synth_kind", pa.string()), ("reason", pa.string()), ("source", SOURCE_TYPE), ("request", pa.string())])
+    ("synth_kind", pa.string()), ("reason", pa.string()), ("source", SOURCE_TYPE), ("request", pa.string()),
+    ("reply", pa.string())])
 
 LIMIT_OPTIONS = {"max_total_tokens": "--max-total-tokens", "budget": "--budget"}  # how a stop message names a limit
-COUNTS = ("requested", "succeeded", "failed", "skipped_budget", "from_cache", "claims", "unsupported_claims",
-          "flagged_rows")
+PARTS = ("succeeded", "failed", "skipped_budget", "rejected_check", "rejected_facts", "review")  # sum to requested
+COUNTS = ("requested", *PARTS, "from_cache", "checked", "claims", "unsupported_claims", "flagged_rows")
 
 
 def default_paths(output: str | Path) -> tuple[Path, Path]:
@@ -59,8 +66,15 @@ def default_paths(output: str | Path) -> tuple[Path, Path]:
     return out.with_name(out.stem + ".failures.parquet"), out.with_name(out.stem + ".cache.sqlite")
 
 
+def review_path(output: str | Path) -> Path:
+    """OUT.review.parquet: rows with unsupported claims held for a person (`facts: {unsupported: review}`)."""
+    out = Path(output)
+    return out.with_name(out.stem + ".review.parquet")
+
+
 def synthesize(output: str | Path, config: SynthConfig | Mapping[str, Any] | None = None, *, trust: bool = False,
                cache_path: str | Path | None = None, base_dir: str | Path | None = None, show_progress: bool = True,
+               output_schema: str | Path | dict[str, Any] | None = None, reference: Any = None,
                **overrides: Any) -> StageOutcome:
     """Generate synthetic rows for every seed of the settings' recipe with their teacher ("local" starts the
     embedded one), and write them to `output` (failed and skipped requests to OUT.failures.parquet).
@@ -68,13 +82,26 @@ def synthesize(output: str | Path, config: SynthConfig | Mapping[str, Any] | Non
     `trust` lets the recipe read files outside its folder and the current directory; `cache_path` is the
     request cache (default OUT.cache.sqlite); relative paths in the settings and in the recipe are relative
     to `base_dir` (default: the current directory, and the recipe file's folder for the recipe's own paths).
+    `output_schema` is the task's output JSON Schema (a file or a dict, e.g. validate's --output-schema):
+    the values it defines, like those of the recipe's reply schema, are not fact claims. `reference` is the
+    data the rows will join (a file or a table), for the recipe's `checks.agree_with_data`.
     """
     cfg = SynthConfig.build(config, **overrides)
+    task_schema = None
+    if output_schema is not None:
+        from curate.replies import load_schema
+
+        task_schema = load_schema(output_schema if isinstance(output_schema, dict) or base_dir is None
+                                  else _under(base_dir, os.fspath(output_schema)))
     recipe, seeds = cfg.recipe, cfg.seeds
     if base_dir is not None:
         recipe = recipe if isinstance(recipe, dict) else _under(base_dir, recipe)
         seeds = seeds if seeds is None else _under(base_dir, seeds)
     rec = load_synth_recipe(recipe, base_dir, trust=trust)
+    if rec.agree_with_data and reference is None:
+        raise UsageError(f"recipe {rec.name}: checks.agree_with_data compares labels with the training data; give it "
+                         "(--reference FILE, or synthesize(reference=...))")
+    ref_table = open_input(reference).read(["messages"]) if rec.agree_with_data else None
     pricing = rec.get("pricing") or {}
     p_in = cfg.price_in if cfg.price_in is not None else pricing.get("prompt_per_1m", 0.0)
     p_out = cfg.price_out if cfg.price_out is not None else pricing.get("completion_per_1m", 0.0)
@@ -101,7 +128,8 @@ def synthesize(output: str | Path, config: SynthConfig | Mapping[str, Any] | Non
         client = Teacher(teacher, base_url, api_key, timeout=cfg.timeout,
                          retry=RetryPolicy(max_retries=cfg.max_retries), response_format=response_format,
                          max_connections=cfg.concurrency)
-        return _run(cfg, rec, loaded, Path(output), cache_path, teacher, base_url, limits, client, show_progress)
+        return _run(cfg, rec, loaded, Path(output), cache_path, teacher, base_url, limits, client, show_progress,
+                    schema_values(rec.reply_schema, task_schema), ref_table)
 
 
 def stop_message(outcome: StageOutcome, options: Mapping[str, str] | None = None) -> str | None:
@@ -114,6 +142,8 @@ def stop_message(outcome: StageOutcome, options: Mapping[str, str] | None = None
         return None
     option = (options or LIMIT_OPTIONS).get(s["stopped_by"] or "", "limit")
     counts = f"{c['skipped_budget']} of {c['requested']} requests"
+    if s["check_skipped_budget"]:
+        counts += f" ({s['check_skipped_budget']} of {s['check_requested']} check requests)"
     if s["verify_skipped_budget"]:
         counts += f" and {s['verify_skipped_budget']} of {s['verify_requested']} verify requests"
     if s["stopped_by"] == "budget":
@@ -126,14 +156,30 @@ def stop_message(outcome: StageOutcome, options: Mapping[str, str] | None = None
             "(finished requests come from the cache and are not paid again)")
 
 
+@dataclass
+class _Phase:
+    """What the phases after generation share: where to send, cache and record."""
+
+    cache: Cache
+    teacher: Teacher
+    limits: Limits
+    model: str
+    host: str
+    rec: SynthRecipe
+    failures: list[dict[str, Any]]
+    show_progress: bool
+
+
 def _under(base: str | Path, path: str) -> str:
     return path if Path(path).is_absolute() else str(Path(base) / path)
 
 
 def _run(cfg: SynthConfig, rec: SynthRecipe, loaded: tuple[list[Seed], int], output: Path, cache_path: Any,
-         model: str, base_url: str | None, limits: Limits, teacher: Teacher, show_progress: bool) -> StageOutcome:
+         model: str, base_url: str | None, limits: Limits, teacher: Teacher, show_progress: bool,
+         defined: frozenset[str] = frozenset(), reference: Any = None) -> StageOutcome:
     t0 = time.monotonic()
     failures_path, default_cache = default_paths(output)
+    held_path = review_path(output)
     host = _host(base_url)
     c = dict.fromkeys(COUNTS, 0)
     s: dict[str, Any] = {"teacher": model, "base_url_host": host, "recipe": rec.name, "recipe_hash": rec.hash,
@@ -141,7 +187,8 @@ def _run(cfg: SynthConfig, rec: SynthRecipe, loaded: tuple[list[Seed], int], out
     seeds, s["duplicate_seeds"] = loaded
     jobs, s["duplicate_prompts"] = plan_jobs(rec, seeds, model)
     s["seeds"], c["requested"] = len(seeds), len(jobs)
-    verify = {"verify_requested": 0, "verify_failed": 0, "verify_skipped_budget": 0}
+    more = dict.fromkeys(("check_requested", "check_failed", "check_skipped_budget", "verify_requested",
+                          "verify_failed", "verify_skipped_budget"), 0)
     cache = Cache(s["cache"], run_id=uuid.uuid4().hex[:12], secrets=[teacher.api_key])
     try:
         with Progress(f"synth {rec.name}", len(jobs), show_progress) as bar:
@@ -151,7 +198,7 @@ def _run(cfg: SynthConfig, rec: SynthRecipe, loaded: tuple[list[Seed], int], out
         for j in jobs:
             out = outcomes[j.key]
             c["from_cache"] += out.cached
-            row, problem = (_row(rec, j, out, docs), None) if out.status == "ok" else (None, out.reason)
+            row, problem = (_row(rec, j, out, docs, defined), None) if out.status == "ok" else (None, out.reason)
             if out.status == "ok" and isinstance(row, str):
                 row, problem = None, row
             if row is not None:
@@ -162,22 +209,31 @@ def _run(cfg: SynthConfig, rec: SynthRecipe, loaded: tuple[list[Seed], int], out
             status = "skipped_budget" if out.status == "skipped_budget" else "failed"
             c[status] += 1
             failures.append(_failure(rec, j, out, status, scrub_secrets(problem, [teacher.api_key]), model, host))
+        ctx = _Phase(cache, teacher, limits, model, host, rec, failures, show_progress)
+        if rows and (rec.consistency > 1 or rec.verify_labels):
+            rows = _check_labels(rows, ctx, c, more, cfg.retry_failed)
+        if rows and rec.agree_with_data:
+            rows = _agree_with_data(rows, ctx, c, reference)
         if cfg.verify and rows:
-            _verify(rows, cache, teacher, limits, model, host, rec, failures, verify, show_progress)
-        c["succeeded"] = len(rows)
+            _verify(rows, ctx, more)
         for r in rows:
             c["claims"] += len(r["claims"])
             c["unsupported_claims"] += len(r["unsupported_claims"])
             c["flagged_rows"] += bool(r["unsupported_claims"])
+        rows, held = _gate_facts(rows, ctx, c)
+        c["succeeded"] = len(rows)
         kept = pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
         rejected = pa.Table.from_pylist(failures, schema=FAILURES_SCHEMA)
         outputs = {"data": str(output)}
-        # the rows and the failures file are one set; a stale failures file of an earlier run goes with it
-        with OutputSet(output, [failures_path]) as outs:
+        # the rows, the failures and the review file are one set; stale companions of an earlier run go with it
+        with OutputSet(output, [failures_path, held_path]) as outs:
             write_table(kept, output, outs)
             if failures:
                 write_table(rejected, failures_path, outs)
                 outputs["failures"] = str(failures_path)
+            if held:
+                write_table(pa.Table.from_pylist(held, schema=OUTPUT_SCHEMA), held_path, outs)
+                outputs["review"] = str(held_path)
         reasons: dict[str, int] = {}
         for f in failures:
             key = f["reason"].split(" (")[0][:80]
@@ -197,11 +253,15 @@ def _run(cfg: SynthConfig, rec: SynthRecipe, loaded: tuple[list[Seed], int], out
         failure_reasons=reasons, prompt_tokens=int(run["prompt_tokens"]),
         completion_tokens=int(run["completion_tokens"]), cost=run["cost"],
         possibly_paid_attempts=int(run["possibly_paid_calls"]), possibly_paid_tokens=int(run["possibly_paid_tokens"]),
-        possibly_paid_cost=run["possibly_paid_cost"], cache_lifetime=lifetime, **verify,
+        possibly_paid_cost=run["possibly_paid_cost"], cache_lifetime=lifetime,
+        checks={"consistency": rec.consistency if rec.consistency > 1 else None,
+                "check_temperature": rec.check_temperature, "verify_labels": rec.verify_labels,
+                "agree_with_data": rec.agree_with_data or None},
+        facts={"unsupported": rec.unsupported_facts}, **more,
         response_format_downgraded=teacher.downgraded, stopped=stopped, stopped_by=b.stopped_by,
         elapsed_s=round(time.monotonic() - t0, 3))
     outcome = StageOutcome("synth", {"in": c["requested"], **c}, outputs, {"config": cfg.to_dict(), **s},
-                           kept=kept, rejected=rejected, parts=("succeeded", "failed", "skipped_budget"))
+                           kept=kept, rejected=rejected, parts=PARTS)
     outcome.failure = stop_message(outcome) or over_rate(c["failed"], c["requested"], cfg.max_failure_rate,
                                                          "requests failed")
     return outcome
@@ -216,7 +276,8 @@ async def _execute_and_close(jobs: list[Job], cache: Cache, teacher: Teacher, li
             await teacher.close()
 
 
-def _row(rec: SynthRecipe, j: Job, out: Outcome, docs: list[tuple[str, str]]) -> dict[str, Any] | str:
+def _row(rec: SynthRecipe, j: Job, out: Outcome, docs: list[tuple[str, str]],
+         defined: frozenset[str] = frozenset()) -> dict[str, Any] | str:
     """The canonical row for one successful reply, or the reason it cannot become one."""
     parsed = parse_json_reply(out.content) if j.schema is not None else None
     v = {**j.variables, "reply": out.content, "json": parsed}
@@ -235,16 +296,21 @@ def _row(rec: SynthRecipe, j: Job, out: Outcome, docs: list[tuple[str, str]]) ->
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
     row = make_row(messages, source=j.seed.source, origin="synthetic")
-    answer = "\n".join(_leaves(parsed)) if j.schema is not None and "output.assistant" not in t else assistant
+    if j.schema is not None and "output.assistant" not in t:
+        answer = "\n".join(_leaves(parsed))
+    else:  # an assistant template that writes JSON (`{{ json | tojson }}`): its values, not its quoted keys
+        written = _json_value(assistant)
+        answer = "\n".join(_leaves(written)) if isinstance(written, (dict, list)) else assistant
     user_src = (rec.get("output") or {}).get("user", "")
     generated = f"{user}\n\n{answer}" if "json" in user_src or "reply" in user_src else answer
-    claims = check_claims(generated, Sources(docs + j.seed.texts))
+    claims = check_claims(generated, Sources(docs + j.seed.texts), defined)
     row.update(
         synth_prompt_hash=j.key, synth_seed_id=j.seed.id, synth_sample=j.sample, synth_prompt_tokens=out.prompt_tokens,
         synth_completion_tokens=out.completion_tokens, synth_attempts=out.attempts, synth_finish_reason=out.finish_reason,
         synth_timestamp=_iso(out.created), synth_status="ok", claims=claims,
         unsupported_claims=[c for c in claims if c["status"] == "unsupported"],
-        _generated=generated, _sources=docs + j.seed.texts, _seed=j.seed,
+        _generated=generated, _sources=docs + j.seed.texts, _seed=j.seed, _job=j, _out=out, _user=user,
+        _reply=parsed,
     )
     return row
 
@@ -261,16 +327,112 @@ def _failure(rec: SynthRecipe, j: Job, out: Outcome, status: str, reason: str | 
     }
 
 
-def _verify(rows: list[dict], cache: Cache, teacher: Teacher, limits: Limits, model: str, host: str,
-            rec: SynthRecipe, failures: list[dict], counts: dict[str, int], show_progress: bool) -> None:
+def _send(jobs: list[Job], ctx: _Phase, retry_failed: bool, label: str, prefix: str) -> dict[str, Outcome]:
+    """A later phase's requests, with a client of its own (the first one closed with its event loop); its
+    counters join the teacher's, its errors under `prefix:`. Identical requests are sent once."""
+    teacher = ctx.teacher
+    jobs = list({j.key: j for j in jobs}.values())
+    client = Teacher(teacher.model, teacher.base_url, teacher.api_key, timeout=teacher.timeout, retry=teacher.retry,
+                     response_format=teacher.response_format, max_connections=ctx.limits.concurrency)
+    client.downgraded = teacher.downgraded
+    with Progress(label, len(jobs), ctx.show_progress) as bar:
+        outcomes = asyncio.run(_execute_and_close(jobs, ctx.cache, client, ctx.limits, retry_failed, bar))
+    teacher.downgraded = teacher.downgraded or client.downgraded
+    teacher.stats.sent += client.stats.sent
+    teacher.stats.retries += client.stats.retries
+    teacher.stats.invalid_replies += client.stats.invalid_replies
+    for k, v in client.stats.errors.items():
+        teacher.stats.errors[f"{prefix}:{k}"] = teacher.stats.errors.get(f"{prefix}:{k}", 0) + v
+    return outcomes
+
+
+def _check_labels(rows: list[dict], ctx: _Phase, c: dict[str, int], more: dict[str, int],
+                  retry_failed: bool) -> list[dict]:
+    """The recipe's label checks (consistency, verify_labels) on every row; returns the rows that pass.
+
+    A row the checks reject is `rejected_check`; one whose check request failed or was skipped is `failed` /
+    `skipped_budget`, listed with that request (a rerun, with --retry-failed for failed ones, completes it).
+    """
+    rec, model = ctx.rec, ctx.model
+    planned = [(r, consistency_jobs(rec, r["_job"], model),
+                [label_job(rec, r["_job"], model, r["_user"], r["_reply"])] if rec.verify_labels else []) for r in rows]
+    outcomes = _send([x for _, extra, judge in planned for x in extra + judge], ctx, retry_failed,
+                     f"check {rec.name}", "check")
+    more["check_requested"] = len(outcomes)
+    for out in outcomes.values():
+        more["check_failed"] += out.status == "failed"
+        more["check_skipped_budget"] += out.status == "skipped_budget"
+    kept = []
+    for r, extra, judge in planned:
+        bad = next((x for x in extra + judge if outcomes[x.key].status != "ok"), None)
+        if bad is not None:
+            out = outcomes[bad.key]
+            status = "skipped_budget" if out.status == "skipped_budget" else "failed"
+            c[status] += 1
+            reason = f"{bad.kind} check: {scrub_secrets(out.reason, [ctx.teacher.api_key]) or 'unknown'}"
+            ctx.failures.append(_failure(rec, bad, out, status, reason, model, ctx.host))
+            continue
+        c["checked"] += 1
+        reason = disagreement(rec, [r["_reply"], *(parse_json_reply(outcomes[x.key].content) for x in extra)])
+        if reason is None and judge and not label_accepted(outcomes[judge[0].key].content):
+            reason = REJECTED_LABEL
+        if reason is None:
+            kept.append(r)
+        else:
+            c["rejected_check"] += 1
+            ctx.failures.append(_rejected(r, "rejected_check", reason, ctx))
+    return kept
+
+
+def _agree_with_data(rows: list[dict], ctx: _Phase, c: dict[str, int], reference: Any) -> list[dict]:
+    """Rows whose labels contradict a clear majority of their nearest reference rows are `rejected_check`."""
+    from curate.synth.checks import against_data
+
+    reasons = against_data(ctx.rec, [r["_user"] for r in rows], [r["_reply"] for r in rows], reference,
+                           ctx.rec.agree_with_data)
+    kept = []
+    for r, reason in zip(rows, reasons):
+        if reason is None:
+            kept.append(r)
+        else:
+            c["rejected_check"] += 1
+            ctx.failures.append(_rejected(r, "rejected_check", reason, ctx))
+    return kept
+
+
+def _gate_facts(rows: list[dict], ctx: _Phase, c: dict[str, int]) -> tuple[list[dict], list[dict]]:
+    """The recipe's `facts.unsupported`: (rows kept, rows for review); dropped ones go to the failures."""
+    rec = ctx.rec
+    if rec.unsupported_facts == "keep":
+        return rows, []
+    kept, held = [], []
+    for r in rows:
+        flagged = r["unsupported_claims"]
+        if not flagged:
+            kept.append(r)
+        elif rec.unsupported_facts == "drop":
+            c["rejected_facts"] += 1
+            claims = ", ".join(x["claim"] for x in flagged)
+            ctx.failures.append(_rejected(r, "rejected_facts", f"unsupported claims ({len(flagged)}): {claims}"[:300], ctx))
+        else:
+            c["review"] += 1
+            r["synth_status"] = "review"
+            held.append(r)
+    return kept, held
+
+
+def _rejected(row: dict[str, Any], status: str, reason: str, ctx: _Phase) -> dict[str, Any]:
+    """The failures-file entry of a row a check rejected: its request, its reply and why."""
+    return {**_failure(ctx.rec, row["_job"], row["_out"], status, reason, ctx.model, ctx.host),
+            "reply": row["_out"].content}
+
+
+def _verify(rows: list[dict], ctx: _Phase, counts: dict[str, int]) -> None:
     """Judge every row with claims; a failed judgement leaves `judge` empty and is listed in the failures file."""
+    rec, model = ctx.rec, ctx.model
     pairs = [(r, judge_job(model, r["_seed"], r["_generated"], r["claims"], r["_sources"])) for r in rows if r["claims"]]
     counts["verify_requested"] = len(pairs)
-    judge = Teacher(model, teacher.base_url, teacher.api_key, timeout=teacher.timeout, retry=teacher.retry,
-                    response_format=teacher.response_format, max_connections=limits.concurrency)
-    judge.downgraded = teacher.downgraded
-    with Progress(f"verify {rec.name}", len(pairs), show_progress) as bar:
-        outcomes = asyncio.run(_execute_and_close([j for _, j in pairs], cache, judge, limits, False, bar))
+    outcomes = _send([j for _, j in pairs], ctx, False, f"verify {rec.name}", "verify")
     for r, j in pairs:
         out = outcomes[j.key]
         if out.status == "ok":
@@ -279,12 +441,8 @@ def _verify(rows: list[dict], cache: Cache, teacher: Teacher, limits: Limits, mo
         else:
             counts["verify_failed"] += out.status == "failed"
             counts["verify_skipped_budget"] += out.status == "skipped_budget"
-            failures.append(_failure(rec, j, out, out.status, scrub_secrets(out.reason, [teacher.api_key]), model, host))
-    teacher.stats.sent += judge.stats.sent
-    teacher.stats.retries += judge.stats.retries
-    teacher.stats.invalid_replies += judge.stats.invalid_replies
-    for k, v in judge.stats.errors.items():
-        teacher.stats.errors[f"verify:{k}"] = v
+            ctx.failures.append(_failure(rec, j, out, out.status, scrub_secrets(out.reason, [ctx.teacher.api_key]),
+                                         model, ctx.host))
 
 
 def _leaves(value: Any) -> list[str]:
@@ -294,6 +452,13 @@ def _leaves(value: Any) -> list[str]:
     if isinstance(value, list):
         return [x for v in value for x in _leaves(v)]
     return [] if value is None or isinstance(value, bool) else [str(value)]
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _host(base_url: str | None) -> str:
