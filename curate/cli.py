@@ -186,15 +186,20 @@ def report_command(train, production, baseline, html, gaps, as_json, **settings)
 @click.option("--cache", "cache_path", type=click.Path(path_type=Path), help="Request cache (default: OUT.cache.sqlite).")
 @click.option("--trust-recipe", is_flag=True,
               help="Let the recipe read files outside its folder and the current directory (README: What a recipe may do).")
+@click.option("--output-schema", type=click.Path(path_type=Path),
+              help="The task's output JSON Schema (as for validate): the values it defines are not fact claims.")
+@click.option("--reference", type=click.Path(path_type=Path),
+              help="The training data the rows will join, for the recipe's checks.agree_with_data.")
 @cli_options(SynthConfig)
 @json_option
-def synth(output, cache_path, trust_recipe, as_json, **settings):
+def synth(output, cache_path, trust_recipe, output_schema, reference, as_json, **settings):
     """Generate synthetic examples with a teacher model, resumably, with fact flags."""
     from curate.synth import synthesize
     from curate.synth.render import render_synth
 
     finish(synthesize(output, from_cli(SynthConfig, settings), trust=trust_recipe, cache_path=cache_path,
-                      show_progress=not as_json), as_json, render_synth)
+                      output_schema=output_schema, reference=reference, show_progress=not as_json), as_json,
+           render_synth)
 
 
 # ---- train / merge / eval
@@ -242,17 +247,24 @@ def merge(run_dir, output, overwrite, as_json, **settings):
 
 @cli.command(name="eval")
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Held-out prompts (any ingestable format).")
-@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path), help="Run folder or adapter folder (repeatable).")
+@click.option("--adapter", "adapters", multiple=True, type=click.Path(path_type=Path),
+              help="Run folder or adapter folder, or NAME=FOLDER to name it (repeatable).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Per-row outputs (Parquet, eval_ columns).")
-@click.option("--failures", type=click.Path(path_type=Path), help="Rows an adapter fails, as seeds for `curate synth`.")
+@click.option("--failures", type=click.Path(path_type=Path),
+              help="Rows an adapter gets wrong (task or format), as seeds for `curate synth`.")
+@click.option("--train-data", type=click.Path(path_type=Path), help="Training data: its label distribution is shown.")
+@click.option("--compare", multiple=True, metavar="A:B",
+              help="Also compare model A with model B (names as shown; repeatable). Adapters vs base always.")
 @cli_options(EvalConfig)
 @json_option
-def eval_(data, adapters, output, failures, as_json, **settings):
-    """Generate replies for held-out prompts and compare format compliance: base vs adapters."""
+def eval_(data, adapters, output, failures, train_data, compare, as_json, **settings):
+    """Reply to held-out prompts with the base and adapters; task accuracy, format compliance, comparisons."""
     from curate.evaluation import evaluate
     from curate.evaluation.render import render_eval
+    from curate.evaluation.stage import adapter_specs
 
-    finish(evaluate(data, adapters, output, from_cli(EvalConfig, settings), failures=failures), as_json, render_eval)
+    finish(evaluate(data, adapter_specs(adapters), output, from_cli(EvalConfig, settings), failures=failures,
+                    train_data=train_data, compare=[c.split(":", 1) for c in compare]), as_json, render_eval)
 
 
 # ---- run

@@ -29,7 +29,8 @@ from curate.synth.config import SynthConfig
 from curate.train.config import TrainConfig
 from curate.validate.config import ValidateConfig
 
-StageName = Literal["ingest", "validate", "dedupe", "report", "synth", "synth_validate", "final", "train", "eval"]
+StageName = Literal["ingest", "validate", "dedupe", "report", "synth", "synth_validate", "final", "final_report",
+                    "train_raw", "train", "eval"]
 STAGE_NAMES: tuple[str, ...] = typing.get_args(StageName)
 SECTIONS: dict[str, type[StageConfig]] = {"validate": ValidateConfig, "dedupe": DedupeConfig, "report": ReportConfig,
                                           "synth": SynthConfig, "train": TrainConfig, "eval": EvalConfig}
@@ -43,6 +44,21 @@ class DataConfig(BaseModel):
     production: Annotated[list[str], Opt(kind="files")] = Field([], description="Samples of production requests.")
     eval: Annotated[list[str], Opt(kind="files")] = Field([], description="Held-out evaluation data.")
     train_origin: str = Field("seed", description="The origin recorded on training rows.")
+
+
+TargetMetric = Literal["task_accuracy", "format_rate", "similarity"]
+
+
+class LoopConfig(BaseModel):
+    """How the loop proves itself: the raw-versus-curated comparison, and rounds that feed failures back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    compare_raw: bool = Field(True, description="Also train an adapter on the data as ingested (same settings) and "
+                                                "evaluate base, raw and curated on the same held-out set.")
+    rounds: int = Field(1, ge=1, le=10, description="Rounds: after each eval, the curated adapter's failures seed "
+                                                    "synth, and the adapter is trained again on the grown dataset.")
+    target: dict[TargetMetric, Annotated[float, Field(ge=0, le=1)]] | None = Field(
+        None, description="Stop before the last round once the curated adapter reaches every one of these.")
 
 
 class RunRecipe(BaseModel):
@@ -61,6 +77,7 @@ class RunRecipe(BaseModel):
     synth: SynthConfig | None = None
     train: TrainConfig | None = None
     eval: EvalConfig | None = None
+    loop: LoopConfig = LoopConfig()
     skip: list[StageName] = Field([], description="Stages not to run (their input passes through).")
 
     @field_validator("name")
@@ -125,7 +142,7 @@ def schema() -> dict[str, Any]:
     doc = section_schema(RunRecipe)
     props = doc["properties"]
     props["validate"] = props.pop("validate_", None) or props.pop("validate")
-    order = ["name", "description", "workdir", "data", *SECTIONS, "skip"]
+    order = ["name", "description", "workdir", "data", *SECTIONS, "loop", "skip"]
     doc["properties"] = {k: props[k] for k in order}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "run-recipe.schema.json", **doc}
 

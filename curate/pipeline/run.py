@@ -15,7 +15,7 @@ from curate.pipeline.card import write_card
 from curate.pipeline.checks import preflight
 from curate.pipeline.recipe import check_synth_recipe, load_run_recipe
 from curate.pipeline.runner import Runner, StageRecord
-from curate.pipeline.stages import STAGE_NAMES, STAGES, Run
+from curate.pipeline.stages import ROUND_STAGES, STAGE_NAMES, STAGES, Run
 
 
 def run_recipe(
@@ -38,8 +38,10 @@ def run_recipe(
     """
     path = Path(path)
     for name in (*skip, *force, *([only] if only else [])):
-        if name not in STAGE_NAMES:
-            raise UsageError(f"unknown stage '{name}'; stages: {', '.join(STAGE_NAMES)}")
+        base, _, rnd = name.partition("-round")
+        if base not in STAGE_NAMES or (rnd and (not rnd.isdigit() or name in skip)):
+            raise UsageError(f"unknown stage '{name}'; stages: {', '.join(STAGE_NAMES)} (a round's stage for --force "
+                             "and --only: train-round2, ...)")
     recipe, data = load_run_recipe(path)
     plan = preflight(data, path, stages=STAGE_NAMES, trust=trust, workdir=workdir, base_url=base_url)
     check_synth_recipe(data, path, trust)
@@ -48,26 +50,30 @@ def run_recipe(
     skipped = set(skip) | set(recipe.skip)
     runner = Runner(plan.workdir, STAGE_NAMES, force=force, only=only)
     run = Run(recipe, path.parent, runner.cache_dir, synth_call=plan.synth_call, skipped=skipped)
-    for spec in STAGES:
-        missing = [a for a in spec.needs if a not in run.artifacts]
-        reason = "skipped by request" if spec.name in skipped else spec.absent(run) or (
-            f"nothing to read ({', '.join(missing)})" if missing else None)
-        if reason:
-            runner.skipped(spec.name, reason)
-            continue
-        cfg = spec.settings(run)
-        inputs = {a: run.artifacts[a] for a in (*spec.needs, *spec.uses) if a in run.artifacts}
-        call = spec.resolved(run, cfg)
-        def call_stage(folder: Path, fresh: bool, key: str, spec=spec, call=call):
-            run.key = key
-            return spec.run(run, call, folder, fresh)
-
-        rec = runner.stage(spec.name, cfg.to_dict() if cfg is not None else recipe.data.model_dump(),
-                           inputs, spec.reads(run, cfg), call_stage)
-        if spec.made(rec.outcome):
-            run.artifacts.update({a: rec.path(o) for a, o in spec.makes.items() if o in rec.outputs})
+    stopped = None
+    for rnd in range(1, recipe.loop.rounds + 1):
+        run.round = rnd
+        if rnd > 1:
+            if "seeds" not in run.artifacts:
+                stopped = f"round {rnd - 1}: the curated adapter failed no prompt; nothing to feed back"
+                break
+            for art in ("synthetic",):  # this round's synthetic rows are made anew
+                run.artifacts.pop(art, None)
+        specs = STAGES if rnd == 1 else [s for s in STAGES if s.name in ROUND_STAGES]
+        for spec in specs:
+            _run_stage(run, runner, spec, spec.name if rnd == 1 else f"{spec.name}-round{rnd}")
+        reached = _target_reached(recipe, runner.records[-1])
+        if reached:
+            stopped = f"round {rnd}: the curated adapter reached the target ({reached})"
+            break
+    else:
+        stopped = f"ran all {recipe.loop.rounds} round(s)" if recipe.loop.rounds > 1 else None
+    if stopped:
+        console.print(f"[bold]loop:[/] {stopped}")
     manifest = runner.manifest(str(path), hashlib.sha256(path.read_bytes()).hexdigest())
     manifest["final_dataset"] = str(run.artifacts["train"])
+    manifest["rounds"] = run.round
+    manifest["loop"] = stopped
     manifest["adapter"] = str(run.artifacts["adapter"]) if "adapter" in run.artifacts else None
     runner.work.record_file("manifest.json")
     with atomic_path(plan.workdir / "manifest.json") as tmp:
@@ -76,6 +82,40 @@ def run_recipe(
     manifest["card"] = str(write_card(plan.workdir, recipe, runner.records, run.artifacts["train"]))
     _print_where(plan.workdir, runner.records, run.artifacts)
     return manifest
+
+
+def _run_stage(run: Run, runner: Runner, spec: Any, name: str) -> None:
+    missing = [a for a in spec.needs if a not in run.artifacts]
+    reason = "skipped by request" if spec.name in run.skipped else spec.absent(run) or (
+        f"nothing to read ({', '.join(missing)})" if missing else None)
+    if reason:
+        runner.skipped(name, reason)
+        return
+    cfg = spec.settings(run)
+    inputs = {a: run.artifacts[a] for a in (*spec.needs, *spec.uses) if a in run.artifacts}
+    call = spec.resolved(run, cfg)
+
+    def call_stage(folder: Path, fresh: bool, key: str) -> Any:
+        run.key = key
+        return spec.run(run, call, folder, fresh)
+
+    rec = runner.stage(name, cfg.to_dict() if cfg is not None else run.recipe.data.model_dump(), inputs,
+                       spec.reads(run, cfg), call_stage, base=spec.name)
+    run.artifacts = {a: p for a, p in run.artifacts.items() if a not in spec.makes}  # made anew, or not at all
+    run.artifacts |= inputs  # what it read stays (a spec may make an artifact it also reads)
+    if spec.made(rec.outcome):
+        run.artifacts.update({a: rec.path(o) for a, o in spec.makes.items() if o in rec.outputs})
+
+
+def _target_reached(recipe: Any, last: StageRecord) -> str | None:
+    """The targets met by the curated adapter in the eval that just ran, or None (no target, or not all met)."""
+    target = recipe.loop.target
+    if not target or not last.name.startswith("eval") or last.status == "skipped":
+        return None
+    curated = next((v for v in last.outcome.get("variants", []) if v.get("data") == "curated"), None)
+    if curated is None or any((curated.get(m) or 0) < t for m, t in target.items()):
+        return None
+    return ", ".join(f"{m} {curated[m]:.3f} >= {t}" for m, t in target.items())
 
 
 def _print_where(work: Path, records: list[StageRecord], artifacts: dict[str, Path]) -> None:

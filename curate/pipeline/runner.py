@@ -117,12 +117,17 @@ class Runner:
         return key, hashed_in, hashed_reads
 
     def stage(self, name: str, config: dict[str, Any], inputs: dict[str, Path], reads: dict[str, tuple[Path, bool]],
-              fn: Callable[[Path, bool, str], StageOutcome]) -> StageRecord:
-        """Run `fn(folder, fresh, key)` unless a finished run has the same key; `fresh` asks it to drop resumable state."""
+              fn: Callable[[Path, bool, str], StageOutcome], base: str | None = None) -> StageRecord:
+        """Run `fn(folder, fresh, key)` unless a finished run has the same key; `fresh` asks it to drop resumable state.
+
+        `base` is the stage a round's stage repeats (`train` for `train-round2`): --force and --only name either.
+        """
         key, hashed_in, hashed_reads = self.key(name, config, inputs, reads)
+        forced = name in self.force or base in self.force
+        only = self.only in (name, base) if self.only else True
         folder = self.workdir / name
         done = folder / STAGE_FILE
-        if self.only and name != self.only:
+        if not only:
             # --only STAGE: the other stages' last results are used as they are
             if not done.exists():
                 raise UsageError(f"--only {self.only}: stage '{name}' has not run yet in {self.workdir}; "
@@ -131,7 +136,7 @@ class Runner:
             if prev.key != key:
                 console.print(f"[yellow]{name}: its inputs or settings changed since it ran; using its last outputs (--only)[/]")
             return self._keep(prev, "cached")
-        if name not in self.force and done.exists():
+        if not forced and done.exists():
             prev = _load(done)
             if prev.key == key and all(Path(o["path"]).exists() for o in prev.outputs.values()):
                 console.print(f"[dim]{name}: unchanged since the last run (key {key}), skipped[/]")
@@ -142,7 +147,7 @@ class Runner:
         self.work.record_scratch(name)  # listed before it exists: whatever a killed stage leaves is curate's
         folder.mkdir(parents=True)
         start = time.perf_counter()
-        outcome = fn(folder, name in self.force, key)
+        outcome = fn(folder, forced, key)
         seconds = round(time.perf_counter() - start, 2)
         outputs = {k: {"path": p, "sha256": self.hashes.of(Path(p))} for k, p in outcome.outputs.items()
                    if Path(p).exists()}

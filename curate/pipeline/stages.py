@@ -1,11 +1,16 @@
 """The run as data: each stage of `curate run` is one `Spec`, so adding a stage touches this list only.
 
 A spec names the recipe section its settings come from, the artifacts it reads (earlier outputs:
-train, production, eval, gaps, synthetic, adapter) and makes, why it may have nothing to do, and the
-one library call it makes. Data flow (every arrow is a Parquet file in the run's work folder):
+train, raw, production, eval, seeds, synthetic, adapter, adapter_raw) and makes, why it may have
+nothing to do, and the one library call it makes. Data flow (every arrow is a Parquet file in the
+run's work folder):
 
-    ingest -> validate -> dedupe (against eval) -> report (gaps) -> synth (on gaps)
-           -> synth_validate -> final (dedupe seed + synthetic, against eval) -> train -> eval
+    ingest -> validate -> dedupe (against eval) -> report (gaps are the seeds) -> synth (on the seeds)
+           -> synth_validate -> final (dedupe seed + synthetic, against eval) -> final_report (coverage
+           again) -> train_raw (the data as ingested) and train (the curated data) -> eval (base, raw,
+           curated; the curated adapter's failures are the next round's seeds)
+
+A round after the first runs ROUND_STAGES again on the grown dataset (curate/pipeline/run.py).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ class Run:
     synth_call: dict[str, Any] = field(default_factory=dict)  # trust and key settings for synthesize()
     skipped: set[str] = field(default_factory=set)  # stages the recipe or the command line skips
     key: str = ""  # the key of the stage being run
+    round: int = 1
+    train_keys: set[str] = field(default_factory=set)  # training runs of this run (raw, curated, rounds)
 
     def rel(self, p: str | Path) -> Path:
         p = Path(p)
@@ -103,7 +110,11 @@ def _synth_reads(run: Run, cfg: Any) -> dict[str, tuple[Path, bool]]:
     """A synth recipe's grounding documents are read too: editing one reruns synth."""
     from curate.synth.recipe import grounding_files
 
-    return {f"synth.grounding:{p}": (p, False) for p in grounding_files(cfg.recipe, run.dir)}
+    out = {f"synth.grounding:{p}": (p, False) for p in grounding_files(cfg.recipe, run.dir)}
+    schema = _task_schema(run)
+    if schema is not None and schema.is_file():
+        out[f"validate.output_schema:{schema.name}"] = (schema, False)
+    return out
 
 
 # ---------------------------------------------------------------- the library calls
@@ -171,20 +182,31 @@ def _synth(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
 
     # an inline synth recipe's paths are relative to the run recipe; a synth recipe file's, to that file
     base = {"base_dir": run.dir} if isinstance(cfg.recipe, dict) else {}
-    return synthesize(out / "synth.parquet", cfg, seeds=run.artifacts["gaps"],
+    schema = _task_schema(run)
+    # absolute: base_dir (the recipe's folder) applies to the recipe's own paths, not to the run's files
+    return synthesize(out / "synth.parquet", cfg, seeds=run.artifacts["seeds"].resolve(),
+                      output_schema=schema.resolve() if schema else None, reference=run.artifacts["train"],
                       cache_path=run.cache("synth") / "requests.sqlite", **base, **run.synth_call)
 
 
-def _train(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
+def _task_schema(run: Run) -> Path | None:
+    """The task's output schema (validate's), whose enum values are labels, not claims to check."""
+    cfg = run.recipe.section("validate")
+    return run.rel(cfg.output_schema) if cfg is not None and isinstance(cfg.output_schema, str) else None
+
+
+def _train(run: Run, cfg: Any, out: Path, fresh: bool, data: str = "train") -> StageOutcome:
     from curate.train import train
 
     # the run folder lives in the stage cache, one per key, so a killed run resumes from its last
     # checkpoint and changed data or settings start a new one; --force train starts it from scratch
     runs = run.cache("train")
-    res = train(run.artifacts["train"], runs / run.key, cfg, resume=not fresh)
+    res = train(run.artifacts[data], runs / run.key, cfg, resume=not fresh)
+    keep = {run.key, *run.train_keys}
     for old in runs.iterdir():  # runs of other keys will not resume any more
-        if old.name != run.key and old.is_dir():
+        if old.name not in keep and old.is_dir():
             shutil.rmtree(old)
+    run.train_keys.add(run.key)
     outputs = {}
     for name, p in res.outputs.items():
         src = Path(p)
@@ -201,8 +223,12 @@ def _eval(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
     train_cfg = run.recipe.train
     if train_cfg is not None and "base" not in cfg.model_fields_set:
         cfg = cfg.build(cfg, base=train_cfg.base)  # evaluate the base the adapter was trained on
-    adapters = [run.artifacts["adapter"]] if "adapter" in run.artifacts else []
-    res = evaluate(run.artifacts["eval"], adapters, out / "eval.parquet", cfg, failures=out / "failures.parquet")
+    adapters = {name: run.artifacts[a] for name, a in (("raw", "adapter_raw"), ("curated", "adapter"))
+                if a in run.artifacts}
+    pairs = [("curated", "raw")] if {"curated", "raw"} <= adapters.keys() else []
+    res = evaluate(run.artifacts["eval"], adapters, out / "eval.parquet", cfg, failures=out / "failures.parquet",
+                   train_data=run.artifacts["train"], round=run.round, compare=pairs,
+                   failures_of=["curated"] if "curated" in adapters else None)
     (out / "eval.json").write_text(json.dumps(res.to_dict(), indent=2, default=str))
     res.outputs["json"] = str(out / "eval.json")
     return res
@@ -212,24 +238,45 @@ def _no_section(section: str) -> Callable[[Run], str | None]:
     return lambda run: None if run.recipe.section(section) is not None else f"no {section} section"
 
 
+def _no_eval(run: Run) -> str | None:
+    return None if "eval" in run.artifacts else "no eval data"
+
+
+def _no_raw(run: Run) -> str | None:
+    if not run.recipe.loop.compare_raw:
+        return "loop.compare_raw is off"
+    return _no_section("train")(run) or _no_section("eval")(run) or _no_eval(run)
+
+
 STAGES: tuple[Spec, ...] = (
-    Spec("ingest", None, (), _ingest, makes={"train": "train", "production": "production", "eval": "eval"}),
+    Spec("ingest", None, (), _ingest,
+         makes={"train": "train", "raw": "train", "production": "production", "eval": "eval"}),
     Spec("validate", "validate", ("train",), _validate, makes={"train": "valid"}),
     Spec("dedupe", "dedupe", ("train",), _dedupe, makes={"train": "kept"}, uses=("eval",)),
-    Spec("report", "report", ("train", "production"), _report, makes={"gaps": "gaps"},
+    Spec("report", "report", ("train", "production"), _report, makes={"gaps": "gaps", "seeds": "gaps"},
          made=lambda outcome: outcome["counts"].get("gap_rows", 0) > 0,  # no gap rows: nothing for synth
          absent=lambda run: None if "production" in run.artifacts else "no production data in the recipe"),
-    Spec("synth", "synth", ("gaps",), _synth, makes={"synthetic": "data"},
-         absent=lambda run: _no_section("synth")(run) or (None if "gaps" in run.artifacts else "the report found no gaps")),
+    Spec("synth", "synth", ("seeds",), _synth, makes={"synthetic": "data"},
+         made=lambda outcome: outcome["counts"].get("succeeded", 0) > 0,  # no rows: nothing to validate or merge
+         absent=lambda run: _no_section("synth")(run) or (None if "seeds" in run.artifacts else "no seeds: the "
+                                                          "report found no gaps, or eval no failures")),
     Spec("synth_validate", "validate", ("synthetic",),
          lambda run, cfg, out, fresh: _validate(run, cfg, out, fresh, "synthetic"), makes={"synthetic": "valid"},
          absent=lambda run: "validate is skipped" if "validate" in run.skipped else None,
          fixed={"max_error_rate": 1.0}),  # synthetic rows with errors are quarantined, never fatal
     Spec("final", "dedupe", ("train", "synthetic"), _final, makes={"train": "kept"}, uses=("eval",),
          fixed={"keep": "origin"}),  # production and seed rows are kept over synthetic ones
+    # the dataset synth grew is checked against production again: do the gaps close?
+    Spec("final_report", "report", ("train", "production", "synthetic"), _report,
+         absent=lambda run: None if "production" in run.artifacts else "no production data in the recipe"),
+    Spec("train_raw", "train", ("raw",), lambda run, cfg, out, fresh: _train(run, cfg, out, fresh, "raw"),
+         makes={"adapter_raw": "adapter"}, absent=_no_raw),
     Spec("train", "train", ("train",), _train, makes={"adapter": "adapter"}, absent=_no_section("train")),
-    Spec("eval", "eval", ("eval",), _eval, uses=("adapter",),
-         absent=lambda run: _no_section("eval")(run) or (None if "eval" in run.artifacts else "no eval data")),
+    Spec("eval", "eval", ("eval",), _eval, uses=("adapter", "adapter_raw"), makes={"seeds": "failures"},
+         made=lambda outcome: bool(outcome["outputs"].get("failures")),
+         absent=lambda run: _no_section("eval")(run) or _no_eval(run)),
 )
+# a round after the first: synth on the last eval's failures, and everything that follows from it
+ROUND_STAGES = ("synth", "synth_validate", "final", "final_report", "train", "eval")
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
