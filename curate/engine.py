@@ -1,0 +1,82 @@
+"""Where a stage's batches run: in this process, or in a pool of worker processes, results in input order.
+
+A stage maps record batches through one function of (state, batch); the engine does not change what comes
+out, only where it is computed, so outputs are identical for any number of workers (tests check it).
+
+    with Engine(workers=4, setup=load_tokenizer, setup_args=("embedded",)) as engine:
+        for result in engine.map(count_tokens, batches):
+            ...
+
+`setup(*setup_args)` runs once in each worker (once in this process for workers=1) and its result is the
+`state` argument of every call: a tokenizer, a compiled kernel, settings. At most `window` batches are in
+flight, so memory stays bounded by the batch size, never by the input. Workers start with `forkserver`
+(or `spawn`): a forked copy of a process holding torch or numba threads is not safe.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
+
+_STATE: Any = None  # the worker's setup result
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _init(setup: Callable[..., Any] | None, args: tuple) -> None:
+    global _STATE
+    _STATE = setup(*args) if setup is not None else None
+
+
+def _call(fn: Callable[[Any, Any], Any], item: Any) -> Any:
+    return fn(_STATE, item)
+
+
+class Engine:
+    """Runs fn(state, item) over items, in order, on `workers` processes (1: here, no pool)."""
+
+    def __init__(self, workers: int | None = None, setup: Callable[..., Any] | None = None,
+                 setup_args: tuple = (), window: int | None = None):
+        self.workers = max(1, workers if workers is not None else usable_cores())
+        self.window = window or 2 * self.workers
+        self._setup, self._args = setup, setup_args
+        self._pool: ProcessPoolExecutor | None = None
+        self._state: Any = None
+
+    def __enter__(self) -> Engine:
+        if self.workers == 1:
+            self._state = self._setup(*self._args) if self._setup is not None else None
+        else:
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context(method), initializer=_init,
+                                             initargs=(self._setup, self._args))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """fn(state, item) for every item, yielded in input order."""
+        if self._pool is None:
+            for item in items:
+                yield fn(self._state, item)
+            return
+        pending: deque[Future] = deque()
+        for item in items:
+            pending.append(self._pool.submit(_call, fn, item))
+            if len(pending) >= self.window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
