@@ -158,13 +158,35 @@ def _dedupe(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
 
 def _final(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
     from curate.dedupe import dedupe
-    from curate.inputs import open_input
 
-    tables = [open_input(run.artifacts[a]).read() for a in ("train", "synthetic")]
-    tables = [t.drop_columns([c for c in t.column_names if c.startswith("dedupe_")]) for t in tables]
-    data = pa.concat_tables(tables, promote_options="default")  # stage columns one side lacks become null
-    against = [run.artifacts["eval"]] if "eval" in run.artifacts else []
-    return dedupe(data, out / "dataset.parquet", cfg, against=against)
+    merged = run.cache("final") / "merged.parquet"
+    _concat([run.artifacts["train"], run.artifacts["synthetic"]], merged)
+    try:
+        against = [run.artifacts["eval"]] if "eval" in run.artifacts else []
+        return dedupe(merged, out / "dataset.parquet", cfg, against=against)
+    finally:
+        merged.unlink(missing_ok=True)
+
+
+def _concat(paths: list[Path], dest: Path) -> None:
+    """The rows of several canonical Parquet files, streamed into one (a column one file lacks is null there;
+    the earlier dedupe's columns are dropped, the merged rows are deduplicated anew)."""
+    from curate.inputs import open_input
+    from curate.outputs import ParquetSink
+
+    inputs = [open_input(p) for p in paths]
+    fields: dict[str, pa.Field] = {}
+    for src in inputs:
+        for f in src.schema:
+            if not f.name.startswith("dedupe_"):
+                fields.setdefault(f.name, f)
+    schema = pa.schema(list(fields.values()))
+    with ParquetSink(dest, schema) as sink:
+        for src in inputs:
+            for batch in src.batches():
+                cols = [batch.column(f.name) if f.name in batch.schema.names else pa.nulls(batch.num_rows, f.type)
+                        for f in schema]
+                sink.write_table(pa.Table.from_arrays(cols, schema=schema))
 
 
 def _report(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
