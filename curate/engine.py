@@ -11,6 +11,10 @@ out, only where it is computed, so outputs are identical for any number of worke
 `state` argument of every call: a tokenizer, a compiled kernel, settings. At most `window` batches are in
 flight, so memory stays bounded by the batch size, never by the input. Workers start with `forkserver`
 (or `spawn`): a forked copy of a process holding torch or numba threads is not safe.
+
+`threads=True` runs the calls on a pool of threads of this process instead, with one `setup` shared by all:
+for work that releases the GIL (numba's nogil kernels, Arrow compute, Rust tokenizers), where shipping every
+batch to another process and its results back would cost more than the work.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import multiprocessing as mp
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 _STATE: Any = None  # the worker's setup result
@@ -43,19 +47,22 @@ def _call(fn: Callable[[Any, Any], Any], item: Any) -> Any:
 
 
 class Engine:
-    """Runs fn(state, item) over items, in order, on `workers` processes (1: here, no pool)."""
+    """Runs fn(state, item) over items, in order, on `workers` processes, or threads (1: here, no pool)."""
 
     def __init__(self, workers: int | None = None, setup: Callable[..., Any] | None = None,
-                 setup_args: tuple = (), window: int | None = None):
+                 setup_args: tuple = (), window: int | None = None, threads: bool = False):
         self.workers = max(1, workers if workers is not None else usable_cores())
         self.window = window or 2 * self.workers
+        self.threads = threads
         self._setup, self._args = setup, setup_args
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: Executor | None = None
         self._state: Any = None
 
     def __enter__(self) -> Engine:
-        if self.workers == 1:
+        if self.workers == 1 or self.threads:
             self._state = self._setup(*self._args) if self._setup is not None else None
+            if self.workers > 1:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="curate-engine")
         else:
             method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
             self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context(method), initializer=_init,
@@ -75,7 +82,8 @@ class Engine:
             return
         pending: deque[Future] = deque()
         for item in items:
-            pending.append(self._pool.submit(_call, fn, item))
+            pending.append(self._pool.submit(fn, self._state, item) if self.threads else
+                           self._pool.submit(_call, fn, item))
             if len(pending) >= self.window:
                 yield pending.popleft().result()
         while pending:

@@ -50,6 +50,9 @@ class DedupeConfig(StageConfig):
     format: Annotated[Literal["auto", "mixed", InputFormat], Opt(recipe=False)] = Field(
         "auto", description="Format of the input when it is not canonical Parquet.")
     batch_size: int = Field(5_000, ge=1, description="Rows read and hashed at a time.")
+    workers: int | None = Field(None, ge=1, description="Threads that hash batches in the signature pass (default: "
+                                                        "the cores this process may use); outputs are the same for "
+                                                        "any number.")
     seed: int = Field(1, ge=0, lt=2**32, description="MinHash permutation seed (datasketch's seed).")
     long_ngram: int = Field(13, ge=1, description="Decontamination: a shared word n-gram of this length is a match.")
     containment: float = Field(0.7, ge=0, le=1, description="Decontamination: share of an eval item's word trigrams a "

@@ -1,8 +1,10 @@
 """`dedupe()`: exact, then MinHash-LSH near-duplicate removal, plus eval decontamination.
 
-Three streaming passes keep memory flat: (1) keys, exact hashes and LSH band keys per row;
-(2) shingle sets of candidate rows only, to verify candidate pairs by exact Jaccard;
-(3) write kept and removed rows. Per row, only ~(8 * bands + 40) bytes live between passes.
+Three streaming passes keep memory flat: (1) keys, exact hashes and LSH band keys per row, batches signed on
+`workers` threads (curate/dedupe/signing.py) and taken in input order; (2) shingle sets of candidate rows only,
+to verify candidate pairs by exact Jaccard; (3) write kept and removed rows. Per row, only ~(8 * bands + 40)
+bytes live between passes. A raw input is converted once, batch by batch, into a temporary canonical Parquet
+(curate/spool.py) that the passes read.
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ import pyarrow.compute as pc
 
 from curate.dedupe.alloc import reuse_freed_memory, small_pages
 from curate.dedupe.config import DedupeConfig
-from curate.dedupe.keys import exact_hashes, key_tokens, shared_system_prompts, system_prompts
-from curate.dedupe.minhash import band_hashes, choose_bands, collision_probability, signatures
+from curate.dedupe.keys import shared_system_prompts, system_prompts
+from curate.dedupe.minhash import choose_bands, collision_probability, signatures
 from curate.dedupe.plan import Rows, decide
 from curate.dedupe.result import DedupeOutcome, RowState, batches, finish
 from curate.dedupe.shingle import minhash_inputs
+from curate.dedupe.signing import Signed, SignSettings, settings_of, sign
 from curate.dedupe.spill import ShingleSpill
-from curate.inputs import open_input
+from curate.engine import Engine, usable_cores
+from curate.inputs import Input, open_input
+from curate.spool import spooled
 
 # a canonical Parquet input's column chunks are read through an 8 MiB buffer, without pre-buffering: pre-buffering
 # keeps every row group's chunks of the read columns in memory until the reader goes (~2 GB more at 10M rows), and
@@ -49,21 +54,22 @@ def dedupe(data: pa.Table | str | Path, output: str | Path | None = None,
     See the README, section `curate dedupe`, for the settings (DedupeConfig) and the outputs.
     """
     cfg = DedupeConfig.build(config, **overrides)
-    with reuse_freed_memory() if tune_allocator else nullcontext():
-        return _dedupe(data, output, cfg, list(against or ()), dry_run, tune_allocator)
-
-
-def _dedupe(data: pa.Table | str | Path, output: str | Path | None, cfg: DedupeConfig, against: list[str | Path],
-            dry_run: bool, tune_allocator: bool) -> DedupeOutcome:
     if cfg.bands is None:
         bands, rows_per_band = choose_bands(cfg.threshold, cfg.num_perm)
         cfg = cfg.model_copy(update={"bands": bands, "rows_per_band": rows_per_band})  # the settings used, recorded
-    bands, rows_per_band, keep = cfg.bands, cfg.rows_per_band, cfg.keep
-    recall = round(collision_probability(cfg.threshold, bands, rows_per_band), 4)
+    if cfg.workers is None:
+        cfg = cfg.model_copy(update={"workers": usable_cores()})
     t0, c0 = time.perf_counter(), time.process_time()
     src = open_input(data, cfg.format, **PARQUET_READ)
-    if src.rows is None:  # a raw file: converted once and held, not once per pass
-        src = open_input(src.read())
+    with reuse_freed_memory() if tune_allocator else nullcontext(), \
+            spooled(src, output, cfg.batch_size, **PARQUET_READ) as src:
+        return _dedupe(src, output, cfg, list(against or ()), dry_run, tune_allocator, t0, c0)
+
+
+def _dedupe(src: Input, output: str | Path | None, cfg: DedupeConfig, against: list[str | Path], dry_run: bool,
+            tune_allocator: bool, t0: float, c0: float) -> DedupeOutcome:
+    bands, rows_per_band, keep = cfg.bands, cfg.rows_per_band, cfg.keep
+    recall = round(collision_probability(cfg.threshold, bands, rows_per_band), 4)
     if dry_run:
         from curate.dedupe.dryrun import estimate
 
@@ -102,26 +108,28 @@ def _dedupe(data: pa.Table | str | Path, output: str | Path | None, cfg: DedupeC
         origin_code: dict[str | None, int] = {}
         spill = ShingleSpill(n)
         columns = ["id", "messages"] + (["origin"] if keep == "origin" else [])
-        for start, batch in batches(src, cfg.batch_size, columns, keys_only=True):
-            keys, tok = key_tokens(batch, cfg.on, shared)
-            sl = slice(start, start + batch.num_rows)
-            exact[sl] = exact_hashes(tok)
-            h32, offsets = minhash_inputs(tok, cfg.shingle, cfg.ngram, cfg.hash)
-            spill.add(start, h32, offsets)
-            sig = signatures(h32, offsets, cfg.num_perm, cfg.seed)
-            band[sl] = band_hashes(sig, bands, rows_per_band)
-            nonempty[sl] = np.diff(offsets) > 0
-            if keep == "longest":
-                length[sl] = keys.length
-            id_chunks.extend(batch.column("id").chunks)
-            if keep == "origin":
-                enc = pc.dictionary_encode(batch.column("origin").combine_chunks())
-                codes = [origin_code.setdefault(v, len(origin_code)) for v in enc.dictionary.to_pylist()]
-                idx = np.asarray(pc.fill_null(enc.indices, -1), dtype=np.int64)
-                origin[sl] = np.where(idx >= 0, np.asarray(codes + [0], dtype=np.int32)[idx],
-                                      origin_code.setdefault(None, len(origin_code)))
-            if matcher is not None:
-                matcher.add_batch(batch, start)
+        settings = SignSettings(cfg.on, frozenset(shared), cfg.shingle, cfg.ngram, cfg.hash, cfg.num_perm, cfg.seed,
+                                bands, rows_per_band, keep == "longest")
+        # threads, not processes: the kernels release the GIL, and a process pool would ship every batch's text
+        # out and its shingle hashes back (benchmarks/RESULTS.md, section dedupe-workers)
+        with Engine(cfg.workers, settings_of, (settings,), threads=True) as engine:
+            for start, batch, signed in engine.map(_sign, batches(src, cfg.batch_size, columns, keys_only=True)):
+                sl = slice(start, start + batch.num_rows)
+                exact[sl] = signed.exact
+                spill.add(start, signed.hash32, signed.offsets)
+                band[sl] = signed.band
+                nonempty[sl] = np.diff(signed.offsets) > 0
+                if keep == "longest":
+                    length[sl] = signed.length
+                id_chunks.extend(batch.column("id").chunks)
+                if keep == "origin":
+                    enc = pc.dictionary_encode(batch.column("origin").combine_chunks())
+                    codes = [origin_code.setdefault(v, len(origin_code)) for v in enc.dictionary.to_pylist()]
+                    idx = np.asarray(pc.fill_null(enc.indices, -1), dtype=np.int64)
+                    origin[sl] = np.where(idx >= 0, np.asarray(codes + [0], dtype=np.int32)[idx],
+                                          origin_code.setdefault(None, len(origin_code)))
+                if matcher is not None:
+                    matcher.add_batch(batch, start)
 
         t1, c1 = time.perf_counter(), time.process_time()
         contam = matcher.matches(cfg.containment, boilerplate_rows=cfg.boilerplate_rows) if matcher else []
@@ -142,6 +150,11 @@ def _dedupe(data: pa.Table | str | Path, output: str | Path | None, cfg: DedupeC
         return finish(src, output, plan, state, cfg, index=index, matcher=matcher, shared=shared, t0=t0)
     finally:
         spill.close()
+
+
+def _sign(settings: SignSettings, item: tuple[int, pa.Table]) -> tuple[int, pa.Table, Signed]:
+    start, batch = item
+    return start, batch, sign(settings, batch)
 
 
 def text_signatures(texts: Sequence[str], shingle: str = "word", ngram: int = 5, num_perm: int = 128,
