@@ -88,28 +88,13 @@ class Input:
         return pa.Table.from_batches(batches, schema=schema)
 
     def _converted(self, batch_size: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+        from curate.ingest.blocks import canonical_batches
         from curate.ingest.readers import Reject
-        from curate.ingest.stage import iter_canonical
 
-        rows: list[dict] = []
         rejects: list[Reject] = []
-        for item in iter_canonical(self.path, self.format, self.origin):
-            if isinstance(item, Reject):
-                rejects.append(item)
-                continue
-            rows.append(item)
-            if len(rows) >= batch_size:
-                yield _batch(rows, columns)
-                rows = []
-        if rows:
-            yield _batch(rows, columns)
+        yield from canonical_batches(self.path, self.format, self.origin, batch_size, columns, rejects)
         if rejects:
             raise _unreadable(rejects)
-
-
-def _batch(rows: list[dict], columns: list[str] | None) -> pa.RecordBatch:
-    batch = pa.RecordBatch.from_pylist(rows, schema=SCHEMA)
-    return batch.select(columns) if columns else batch
 
 
 def _unreadable(rejects: list) -> InputError:

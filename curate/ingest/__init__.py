@@ -5,6 +5,8 @@
     readers.py     raw records (or rejects) out of JSONL, JSON, CSV and Parquet files
     formats.py     detecting input formats and converting records to canonical messages
     stage.py       ingest(): files -> one canonical Parquet + rejects
+    blocks.py      files -> canonical rows in parts, in order: JSONL in blocks of lines on worker processes
+    fast.py        the fast path: JSONL lines of the common shapes -> Arrow columns and ids (msgspec)
     convert.py     raw records -> canonical rows, shared with validate and every stage's input
     config.py      IngestConfig, ExportConfig
     export.py      export(): canonical Parquet -> OpenAI / ShareGPT / Alpaca

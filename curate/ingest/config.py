@@ -24,6 +24,9 @@ class IngestConfig(StageConfig):
                             "its own format), or one of them.")
     origin: str | None = Field(None, description="Origin of these rows: production, seed, eval, ... (default: "
                                                  "the record's own `origin` field, else seed).")
+    workers: int | None = Field(None, ge=1, description="Processes that parse and convert JSONL blocks (default: "
+                                                        "the cores this process may use); outputs are the same "
+                                                        "for any number.")
     max_reject_rate: Annotated[float, Opt(recipe=False)] = Field(
         0.0, ge=0, le=1, description="Fail (exit 1) when more than this share of records is rejected.")
 

@@ -52,25 +52,33 @@ class Conversion:
             raise UsageError(f"unknown format '{self.fmt}'; choose auto, mixed or one of {', '.join(formats.INPUT_FORMATS)}")
 
     def __iter__(self) -> Iterator[Converted | Reject]:
-        file = str(self.path)
+        for item in self.records():
+            yield item if isinstance(item, Reject) else self.convert(item)
+
+    def records(self) -> Iterator[Record | Reject]:
+        """The file's raw items, its format decided from the first ones before the first is out."""
         raw = iter_raw(self.path)
         head: list[Record | Reject] = []
         self.format = None if self.fmt in ("auto", "mixed") else self.fmt
         if self.fmt == "auto":
-            # mixed formats confuse training: a record of another format than most is rejected
             for item in raw:
                 head.append(item)
                 if len(head) >= SNIFF_RECORDS:
                     break
-            seen = Counter(formats.detect(r.obj) for r in head if isinstance(r, Record))
-            seen.pop(None, None)
-            self.format = seen.most_common(1)[0][0] if seen else None
-            if len(seen) > 1:
-                self.warnings.append(f"{file}: records of several formats ({dict(seen)}); treating it as {self.format}")
-        for item in itertools.chain(head, raw):
-            yield item if isinstance(item, Reject) else self._convert(item)
+            self.decide(head)
+        yield from itertools.chain(head, raw)
 
-    def _convert(self, rec: Record) -> Converted:
+    def decide(self, head: list[Record | Reject]) -> None:
+        """The file's format (format auto): the one most of its first SNIFF_RECORDS items have."""
+        # mixed formats confuse training: a record of another format than most is rejected
+        seen = Counter(formats.detect(r.obj) for r in head if isinstance(r, Record))
+        seen.pop(None, None)
+        self.format = seen.most_common(1)[0][0] if seen else None
+        if len(seen) > 1:
+            self.warnings.append(f"{self.path}: records of several formats ({dict(seen)}); treating it as {self.format}")
+
+    def convert(self, rec: Record) -> Converted:
+        """One readable record of this file (its format decided) as a canonical row, or why it cannot be one."""
         obj = rec.obj
         detected = formats.detect(obj)
         use = detected if self.fmt == "mixed" else self.format
@@ -91,6 +99,17 @@ class Conversion:
         source = {"file": rec.file, "line": rec.line, "row": rec.row}
         return Converted(rec, detected, row=make_row(msgs, tools=tools, rejected=rejected, source=source,
                                                        origin=origin, meta=meta))
+
+
+def canonical(item: Converted | Reject) -> dict[str, Any] | Reject:
+    """What ingest keeps of an item: its canonical row, or a Reject that says why it has none."""
+    if isinstance(item, Reject):
+        return item
+    if item.row is not None:
+        return item.row
+    r = item.record
+    hint = " (use --format mixed to accept both)" if item.code == "format_mismatch" else ""
+    return Reject(r.file, r.line, r.row, (item.problem or "") + hint, raw_text(r.obj))
 
 
 def raw_text(obj: Any, limit: int | None = 300) -> str:

@@ -54,6 +54,14 @@ def detect(obj: dict[str, Any]) -> str | None:
 
 # ---------------------------------------------------------------- input
 
+# the keys a format reads (the others go to meta); sharegpt reads only one of conversations/conversation
+FIELDS: dict[str, frozenset[str]] = {
+    "openai": frozenset({"messages", "tools"}),
+    "sharegpt": frozenset({"conversations", "conversation", "system", "tools"}),
+    "alpaca": frozenset({"instruction", "input", "output", "response", "system", "history"}),
+    "prompt-completion": frozenset({"prompt", "completion"}),
+}
+
 SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -221,14 +229,14 @@ def _preference(obj: dict) -> tuple[list[dict], list[dict]]:
 
 def to_messages(obj: dict[str, Any], fmt: str) -> tuple[list[dict], str | None, list[dict] | None, dict]:
     """(messages, tools JSON, rejected, meta) for a raw record of format `fmt`; raises RecordError."""
-    used: set[str]
+    used: set[str] | frozenset[str]
     tools = None
     rejected = None
     if fmt == "openai":
         msgs = _openai_messages(obj.get("messages"), "messages")
         if obj.get("tools") is not None:
             tools = obj["tools"] if isinstance(obj["tools"], str) else json.dumps(obj["tools"], ensure_ascii=False)
-        used = {"messages", "tools"}
+        used = FIELDS["openai"]
     elif fmt == "sharegpt":
         key = "conversations" if "conversations" in obj else "conversation"
         msgs = _sharegpt_messages(obj.get(key), key)
@@ -239,7 +247,7 @@ def to_messages(obj: dict[str, Any], fmt: str) -> tuple[list[dict], str | None, 
         used = {key, "system", "tools"}
     elif fmt == "alpaca":
         msgs = _alpaca_messages(obj)
-        used = {"instruction", "input", "output", "response", "system", "history"}
+        used = FIELDS["alpaca"]
     elif fmt == "prompt-completion":
         prompt, completion = obj.get("prompt"), obj.get("completion")
         msgs = (
@@ -250,7 +258,7 @@ def to_messages(obj: dict[str, Any], fmt: str) -> tuple[list[dict], str | None, 
             if isinstance(completion, list)
             else [message("assistant", _text(completion, "completion"))]
         )
-        used = {"prompt", "completion"}
+        used = FIELDS["prompt-completion"]
     elif fmt == "preference":
         msgs, rejected = _preference(obj)
         used = {"conversations", "prompt", "chosen", "rejected", "instruction", "input", "system", "history"}

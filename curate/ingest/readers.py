@@ -15,7 +15,7 @@ import io
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,9 +150,14 @@ def _check_obj(file: str, line: int | None, row: int, obj: Any, raw: str) -> Rec
 
 def _cut(o: Opened, file: str, line: int | None) -> Reject | None:
     """One Reject for a damaged container once its readable records are out."""
-    if o.problem is None:
+    return cut_reject(o.problem, file, line)
+
+
+def cut_reject(problem: str | None, file: str, line: int | None) -> Reject | None:
+    """The Reject for a container damaged by `problem` (None when it is whole), after its last line `line`."""
+    if problem is None:
         return None
-    return Reject(file, line, None, f"{o.problem}; every complete record before it was kept", kind=TRUNCATED)
+    return Reject(file, line, None, f"{problem}; every complete record before it was kept", kind=TRUNCATED)
 
 
 def _lines(o: Opened, codec: str) -> Iterator[tuple[str, bool]]:
@@ -166,33 +171,44 @@ def _lines(o: Opened, codec: str) -> Iterator[tuple[str, bool]]:
 
 
 def _iter_jsonl(file: str, o: Opened, codec: str) -> Iterator[Record | Reject]:
-    row = 0
-    lineno = 0
-    for lineno, (text, whole) in enumerate(_lines(o, codec), start=1):
+    yield from jsonl_items(file, _lines(o, codec), lambda: o.problem)
+
+
+def jsonl_items(file: str, lines: Iterable[tuple[str, bool]], problem: Callable[[], str | None], line: int = 0,
+                row: int = 0, end: bool = True) -> Iterator[Record | Reject]:
+    """The records of JSONL lines (text, ends with a newline) numbered from line + 1 and row + 1; `end`: they are
+    the last of the file, so a damaged container (`problem()`, asked once the lines are read) ends them."""
+    lineno = line
+    for lineno, (text, whole) in enumerate(lines, start=line + 1):
         if lineno == 1:
             text = text.lstrip("\ufeff")
         if not text.strip():
             continue
         row += 1
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            if not whole and o.problem:  # the cut fell inside this record: one reject says both
-                yield Reject(file, lineno, row, f"{o.problem}; the file ends inside this record", _snippet(text),
-                             TRUNCATED)
-                return
-            if not whole and (exc.pos >= len(text.rstrip()) - 1 or exc.msg.startswith("Unterminated string")):
-                yield Reject(file, lineno, row, f"file ends inside this record ({exc.msg})", _snippet(text), TRUNCATED)
-                continue
-            yield Reject(file, lineno, row, f"invalid JSON: {exc.msg} at column {exc.colno}", _snippet(text), JSON)
-            continue
-        except RecursionError:
-            yield Reject(file, lineno, row, "invalid JSON: nested too deeply", _snippet(text), JSON)
-            continue
-        yield _check_obj(file, lineno, row, obj, text)
-    cut = _cut(o, file, lineno or None)
+        item = jsonl_item(file, lineno, row, text, whole, problem)
+        yield item
+        if not whole and isinstance(item, Reject) and item.kind == TRUNCATED and problem():
+            return  # the cut fell inside this record: its reject says both
+    cut = cut_reject(problem(), file, lineno or None) if end else None
     if cut:
         yield cut
+
+
+def jsonl_item(file: str, lineno: int, row: int, text: str, whole: bool,
+               problem: Callable[[], str | None]) -> Record | Reject:
+    """One non-blank JSONL line (its text with the newline, whether it had one) as a Record or a Reject."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if not whole and problem():  # the cut fell inside this record: one reject says both
+            return Reject(file, lineno, row, f"{problem()}; the file ends inside this record", _snippet(text),
+                          TRUNCATED)
+        if not whole and (exc.pos >= len(text.rstrip()) - 1 or exc.msg.startswith("Unterminated string")):
+            return Reject(file, lineno, row, f"file ends inside this record ({exc.msg})", _snippet(text), TRUNCATED)
+        return Reject(file, lineno, row, f"invalid JSON: {exc.msg} at column {exc.colno}", _snippet(text), JSON)
+    except RecursionError:
+        return Reject(file, lineno, row, "invalid JSON: nested too deeply", _snippet(text), JSON)
+    return _check_obj(file, lineno, row, obj, text)
 
 
 def _iter_json_stream(file: str, o: Opened, codec: str) -> Iterator[Record | Reject]:

@@ -15,15 +15,14 @@ from typing import Any
 import pyarrow as pa
 
 from curate.console import progress
-from curate.dataset import REJECTS_SCHEMA, SCHEMA, rows_to_table
+from curate.dataset import REJECTS_SCHEMA, SCHEMA
 from curate.errors import UsageError
+from curate.ingest.blocks import canonical_parts
 from curate.ingest.config import IngestConfig
-from curate.ingest.convert import Conversion, raw_text
+from curate.ingest.convert import Conversion, canonical
 from curate.ingest.readers import Reject, file_problem, sniff
 from curate.outcome import StageOutcome, over_rate
 from curate.outputs import OutputSet, ParquetSink, write_table
-
-BATCH = 5_000
 
 
 def _reason_key(reason: str) -> str:
@@ -39,14 +38,7 @@ def iter_canonical(path: Path, fmt: str = "auto", origin: str | None = None,
     if conversion is not None:
         conversion.append(conv)
     for item in conv:
-        if isinstance(item, Reject):
-            yield item
-        elif item.row is not None:
-            yield item.row
-        else:
-            r = item.record
-            hint = " (use --format mixed to accept both)" if item.code == "format_mismatch" else ""
-            yield Reject(r.file, r.line, r.row, item.problem + hint, raw_text(r.obj))
+        yield canonical(item)
 
 
 class _RejectsSink:
@@ -70,6 +62,10 @@ class _RejectsSink:
         return str(self.path)
 
 
+def _empty(paths: list[Path]) -> list[str]:
+    return [f"{p}: file is empty" for p in paths if sniff(p) == "empty"]
+
+
 def default_rejects_path(output: Path) -> Path:
     return output.with_name(output.name.removesuffix(".parquet") + ".rejects.jsonl")
 
@@ -89,29 +85,25 @@ def ingest(inputs: Iterable[str | Path], output: str | Path, config: IngestConfi
     reasons: Counter[str] = Counter()
     warnings: list[str] = []
     conversions: list[Conversion] = []
-    read = written = 0
+    read = 0
     # the output and its rejects file are one set: a stale rejects file of an earlier run goes with it
     with OutputSet(output, [rejects_path]) as outputs:
         with ParquetSink(output, SCHEMA, outputs) as writer, progress("ingest") as advance:
-            batch: list[dict] = []
-            for path in paths:
-                if sniff(path) == "empty":
-                    warnings.append(f"{path}: file is empty")
-                for item in iter_canonical(path, cfg.format, cfg.origin, conversions):
-                    read += 1
-                    if isinstance(item, Reject):
-                        reasons[_reason_key(item.reason)] += 1
-                        sink.add(item)
-                        notice = file_problem(item)
-                        if notice and notice not in warnings:
-                            warnings.append(notice)
-                    else:
-                        batch.append(item)
-                        if len(batch) >= BATCH:
-                            writer.write_rows(batch)
-                            batch = []
-                    advance()
-            writer.write_rows(batch)
+            checked = 0  # inputs checked for emptiness: its notice comes after those of the files before it
+            for part in canonical_parts(paths, cfg.format, cfg.origin, cfg.workers, conversions):
+                warnings += _empty(paths[checked : part.input + 1])
+                checked = max(checked, part.input + 1)
+                read += part.read
+                for item in part.rejects:
+                    reasons[_reason_key(item.reason)] += 1
+                    sink.add(item)
+                    notice = file_problem(item)
+                    if notice and notice not in warnings:
+                        warnings.append(notice)
+                if part.table is not None and part.table.num_rows:
+                    writer.write_table(part.table)
+                advance(part.read)
+            warnings += _empty(paths[checked:])
             written = writer.rows
         rejects_file = sink.write(outputs)
     rejected = len(sink.rows)
@@ -126,9 +118,10 @@ def ingest(inputs: Iterable[str | Path], output: str | Path, config: IngestConfi
 
 def ingest_table(inputs: Iterable[str | Path], fmt: str = "auto", origin: str | None = None) -> tuple[pa.Table, list[dict]]:
     """In-memory ingest for small inputs: (canonical table, rejects as dicts)."""
-    rows: list[dict] = []
+    tables: list[pa.Table] = []
     rejects: list[dict] = []
-    for path in inputs:
-        for item in iter_canonical(Path(path), fmt, origin):
-            (rejects.append(item.as_dict()) if isinstance(item, Reject) else rows.append(item))
-    return rows_to_table(rows), rejects
+    for part in canonical_parts(inputs, fmt, origin):
+        rejects.extend(r.as_dict() for r in part.rejects)
+        if part.table is not None:
+            tables.append(part.table)
+    return (pa.concat_tables(tables) if tables else SCHEMA.empty_table()), rejects
