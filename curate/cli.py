@@ -156,7 +156,9 @@ def validate(input, output, quarantine, as_json, **settings):
     from curate.validate import validate as run
     from curate.validate.render import render_validate
 
-    finish(run(input, output, from_cli(ValidateConfig, settings), quarantine=quarantine), as_json, render_validate)
+    # keep=False: rows that go to no file are not held in memory (the command prints the summary only)
+    finish(run(input, output, from_cli(ValidateConfig, settings), quarantine=quarantine, keep=False), as_json,
+           render_validate)
 
 # ---- report
 

@@ -117,7 +117,7 @@ def test_every_setting_is_a_flag_with_the_configs_range_and_help() -> None:
         if info.annotation is bool:
             assert p.secondary_opts == ["--no-" + flag[2:]], name
     ranges = {n: (p.type.min, p.type.max) for n, p in params.items() if isinstance(p.type, click.types._NumberRangeBase)}
-    assert ranges == {"max_tokens": (1, None), "max_error_rate": (0, 1)}
+    assert ranges == {"max_tokens": (1, None), "max_error_rate": (0, 1), "batch_size": (1, None), "workers": (1, None)}
     for name, (low, high) in ranges.items():
         meta = settings[name].metadata
         assert [m.ge for m in meta if isinstance(m, at.Ge)] == [low]
@@ -127,8 +127,17 @@ def test_every_setting_is_a_flag_with_the_configs_range_and_help() -> None:
 
 def test_flags_reach_the_config(shared_data: Path, tmp_path: Path) -> None:
     res = run(shared_data / TOY, "--no-tokens", "--allow-consecutive-user", "--origin", "production",
-              "--max-error-rate", 0.5, "--schema", "openai-chat", "--output-regex", ".*", "--json")
+              "--max-error-rate", 0.5, "--schema", "openai-chat", "--output-regex", ".*", "--batch-size", 2,
+              "--workers", 3, "--json")
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["config"] == {
         "schema": "openai-chat", "tokens": False, "tokenizer": "auto", "max_tokens": None, "output_schema": None,
-        "output_regex": ".*", "allow_consecutive_user": True, "max_error_rate": 0.5, "origin": "production"}
+        "output_regex": ".*", "allow_consecutive_user": True, "max_error_rate": 0.5, "origin": "production",
+        "batch_size": 2, "workers": 3}
+
+
+def test_workers_default_to_the_usable_cores(shared_data: Path) -> None:
+    from curate.engine import usable_cores
+
+    res = run(shared_data / TOY, "--no-tokens", "--json")
+    assert json.loads(res.stdout)["config"]["workers"] == usable_cores()

@@ -34,6 +34,10 @@ with warnings.catch_warnings():
                                                                    "records has errors.")
         origin: str | None = Field(None, description="Origin of a raw file's rows: production, seed, eval, ... "
                                                      "(default: the record's own `origin` field, else seed).")
+        batch_size: int = Field(4_096, ge=1, description="Records checked at a time (memory grows with it, "
+                                                         "never with the input).")
+        workers: int | None = Field(None, ge=1, description="Processes that check batches (default: the cores this "
+                                                            "process may use); outputs are the same for any number.")
 
         @field_validator("schema", "output_schema", "tokenizer", mode="before")
         @classmethod

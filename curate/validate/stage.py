@@ -1,48 +1,45 @@
 """`validate()`: run every check over a raw file or a canonical dataset and split it into valid and quarantined rows.
 
-Raw files go through the conversion `curate ingest` uses (curate.ingest.convert.Conversion, so a parse
-error names file and line and a valid row is the row ingest would write); each record is also checked
-against its format's JSON Schema, and a record that breaks it is reported for that only. Canonical
-Parquet and tables come through curate.inputs.open_input. Every converted row is then checked the same
-way: messages, encoding, duplicates, tokens, output format. Errors quarantine a row, warnings are
-counted and kept; counts balance: in = kept (valid) + rejected (quarantined).
+The input streams in batches of `batch_size` records. Raw files go through the conversion `curate ingest`
+uses (curate.ingest.convert.Conversion, so a parse error names file and line and a valid row is the row
+ingest would write); each record is also checked against its format's JSON Schema, and a record that
+breaks it is reported for that only. Canonical Parquet and tables come through curate.inputs.open_input.
+Each batch is checked by curate.validate.checks (messages, encoding, tokens, output format) on `workers`
+processes (curate.engine.Engine); what needs every row (duplicate ids and exact duplicates, the first
+examples per code, mixed formats, token percentiles) is merged here in input order (curate.validate.tally),
+and the batch's valid rows and quarantine are written before the next batch is read. So memory is bounded
+by the batch size and ~100 bytes a row of duplicate keys, and the outputs are the same for any number of
+workers. Errors quarantine a row, warnings are counted and kept; counts balance: in = kept + rejected.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-from collections import Counter
+from collections import deque
+from dataclasses import replace
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from curate.console import progress
-from curate.dataset import MESSAGE_TYPE, SOURCE_TYPE, rows_to_table
+from curate.dataset import MESSAGE_TYPE, SCHEMA, SOURCE_TYPE
+from curate.engine import Engine, usable_cores
 from curate.errors import MissingDependency, UsageError
-from curate.ingest.convert import Conversion, Converted, raw_text
+from curate.ingest.convert import Conversion, raw_text
 from curate.ingest.readers import Reject, file_problem
 from curate.inputs import Input, open_input
 from curate.outcome import StageOutcome, over_rate
-from curate.outputs import OutputSet, write_table
-from curate.validate.codes import CODES, Finding, is_error
-from curate.validate.compliance import FormatProfile, OutputCheck
+from curate.outputs import OutputSet, ParquetSink
+from curate.validate.checks import CANONICAL_READ, BatchResult, RawItem, Spec, check_canonical, check_raw, setup
+from curate.validate.codes import Finding
+from curate.validate.compliance import OutputCheck
 from curate.validate.config import ValidateConfig
-from curate.validate.structure import (
-    FORMAT_SCHEMAS,
-    SCHEMA_FORMATS,
-    message_findings,
-    reject_code,
-    schema_findings,
-    text_findings,
-)
-from curate.validate.tokens import TokenCheck
+from curate.validate.structure import FORMAT_SCHEMAS, SCHEMA_FORMATS, reject_code
+from curate.validate.tally import Tally
 
-BATCH = 4096
-EXAMPLES_PER_CODE = 3
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("validate_row", pa.int64()),
@@ -58,6 +55,9 @@ QUARANTINE_SCHEMA = pa.schema(
         ("validate_raw", pa.string()),
     ]
 )
+# pyarrow's default pre-buffering keeps every row group it read until the file is closed: memory would grow
+# with the input. An 8 MiB read buffer instead (as dedupe reads).
+PARQUET_READ = {"pre_buffer": False, "buffer_size": 8 << 20}
 ADDED_COLUMNS = {
     "validate_codes": pa.list_(pa.string()),
     "validate_tokens": pa.int64(),
@@ -66,79 +66,58 @@ ADDED_COLUMNS = {
 }
 
 
-@dataclass
-class _Item:
-    """One input record on its way through the checks."""
-
-    row: int
-    file: str | None
-    line: int | None
-    canonical: dict | None
-    raw: str | None = None
-    fmt: str | None = None
-    findings: list[Finding] = field(default_factory=list)
-    declared_id: Any = None
-
-
 def validate(source: str | Path | pa.Table, output: str | Path | None = None,
              config: ValidateConfig | Mapping[str, Any] | None = None, *, quarantine: str | Path | None = None,
-             tokenizer_object: Any = None, **overrides: Any) -> StageOutcome:
-    """Check every record; return (and write, when paths are given) the valid and the quarantined rows.
+             tokenizer_object: Any = None, keep: bool = True, **overrides: Any) -> StageOutcome:
+    """Check every record; write (when paths are given) or return the valid and the quarantined rows.
 
     source: a raw file of any format `curate ingest` reads, a canonical Parquet, or a canonical table.
-    output / quarantine: Parquet files for the valid and the quarantined rows (one output set).
+    output / quarantine: Parquet files for the valid and the quarantined rows (one output set), written
+    batch by batch. The outcome's `kept` / `rejected` tables hold the rows that have no file (None for
+    the ones written to a file, and for both when keep=False: the CLI's check-only run holds no rows).
     tokenizer_object: a tokenizer already loaded, used instead of the `tokenizer` setting.
     The outcome's counts are in = kept (valid) + rejected (quarantined); `failure` is set when the
     share of quarantined records is over max_error_rate, or when no record was read.
     """
     cfg = ValidateConfig.build(config, **overrides)
     out_check = OutputCheck(cfg.output_schema, cfg.output_regex)
-    src = open_input(source, origin=cfg.origin)
+    src = open_input(source, origin=cfg.origin, **PARQUET_READ)
     if not src.raw and cfg.schema is not None:
         raise UsageError("--schema checks raw files; a canonical dataset is checked on its messages (drop --schema)")
     notes: list[str] = []
     tok = _tokenizer(cfg, tokenizer_object, notes)
-    tokens = TokenCheck(tok, cfg.max_tokens) if tok is not None else None
-    run = _Run(tokens, out_check, cfg.allow_consecutive_user, keep_rows=src.raw)
+    if cfg.workers is None:
+        cfg = cfg.model_copy(update={"workers": usable_cores()})
     info: dict[str, Any] = {"format": "canonical", "schema": None}
-    with progress("validate") as advance:
-        if src.raw:
-            for item in _raw_items(src, cfg, notes, info):
-                run.add(item)
-                advance()
-            valid = _with_columns(rows_to_table([i.canonical for i in run.kept]), run)
-        else:
-            valid = _with_columns(_check_canonical(src, run, advance), run)
-    rejected = pa.Table.from_pylist(run.quarantined, schema=QUARANTINE_SCHEMA)
-    outputs: dict[str, str] = {}
-    if output is not None or quarantine is not None:
-        # valid rows and quarantine are one set: both appear together or neither does
-        with OutputSet(output or quarantine, [quarantine] if output is not None and quarantine is not None else []) as outs:
-            if output is not None:
-                outputs["valid"] = str(write_table(valid, output, outs))
-            if quarantine is not None:
-                outputs["quarantine"] = str(write_table(rejected, quarantine, outs))
-    total = valid.num_rows + rejected.num_rows
-    failure = "no records read" if total == 0 else over_rate(rejected.num_rows, total, cfg.max_error_rate,
-                                                               "records with errors")
+    schema_doc = None
+    if src.raw:
+        reader = _RawReader(src, cfg, notes, info)
+        schema_doc, batches = reader.schema_doc, reader.batches(cfg.batch_size)
+        base = SCHEMA
+    else:
+        batches = ((b, b.select([c for c in CANONICAL_READ if c in b.schema.names])) for b in src.batches(cfg.batch_size))
+        base = pa.schema([f for f in src.schema if f.name not in ADDED_COLUMNS])
+    valid_schema = pa.schema(list(base) + [pa.field(k, t) for k, t in ADDED_COLUMNS.items()])
+    spec = Spec(tok, cfg.max_tokens, cfg.output_schema, cfg.output_regex, cfg.allow_consecutive_user, schema_doc)
+    # a worker loads the tokenizer by name (or unpickles the one given) in its setup, once
+    pool_tok = tokenizer_object if tokenizer_object is not None else _tokenizer_name(cfg)
+    pool_spec = replace(spec, tokenizer=pool_tok) if tok is not None else spec
+    tally = Tally(cfg.max_tokens, out_check)
+    kept = 0
+    with _Sinks(output, quarantine, valid_schema, keep) as sinks, progress("validate") as advance:
+        for held, result in _checked(batches, src.raw, spec, pool_spec, cfg.workers):
+            verdicts = tally.merge(result, _where(held, result, src.raw))
+            kept += _write(sinks, held, result, verdicts, tally.rows - len(verdicts), src.raw)
+            advance(len(verdicts))
+    total = tally.rows
+    rejected = total - kept
+    failure = "no records read" if total == 0 else over_rate(rejected, total, cfg.max_error_rate, "records with errors")
     summary = {"config": cfg.to_dict(), "input": src.name, "format": info["format"], "schema": info["schema"],
-               "error_rate": rejected.num_rows / total if total else 0.0,
-               **_codes(run), "tokens": tokens.stats() if tokens is not None else None,
-               "compliance": out_check.summary(), "mixed_formats": run.profile.findings(), "notes": notes}
-    return StageOutcome("validate", {"in": total, "kept": valid.num_rows, "rejected": rejected.num_rows}, outputs,
-                        summary, kept=valid, rejected=rejected, failure=failure)
-
-
-def _codes(run: _Run) -> dict[str, Any]:
-    """errors and warnings (count per code), and codes: each with severity, description and examples."""
-    codes = [
-        {"code": c, "severity": CODES[c].severity, "count": n, "description": CODES[c].description,
-         "examples": run.examples.get(c, [])}
-        for c, n in sorted(run.counts.items(), key=lambda kv: (CODES[kv[0]].severity, -kv[1], kv[0]))
-    ]
-    return {"errors": {c["code"]: c["count"] for c in codes if c["severity"] == "error"},
-            "warnings": {c["code"]: c["count"] for c in codes if c["severity"] == "warning"},
-            "codes": codes}
+               "error_rate": rejected / total if total else 0.0,
+               **tally.codes(), "tokens": tally.tokens.stats() if tok is not None else None,
+               "compliance": out_check.summary(), "mixed_formats": tally.profile.findings(), "notes": notes}
+    return StageOutcome("validate", {"in": total, "kept": kept, "rejected": rejected}, sinks.outputs, summary,
+                        kept=sinks.kept_table(), rejected=sinks.rejected_table(), failure=failure)
 
 
 def _tokenizer(cfg: ValidateConfig, loaded: Any, notes: list[str]) -> Any:
@@ -160,7 +139,30 @@ def _tokenizer(cfg: ValidateConfig, loaded: Any, notes: list[str]) -> Any:
         return None
 
 
-def _load_validator(schema: str | dict) -> tuple[Any, str]:
+def _tokenizer_name(cfg: ValidateConfig) -> str:
+    """What a worker loads: the setting, with `auto` as the embedded tokenizer (this process found it)."""
+    return "embedded" if cfg.tokenizer == "auto" else cfg.tokenizer
+
+
+def _checked(batches: Iterator[tuple[Any, Any]], raw: bool, spec: Spec, pool_spec: Spec,
+             workers: int) -> Iterator[tuple[Any, BatchResult]]:
+    """(what this process keeps of a batch, the batch's BatchResult), in input order; a pool only for 2+ batches."""
+    head = list(itertools.islice(batches, 2))
+    workers = workers if len(head) > 1 else 1
+    held: deque = deque()
+
+    def feed() -> Iterator[Any]:
+        for mine, theirs in itertools.chain(head, batches):
+            held.append(mine)
+            yield theirs
+
+    with Engine(workers, setup=setup, setup_args=(spec if workers == 1 else pool_spec,)) as engine:
+        for result in engine.map(check_raw if raw else check_canonical, feed()):
+            yield held.popleft(), result
+
+
+def _load_schema(schema: str | dict) -> tuple[dict, str]:
+    """A format schema's document and name, checked to be a valid JSON Schema."""
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import SchemaError
 
@@ -178,167 +180,159 @@ def _load_validator(schema: str | dict) -> tuple[Any, str]:
         Draft202012Validator.check_schema(doc)
     except SchemaError as exc:
         raise UsageError(f"schema {name} is not a valid JSON Schema: {exc.message}") from exc
-    return Draft202012Validator(doc), name
+    return doc, name
 
 
-def _raw_items(src: Input, cfg: ValidateConfig, notes: list[str], info: dict) -> Iterator[_Item]:
-    """Records of a raw file: schema-checked, and converted to canonical rows where they can be."""
-    schema = cfg.schema
-    fixed = SCHEMA_FORMATS.get(schema) if isinstance(schema, str) else None  # a shipped schema's name fixes the format
-    conversion = Conversion(src.path, fixed or "auto", cfg.origin)
-    items = iter(conversion)
-    first = next(items, None)  # the conversion knows the file's format once the first item is out
-    fmt = info["format"] = conversion.format
-    if schema is None and fmt is not None:
-        schema = FORMAT_SCHEMAS.get(fmt)
-        if schema is None:
-            notes.append(f"no JSON Schema ships for format '{fmt}'; only the semantic checks ran")
-    validator, info["schema"] = _load_validator(schema) if schema is not None else (None, None)
-    if first is None:
-        return
-    for n, x in enumerate(itertools.chain([first], items), start=1):
-        if isinstance(x, Reject):
-            notice = file_problem(x)
-            if notice and notice not in notes:
-                notes.append(notice)
-            yield _Item(n, x.file, x.line, None, x.raw, findings=[Finding(reject_code(x), x.reason)])
-        else:
-            yield _converted_item(n, x, validator)
+class _RawReader:
+    """A raw file's records in batches: (file, line, record, reject text) kept here, RawItems for the checks."""
 
+    def __init__(self, src: Input, cfg: ValidateConfig, notes: list[str], info: dict[str, Any]):
+        schema = cfg.schema
+        fixed = SCHEMA_FORMATS.get(schema) if isinstance(schema, str) else None  # a shipped schema's name fixes the format
+        conversion = Conversion(src.path, fixed or "auto", cfg.origin)
+        self.items = iter(conversion)
+        self.first = next(self.items, None)  # the conversion knows the file's format once the first item is out
+        self.notes = notes
+        fmt = info["format"] = conversion.format
+        if schema is None and fmt is not None:
+            schema = FORMAT_SCHEMAS.get(fmt)
+            if schema is None:
+                notes.append(f"no JSON Schema ships for format '{fmt}'; only the semantic checks ran")
+        self.schema_doc, info["schema"] = _load_schema(schema) if schema is not None else (None, None)
 
-def _converted_item(n: int, x: Converted, validator: Any) -> _Item:
-    """A readable record's findings: its format's problem, then its schema's; the row when there are none."""
-    rec = x.record
-    item = _Item(n, rec.file, rec.line, None, raw_text(rec.obj, None), fmt=x.detected, declared_id=rec.obj.get("id"))
-    # a record of no known format that a schema checks is reported by the schema's findings
-    if x.code == "format_mismatch" or (x.code == "unknown_format" and validator is None):
-        item.findings.append(Finding(x.code, x.problem))
-    if validator is not None:
-        item.findings.extend(schema_findings(validator, rec.obj))
-    if not item.findings:
-        if x.row is not None:
-            item.canonical = x.row
-        else:  # the schema passed, the converter did not
-            item.findings.append(Finding(x.code, x.problem))
-    return item
-
-
-def _check_canonical(src: Input, run: _Run, advance: Any) -> pa.Table:
-    """Check a canonical Parquet or table batch by batch; its valid rows, with every column but old validate_ ones."""
-    kept: list[pa.RecordBatch] = []
-    schema = src.schema
-    drop = [c for c in schema.names if c in ADDED_COLUMNS]
-    n = 0
-    for batch in src.batches(BATCH):
-        start = len(run.mask)
-        for row in batch.to_pylist():
-            n += 1
-            run.add(_canonical_item(n, row))
-            advance()
-        batch = batch.drop_columns(drop) if drop else batch
-        kept.append(batch.filter(pa.array(run.mask[start:], type=pa.bool_())))
-    if not kept:
-        return pa.schema([f for f in schema if f.name not in drop]).empty_table()
-    return pa.Table.from_batches(kept)
-
-
-def _canonical_item(n: int, row: dict) -> _Item:
-    src = row.get("source") or {}
-    meta = row.get("meta")
-    declared = None
-    if isinstance(meta, str) and '"id"' in meta:
-        try:
-            declared = json.loads(meta).get("id")
-        except (json.JSONDecodeError, AttributeError):
-            declared = None  # meta that is not a JSON object carries no declared id
-    return _Item(n, src.get("file"), src.get("line"), row, declared_id=declared)
-
-
-class _Run:
-    """Accumulates per-record outcomes: kept rows with their warnings, quarantined rows, counts, examples."""
-
-    def __init__(self, tokens: TokenCheck | None, out_check: OutputCheck, allow_consecutive_user: bool,
-                 keep_rows: bool = True):
-        self.keep_rows = keep_rows  # a canonical input keeps its rows in its batches; only converted rows are held
-        self.tokens = tokens
-        self.out_check = out_check
-        self.allow_consecutive_user = allow_consecutive_user
-        self.profile = FormatProfile()
-        self.counts: Counter[str] = Counter()
-        self.examples: dict[str, list[dict]] = {}
-        self.kept: list[_Item] = []
-        self.mask: list[bool] = []
-        self.added: dict[str, list] = {k: [] for k in ADDED_COLUMNS}
-        self.quarantined: list[dict] = []
-        self.by_content: dict[str, int] = {}
-        self.by_declared: dict[Any, tuple[str | None, int]] = {}
-
-    def add(self, item: _Item) -> None:
-        row = item.canonical
-        n_tokens = n_trainable = compliant = None
-        if row is not None and not item.findings:
-            msgs = row["messages"]
-            item.findings += message_findings(msgs, row.get("tools"), self.allow_consecutive_user)
-            item.findings += text_findings(msgs + (row.get("rejected") or []))
-            item.findings += self._duplicates(item)
-            if self.tokens is not None:
-                found, n_tokens, n_trainable = self.tokens.check(msgs, row.get("tools"))
-                item.findings += found
-            found, compliant = self.out_check.check(msgs)
-            item.findings += found
-            self.profile.add(msgs, item.fmt)
-        findings = _first_per_code(item.findings)
-        for f in findings:
-            self.counts[f.code] += 1
-            ex = self.examples.setdefault(f.code, [])
-            if len(ex) < EXAMPLES_PER_CODE:
-                ex.append({"row": item.row, "file": item.file, "line": item.line, "message": f.message})
-        codes = [f.code for f in findings]
-        ok = row is not None and not any(is_error(c) for c in codes)
-        self.mask.append(ok)
-        if ok:
-            if self.keep_rows:
-                self.kept.append(item)
-            for k, v in zip(ADDED_COLUMNS, (codes, n_tokens, n_trainable, compliant)):
-                self.added[k].append(v)
+    def batches(self, size: int) -> Iterator[tuple[list[tuple], list[RawItem]]]:
+        if self.first is None:
             return
-        row = row or {}
-        self.quarantined.append(
-            {
-                "validate_row": item.row,
-                "validate_codes": codes,
-                "validate_errors": [f"{f.code}: {f.message}" for f in findings],
-                "source": row.get("source") or {"file": item.file, "line": item.line, "row": None},
-                **{k: row.get(k) for k in ("id", "messages", "tools", "rejected", "origin", "meta")},
-                "validate_raw": item.raw,
-            }
-        )
-
-    def _duplicates(self, item: _Item) -> list[Finding]:
-        out = []
-        cid = item.canonical["id"]
-        if item.declared_id is not None and not isinstance(item.declared_id, (dict, list)):
-            key = str(item.declared_id)
-            first = self.by_declared.get(key)
-            if first is None:
-                self.by_declared[key] = (cid, item.row)
-            elif first[0] != cid:
-                out.append(Finding("duplicate_id", f"id {key!r} already used by a different record (row {first[1]})"))
-        first_row = self.by_content.setdefault(cid, item.row)
-        if first_row != item.row:
-            out.append(Finding("duplicate_record", f"same content as row {first_row} (id {cid})"))
-        return out
+        mine: list[tuple] = []
+        theirs: list[RawItem] = []
+        for x in itertools.chain([self.first], self.items):
+            if isinstance(x, Reject):
+                notice = file_problem(x)
+                if notice and notice not in self.notes:
+                    self.notes.append(notice)
+                theirs.append(RawItem(None, None, [Finding(reject_code(x), x.reason)]))
+                mine.append((x.file, x.line, None, x.raw))
+            else:
+                rec = x.record
+                obj = rec.obj if self.schema_doc is not None else None
+                theirs.append(RawItem(x.detected, x.row, [], obj, x.code, x.problem, rec.obj.get("id"), True))
+                mine.append((rec.file, rec.line, rec.obj, None))
+            if len(theirs) >= size:
+                yield mine, theirs
+                mine, theirs = [], []
+        if theirs:
+            yield mine, theirs
 
 
-def _first_per_code(findings: list[Finding]) -> list[Finding]:
-    """One finding per code per record (the first, which names the earliest place)."""
-    seen: dict[str, Finding] = {}
-    for f in findings:
-        seen.setdefault(f.code, f)
-    return list(seen.values())
+def _where(held: Any, result: BatchResult, raw: bool) -> list[tuple[str | None, int | None]]:
+    return [(file, line) for file, line, _, _ in held] if raw else result.where
 
 
-def _with_columns(table: pa.Table, run: _Run) -> pa.Table:
+def _write(sinks: _Sinks, held: Any, res: BatchResult, verdicts: list[tuple[bool, list[Finding]]], first_row: int,
+           raw: bool) -> int:
+    """Write one batch's valid rows (with the validate_ columns) and quarantine; the number of valid rows."""
+    added: dict[str, list] = {k: [] for k in ADDED_COLUMNS}
+    quarantined: list[int] = []
+    mask: list[bool] = []  # over the rows of `rows` below
+    for i, (ok, findings) in enumerate(verdicts):
+        if res.checked[i] or not raw:
+            mask.append(ok)
+        if not ok:
+            quarantined.append(i)
+            continue
+        c = res.tokens[i]
+        for k, v in zip(ADDED_COLUMNS, ([f.code for f in findings], c and c.tokens, c and c.trainable,
+                                        res.compliant[i])):
+            added[k].append(v)
+    rows = res.rows if raw else held
+    valid = rows.filter(pa.array(mask, type=pa.bool_()))
+    valid = valid.drop_columns([c for c in valid.schema.names if c in ADDED_COLUMNS])
     for name, typ in ADDED_COLUMNS.items():
-        table = table.append_column(pa.field(name, typ), pa.array(run.added[name], type=typ))
-    return table
+        valid = valid.append_column(pa.field(name, typ), pa.array(added[name], type=typ))
+    sinks.write_valid(valid)
+    if quarantined:
+        canonical = _canonical_rows(held, res, quarantined, raw)
+        out = []
+        for i, row in zip(quarantined, canonical):
+            findings = verdicts[i][1]
+            file, line = (held[i][0], held[i][1]) if raw else res.where[i]
+            raw_text_ = (raw_text(held[i][2], None) if held[i][2] is not None else held[i][3]) if raw else None
+            row = row or {}
+            out.append({
+                "validate_row": first_row + i + 1,
+                "validate_codes": [f.code for f in findings],
+                "validate_errors": [f"{f.code}: {f.message}" for f in findings],
+                "source": row.get("source") or {"file": file, "line": line, "row": None},
+                **{k: row.get(k) for k in ("id", "messages", "tools", "rejected", "origin", "meta")},
+                "validate_raw": raw_text_,
+            })
+        sinks.write_rejected(out)
+    return valid.num_rows
+
+
+def _canonical_rows(held: Any, res: BatchResult, rows: list[int], raw: bool) -> list[dict | None]:
+    """The canonical rows (as dicts) of some rows of a batch; None for a raw record that did not become one."""
+    if not raw:
+        return held.take(pa.array(rows, type=pa.int64())).to_pylist()
+    position = list(itertools.accumulate(res.checked))  # a checked row's index in res.rows is position - 1
+    picked = [position[i] - 1 for i in rows if res.checked[i]]
+    taken = iter(res.rows.take(pa.array(picked, type=pa.int64())).to_pylist())
+    return [next(taken) if res.checked[i] else None for i in rows]
+
+
+class _Sinks:
+    """The valid rows and the quarantine: Parquet files of one output set, or tables in memory, or neither."""
+
+    def __init__(self, output: str | Path | None, quarantine: str | Path | None, valid_schema: pa.Schema, keep: bool):
+        self.valid_schema = valid_schema
+        self.outputs: dict[str, str] = {}
+        self.set = None
+        self.valid = self.quarantine = None
+        if output is not None or quarantine is not None:
+            # valid rows and quarantine are one set: both appear together or neither does
+            owned = [quarantine] if output is not None and quarantine is not None else []
+            self.set = OutputSet(output if output is not None else quarantine, owned)
+        if output is not None:
+            self.valid = ParquetSink(output, valid_schema, self.set)
+            self.outputs["valid"] = str(Path(output))
+        if quarantine is not None:
+            self.quarantine = ParquetSink(quarantine, QUARANTINE_SCHEMA, self.set)
+            self.outputs["quarantine"] = str(Path(quarantine))
+        self.kept: list[pa.RecordBatch] | None = [] if keep and output is None else None
+        self.rejected: list[pa.Table] | None = [] if keep and quarantine is None else None
+
+    def write_valid(self, batch: pa.RecordBatch) -> None:
+        if self.valid is not None:
+            self.valid.write_table(pa.Table.from_batches([batch]))
+        elif self.kept is not None:
+            self.kept.append(batch)
+
+    def write_rejected(self, rows: list[dict]) -> None:
+        if self.quarantine is not None:
+            self.quarantine.write_rows(rows)
+        elif self.rejected is not None:
+            self.rejected.append(pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA))
+
+    def kept_table(self) -> pa.Table | None:
+        return None if self.kept is None else pa.Table.from_batches(self.kept, schema=self.valid_schema)
+
+    def rejected_table(self) -> pa.Table | None:
+        if self.rejected is None:
+            return None
+        return pa.concat_tables(self.rejected) if self.rejected else QUARANTINE_SCHEMA.empty_table()
+
+    def __enter__(self) -> _Sinks:
+        return self
+
+    def __exit__(self, et: Any, exc: Any, tb: Any) -> None:
+        sinks = [s for s in (self.valid, self.quarantine) if s is not None]
+        if et is None:
+            for s in sinks:
+                s.close()
+            if self.set is not None:
+                self.set.commit()
+        else:
+            for s in sinks:
+                s.abort()
+            if self.set is not None:
+                self.set.abort()

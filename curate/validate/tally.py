@@ -1,0 +1,102 @@
+"""What `curate validate` keeps across batches, merged in input order: duplicates, counts, examples, profiles.
+
+Duplicates are tracked by an 8-byte digest of each row's id (and of its declared id, where it has one),
+with the row number of its first occurrence: about 100 bytes a row in Python dicts, never the text.
+The token counts are 8 bytes a record and role (curate.validate.tokens.TokenStats); the mixed-format
+profile keeps a count per reply style and per distinct system prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from typing import Any
+
+from curate.validate.checks import BatchResult
+from curate.validate.codes import CODES, Finding, is_error
+from curate.validate.compliance import FormatProfile, OutputCheck
+from curate.validate.tokens import TokenStats
+
+EXAMPLES_PER_CODE = 3
+
+
+def digest(text: str) -> int:
+    """An 8-byte digest of an id (a lone surrogate from a raw file's JSON escapes included)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+class Tally:
+    """Per-code counts and first examples, duplicate tracking, token stats, compliance and mixed-format tallies."""
+
+    def __init__(self, max_tokens: int | None, out_check: OutputCheck):
+        self.counts: Counter[str] = Counter()
+        self.examples: dict[str, list[dict]] = {}
+        self.by_content: dict[int | None, int] = {}
+        self.by_declared: dict[int, tuple[int | None, int]] = {}
+        self.tokens = TokenStats(max_tokens)
+        self.out_check = out_check
+        self.profile = FormatProfile()
+        self.rows = 0
+
+    def merge(self, res: BatchResult, where: list[tuple[str | None, int | None]]) -> list[tuple[bool, list[Finding]]]:
+        """Take one batch's results in order; per row (valid, its findings: one per code)."""
+        out = []
+        for i in range(len(res.first)):
+            self.rows += 1
+            findings = res.first[i]
+            if res.checked[i]:
+                findings = findings + self._duplicates(res.ids[i], res.declared[i]) + res.after[i]
+                if res.tokens[i] is not None:
+                    self.tokens.add(res.tokens[i])
+            findings = _first_per_code(findings)
+            for f in findings:
+                self.counts[f.code] += 1
+                ex = self.examples.setdefault(f.code, [])
+                if len(ex) < EXAMPLES_PER_CODE:
+                    ex.append({"row": self.rows, "file": where[i][0], "line": where[i][1], "message": f.message})
+            ok = res.checked[i] and not any(is_error(f.code) for f in findings)
+            out.append((ok, findings))
+        p = self.profile
+        p.records += res.profiled
+        p.styles.update(res.styles)
+        p.systems.update(res.systems)
+        p.input_formats.update(res.input_formats)
+        c = self.out_check
+        records, compliant, replies, replies_ok = res.compliance
+        c.records, c.compliant, c.replies, c.replies_ok = (c.records + records, c.compliant + compliant,
+                                                           c.replies + replies, c.replies_ok + replies_ok)
+        return out
+
+    def _duplicates(self, cid: str | None, declared: str | None) -> list[Finding]:
+        out = []
+        key = None if cid is None else digest(cid)
+        if declared is not None:
+            d = digest(declared)
+            first = self.by_declared.get(d)
+            if first is None:
+                self.by_declared[d] = (key, self.rows)
+            elif first[0] != key:
+                out.append(Finding("duplicate_id", f"id {declared!r} already used by a different record (row {first[1]})"))
+        first_row = self.by_content.setdefault(key, self.rows)
+        if first_row != self.rows:
+            out.append(Finding("duplicate_record", f"same content as row {first_row} (id {cid})"))
+        return out
+
+    def codes(self) -> dict[str, Any]:
+        """errors and warnings (count per code), and codes: each with severity, description and examples."""
+        codes = [
+            {"code": c, "severity": CODES[c].severity, "count": n, "description": CODES[c].description,
+             "examples": self.examples.get(c, [])}
+            for c, n in sorted(self.counts.items(), key=lambda kv: (CODES[kv[0]].severity, -kv[1], kv[0]))
+        ]
+        return {"errors": {c["code"]: c["count"] for c in codes if c["severity"] == "error"},
+                "warnings": {c["code"]: c["count"] for c in codes if c["severity"] == "warning"},
+                "codes": codes}
+
+
+def _first_per_code(findings: list[Finding]) -> list[Finding]:
+    """One finding per code per record (the first, which names the earliest place)."""
+    seen: dict[str, Finding] = {}
+    for f in findings:
+        seen.setdefault(f.code, f)
+    return list(seen.values())
