@@ -12,7 +12,9 @@ import numpy as np
 import pyarrow as pa
 
 from curate.errors import InputError
+from curate.inputs import Input
 
+BATCH = 2_000  # records read, rendered and counted at a time
 MIN_EXAMPLES = 500
 RECOMMENDED = (2000, 5000)
 # Per-record numeric features compared between two sets with KS and PSI.
@@ -51,14 +53,18 @@ def language_of(text: str) -> str:
 
 @dataclass
 class Records:
-    """Per-record features of one dataset, plus the texts that coverage embeds."""
+    """Per-record features of one dataset, computed batch by batch, and the texts that coverage embeds.
+
+    Between batches only per-row numbers (the features, an id hash) and counters are kept; user texts are kept
+    only for the rows that are embedded: every row, or the seeded sample `sample` (row numbers, ascending).
+    """
 
     name: str
-    table: pa.Table
+    rows: int
     features: dict[str, np.ndarray]
-    user_texts: list[str]
-    languages: list[str]
-    system_prompts: list[str | None]
+    user_texts: list[str]  # of the embedded rows
+    languages: Counter  # rows per language
+    sample: np.ndarray | None = None  # row numbers of the embedded rows when they are a sample, else None
     unrenderable: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
 
@@ -71,37 +77,113 @@ def user_text(messages: list[dict]) -> str:
     return "\n".join(u for u in users if u)
 
 
-def extract(name: str, table: pa.Table, tokenizer: Any) -> Records:
-    """Token lengths per role (with the tokenizer's chat template), turns, tool calls and texts of every record."""
+def embedded_rows(rows: int, limit: int, seed: int, stream: int) -> np.ndarray | None:
+    """The rows whose texts are embedded: None (every row) when there are at most `limit`, else a sample of
+    `limit` row numbers (ascending), drawn from `seed` and the set's own `stream` (train, production, baseline)."""
+    if rows <= limit:
+        return None
+    return np.sort(np.random.default_rng([seed, stream]).choice(rows, size=limit, replace=False))
+
+
+class _Tally:
+    """What structure() needs of a set, gathered batch by batch: counters and a few numbers per row."""
+
+    def __init__(self, columns: list[str]):
+        self.roles: Counter = Counter()
+        self.languages: Counter = Counter()
+        # system prompt -> [rows, its first 200 characters], keyed by a hash: the top list shows only those
+        # characters, and ordering by them (then count) shows the same entries as ordering by the whole text
+        self.systems: dict[int, list] = {}
+        self.records_with_system = self.with_tools = self.synthetic = self.passed = 0
+        self.id_hashes: list[np.ndarray] = []  # duplicates are counted from 8 bytes a row, not the ids
+        self.synth_cols = [c for c in columns if c.startswith("synth_")]
+        self.validate_cols = [c for c in columns if c.startswith("validate_")]
+
+    def add(self, batch: pa.RecordBatch, msgs: list[list[dict]], tools: list, texts: list[str]) -> None:
+        self.roles.update(m["role"] for ms in msgs for m in ms)
+        self.languages.update(language_of(t) for t in texts)
+        for ms in msgs:
+            s = next((m.get("content") for m in ms if m["role"] == "system"), None)
+            if s:
+                self.records_with_system += 1
+                entry = self.systems.setdefault(hash(s), [0, s[:200]])
+                entry[0] += 1
+        self.with_tools += sum(1 for x in tools if x and x not in ("[]", "null"))
+        ids = batch.column("id").to_pylist()
+        self.id_hashes.append(np.fromiter((hash(i) for i in ids), dtype=np.int64, count=len(ids)))
+        n = batch.num_rows
+        synthetic = np.zeros(n, dtype=bool)
+        if "origin" in batch.schema.names:
+            synthetic |= np.array([o == "synthetic" for o in batch.column("origin").to_pylist()], dtype=bool)
+        for c in self.synth_cols:
+            synthetic |= np.asarray(batch.column(c).is_valid(), dtype=bool)
+        self.synthetic += int(synthetic.sum())
+        if self.validate_cols:
+            passed = np.ones(n, dtype=bool)
+            for c in self.validate_cols:
+                values = batch.column(c).to_pylist()
+                if pa.types.is_boolean(batch.schema.field(c).type):
+                    passed &= np.array([bool(v) for v in values], dtype=bool)
+                elif c.endswith(("_errors", "_issues", "_reason", "_reasons")):
+                    passed &= np.array([not v for v in values], dtype=bool)
+            self.passed += int(passed.sum())
+
+    def distinct_ids(self) -> int:
+        return len(np.unique(np.concatenate(self.id_hashes))) if self.id_hashes else 0
+
+
+def _reading(columns: list[str]) -> list[str]:
+    """The columns structure and token lengths read (not `rejected`, `source`, `meta`: decoding them is waste)."""
+    return [c for c in columns if c in ("id", "messages", "tools", "origin") or c.startswith(("synth_", "validate_"))]
+
+
+def extract(name: str, src: Input, tokenizer: Any, *, sample: np.ndarray | None = None,
+            batch_size: int = BATCH) -> Records:
+    """Token lengths per role (with the tokenizer's chat template), turns, tool calls and structure of every
+    record, read batch by batch; user texts kept for the rows in `sample` (every row when None)."""
     from curate.embedded import render
 
-    msgs_col = table.column("messages").to_pylist()
-    tools_col = table.column("tools").to_pylist() if "tools" in table.column_names else [None] * len(msgs_col)
-    n = len(msgs_col)
-    feats = {f: np.zeros(n, dtype=np.float64) for f in FEATURES}
-    unrenderable = 0
-    for i, (messages, tools) in enumerate(zip(msgs_col, tools_col)):
-        feats["turns"][i] = sum(m["role"] == "user" for m in messages)
-        feats["tool_calls"][i] = sum(len(m.get("tool_calls") or []) for m in messages)
-        try:
-            counts = render(tokenizer, messages, tools).counts()
-        except (InputError, ValueError, TypeError, json.JSONDecodeError):
-            # a record the chat template cannot render still counts; its lengths are NaN and it is reported
-            unrenderable += 1
-            for f in FEATURES[1:-1]:
-                feats[f][i] = np.nan
-            continue
-        total = sum(counts.values())
-        assistant = counts.get("assistant", 0)
-        feats["user_tokens"][i] = counts.get("user", 0)
-        feats["assistant_tokens"][i] = assistant
-        feats["system_tokens"][i] = counts.get("system", 0)
-        feats["total_tokens"][i] = total
-        feats["prompt_tokens"][i] = total - assistant
-    texts = [user_text(m) for m in msgs_col]
-    systems = [next((m.get("content") for m in ms if m["role"] == "system"), None) for ms in msgs_col]
-    rec = Records(name, table, feats, texts, [language_of(t) for t in texts], systems, unrenderable)
-    rec.stats = structure(rec)
+    columns = _reading(src.schema.names)
+    tally = _Tally(columns)
+    parts: dict[str, list[np.ndarray]] = {f: [] for f in FEATURES}
+    texts_kept: list[str] = []
+    unrenderable = start = 0
+    for batch in src.batches(batch_size, columns):
+        msgs_col = batch.column("messages").to_pylist()
+        tools_col = batch.column("tools").to_pylist() if "tools" in columns else [None] * len(msgs_col)
+        n = len(msgs_col)
+        feats = {f: np.zeros(n, dtype=np.float64) for f in FEATURES}
+        for i, (messages, tools) in enumerate(zip(msgs_col, tools_col)):
+            feats["turns"][i] = sum(m["role"] == "user" for m in messages)
+            feats["tool_calls"][i] = sum(len(m.get("tool_calls") or []) for m in messages)
+            try:
+                counts = render(tokenizer, messages, tools).counts()
+            except (InputError, ValueError, TypeError, json.JSONDecodeError):
+                # a record the chat template cannot render still counts; its lengths are NaN and it is reported
+                unrenderable += 1
+                for f in FEATURES[1:-1]:
+                    feats[f][i] = np.nan
+                continue
+            total = sum(counts.values())
+            assistant = counts.get("assistant", 0)
+            feats["user_tokens"][i] = counts.get("user", 0)
+            feats["assistant_tokens"][i] = assistant
+            feats["system_tokens"][i] = counts.get("system", 0)
+            feats["total_tokens"][i] = total
+            feats["prompt_tokens"][i] = total - assistant
+        texts = [user_text(m) for m in msgs_col]
+        tally.add(batch, msgs_col, tools_col, texts)
+        if sample is None:
+            texts_kept.extend(texts)
+        else:
+            lo, hi = np.searchsorted(sample, [start, start + n])
+            texts_kept.extend(texts[r - start] for r in sample[lo:hi].tolist())
+        for f in FEATURES:
+            parts[f].append(feats[f])
+        start += n
+    features = {f: np.concatenate(parts[f]) if parts[f] else np.zeros(0) for f in FEATURES}
+    rec = Records(name, start, features, texts_kept, tally.languages, sample, unrenderable)
+    rec.stats = structure(rec, tally)
     return rec
 
 
@@ -120,58 +202,32 @@ def _shares(counter: Counter, total: int, top: int = 10) -> dict[str, float]:
     return {k: round(v / total, 4) for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:top]} if total else {}
 
 
-def structure(rec: Records) -> dict[str, Any]:
+def structure(rec: Records, tally: _Tally) -> dict[str, Any]:
     """The structure section of the report for one dataset."""
-    t = rec.table
-    n = t.num_rows
-    msgs = t.column("messages").to_pylist()
-    roles = Counter(m["role"] for ms in msgs for m in ms)
-    ids = t.column("id").to_pylist()
-    origins = t.column("origin").to_pylist() if "origin" in t.column_names else [None] * n
-    synth_cols = [c for c in t.column_names if c.startswith("synth_")]
-    synthetic = sum(
-        1
-        for i in range(n)
-        if origins[i] == "synthetic" or any(t.column(c)[i].is_valid for c in synth_cols)
-    )
-    tools = t.column("tools").to_pylist() if "tools" in t.column_names else [None] * n
-    systems = Counter(s for s in rec.system_prompts if s)
+    n = rec.rows
+    top = sorted(tally.systems.values(), key=lambda e: (-e[0], e[1]))[:5]
     return {
         "count": n,
         "turns": _quantiles(rec.features["turns"]),
-        "roles": dict(sorted(roles.items())),
+        "roles": dict(sorted(tally.roles.items())),
         "tool_use": {
-            "records_with_tools": sum(1 for x in tools if x and x not in ("[]", "null")),
+            "records_with_tools": tally.with_tools,
             "records_with_tool_calls": int((rec.features["tool_calls"] > 0).sum()),
             "tool_calls": int(rec.features["tool_calls"].sum()),
         },
         "system_prompts": {
-            "records_with_system": sum(1 for s in rec.system_prompts if s),
-            "distinct": len(systems),
-            "top": [{"text": s[:200], "count": c} for s, c in sorted(systems.items(), key=lambda kv: (-kv[1], kv[0]))[:5]],
+            "records_with_system": tally.records_with_system,
+            "distinct": len(tally.systems),
+            "top": [{"text": text, "count": c} for c, text in top],
         },
-        "languages": _shares(Counter(rec.languages), n),
+        "languages": _shares(tally.languages, n),
         "tokens": {f: _quantiles(rec.features[f]) for f in FEATURES if f.endswith("_tokens")},
         "unrenderable": rec.unrenderable,
-        "duplicate_share": round((n - len(set(ids))) / n, 4) if n else 0.0,
-        "synthetic_share": round(synthetic / n, 4) if n else 0.0,
-        "format_compliance": format_compliance(t),
+        "duplicate_share": round((n - tally.distinct_ids()) / n, 4) if n else 0.0,
+        "synthetic_share": round(tally.synthetic / n, 4) if n else 0.0,
+        "format_compliance": ({"columns": tally.validate_cols, "pass_share": round(tally.passed / n, 4)}
+                              if tally.validate_cols and n else None),
     }
-
-
-def format_compliance(table: pa.Table) -> dict[str, Any] | None:
-    """The share of rows `curate validate` passed, when its columns are present (None otherwise)."""
-    cols = [c for c in table.column_names if c.startswith("validate_")]
-    if not cols or table.num_rows == 0:
-        return None
-    passed = np.ones(table.num_rows, dtype=bool)
-    for c in cols:
-        values = table.column(c).to_pylist()
-        if pa.types.is_boolean(table.schema.field(c).type):
-            passed &= np.array([bool(v) for v in values])
-        elif c.endswith(("_errors", "_issues", "_reason", "_reasons")):
-            passed &= np.array([not v for v in values])
-    return {"columns": cols, "pass_share": round(float(passed.mean()), 4)}
 
 
 def psi(reference: np.ndarray, target: np.ndarray, bins: int = 10) -> float:
@@ -209,7 +265,7 @@ def compare(reference: Records, target: Records) -> dict[str, Any]:
                 "p95_ratio": round(qb["p95"] / qa["p95"], 4) if qa["p95"] else None,
             }
         )
-    langs_a, langs_b = Counter(reference.languages), Counter(target.languages)
-    na, nb = max(len(reference.languages), 1), max(len(target.languages), 1)
+    langs_a, langs_b = reference.languages, target.languages
+    na, nb = max(reference.rows, 1), max(target.rows, 1)
     lang = {k: {"reference": round(langs_a[k] / na, 4), "target": round(langs_b[k] / nb, 4)} for k in sorted(langs_a | langs_b)}
     return {"features": rows, "languages": lang}

@@ -7,6 +7,7 @@ under the key "report"; `curate report --json` prints that document.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,15 @@ from curate.outcome import StageOutcome
 from curate.report.config import ReportConfig
 from curate.report.coverage import Coverage, coverage
 from curate.report.embed import single_blas_thread
-from curate.report.features import MIN_EXAMPLES, RECOMMENDED, Records, compare, extract
+from curate.report.features import BATCH, MIN_EXAMPLES, RECOMMENDED, Records, compare, embedded_rows, extract
 from curate.report.gates import METRICS, parse_gates
+from curate.spool import spooled
 
 SCHEMA_VERSION = 1
 Source = str | Path | pa.Table
+# a Parquet input is read through an 8 MiB buffer without pre-buffering, as dedupe reads it: otherwise a whole
+# row group's compressed column chunks stay in memory (~250 MB for a million rows of text in one row group)
+PARQUET_READ = {"pre_buffer": False, "buffer_size": 1 << 23}
 
 
 @dataclass
@@ -37,15 +42,14 @@ class ReportOutcome(StageOutcome):
     drift_maps: tuple[Coverage, Coverage] | None = field(default=None, repr=False)
 
 
-def _load(src: Input) -> tuple[pa.Table, dict[str, Any]]:
+def _describe(src: Input) -> dict[str, Any]:
     from curate.dataset import content_hash_file
 
-    table = src.read()
     info = {"path": None, "sha256": None} if src.path is None else {"path": str(src.path),
                                                                       "sha256": content_hash_file(src.path)}
-    if table.num_rows == 0:
+    if not src.rows:
         raise InputError("no records to report on", file=info["path"])
-    return table, {**info, "rows": table.num_rows}
+    return {**info, "rows": src.rows}
 
 
 def report(
@@ -79,31 +83,40 @@ def report(
 
     # every input is opened (a missing file is a usage error) before the tokenizer loads or anything is read
     sources = {"train": (train, None), "production": (production, "production"), "baseline": (baseline, "production")}
-    opened = {name: open_input(src, origin=origin) for name, (src, origin) in sources.items() if src is not None}
+    opened = {name: open_input(src, origin=origin, **PARQUET_READ) for name, (src, origin) in sources.items()
+              if src is not None}
     tok = load_tokenizer(cfg.tokenizer)
     inputs: dict[str, Any] = dict.fromkeys(sources)
     recs: dict[str, Records] = {}
-    for name, src in opened.items():
-        table, inputs[name] = _load(src)
-        recs[name] = extract(name, table, tok)
+    with ExitStack() as stack:
+        # a raw file is converted once into a temporary Parquet: its rows are counted before the sample is drawn,
+        # and production's are read again for the gap rows
+        srcs = {name: stack.enter_context(spooled(src, batch_size=BATCH, **PARQUET_READ)) for name, src in opened.items()}
+        for name, src in srcs.items():
+            inputs[name] = _describe(src)
+            sample = embedded_rows(src.rows, cfg.embed_sample, cfg.seed, list(sources).index(name))
+            recs[name] = extract(name, src, tok, sample=sample)
+            if sample is not None:
+                inputs[name]["embedding_sample"] = len(sample)
 
-    emb = load_embedder(cfg.embedder, seed=cfg.seed)
-    vecs: dict[str, np.ndarray] = {}
-    if len(recs) > 1:
-        names = list(recs)
-        vecs = dict(zip(names, emb.embed_sets([recs[n].user_texts for n in names])))
+        emb = load_embedder(cfg.embedder, seed=cfg.seed)
+        vecs: dict[str, np.ndarray] = {}
+        if len(recs) > 1:
+            names = list(recs)
+            vecs = dict(zip(names, emb.embed_sets([recs[n].user_texts for n in names])))
 
-    comparison = cov = drift_section = None
-    drift_maps = None
-    with single_blas_thread():
-        if "train" in recs and "production" in recs:
-            comparison = compare(recs["train"], recs["production"])
-            cov = coverage(vecs["train"], vecs["production"], recs["production"].user_texts, seed=cfg.seed, k=cfg.k,
-                           gap_ratio=cfg.gap_ratio)
-        if "baseline" in recs:
-            drift_section, *maps = drift(recs["baseline"], recs["production"], vecs["baseline"], vecs["production"],
-                                         seed=cfg.seed, gap_ratio=cfg.gap_ratio)
-            drift_maps = tuple(maps)
+        comparison = cov = drift_section = None
+        drift_maps = None
+        with single_blas_thread():
+            if "train" in recs and "production" in recs:
+                comparison = compare(recs["train"], recs["production"])
+                cov = coverage(vecs["train"], vecs["production"], recs["production"].user_texts, seed=cfg.seed,
+                               k=cfg.k, gap_ratio=cfg.gap_ratio)
+            if "baseline" in recs:
+                drift_section, *maps = drift(recs["baseline"], recs["production"], vecs["baseline"],
+                                             vecs["production"], seed=cfg.seed, gap_ratio=cfg.gap_ratio)
+                drift_maps = tuple(maps)
+        gap_table = _gap_rows(srcs["production"], recs["production"], cov) if cov else None
 
     data: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -118,11 +131,10 @@ def report(
         "drift": drift_section,
     }
     data["metrics"] = _metrics(data)
-    data["warnings"] = _warnings(data, emb.fallback_reason)
+    data["warnings"] = _warnings(data, emb.fallback_reason, cfg.embed_sample)
     data["gates"] = [g.check(data["metrics"]) for g in gates]
     data["passed"] = not any(g["failed"] for g in data["gates"])
 
-    gap_table = _gap_rows(recs["production"].table, cov) if cov else None
     failed = [g["expr"] for g in data["gates"] if g["failed"]]
     counts = {name: info["rows"] for name, info in inputs.items() if info is not None}
     counts["gap_rows"] = gap_table.num_rows if gap_table is not None else 0
@@ -154,11 +166,14 @@ def _gap_list(section: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _gap_rows(table: pa.Table, cov: Coverage) -> pa.Table:
-    """The production rows in gap clusters, columns unchanged, plus report_* columns (seeds for `curate synth`)."""
+def _gap_rows(src: Input, production: Records, cov: Coverage) -> pa.Table:
+    """The production rows in gap clusters, columns unchanged, plus report_* columns (seeds for `curate synth`).
+
+    Of a sampled production set, the sampled rows in gap clusters (only those were embedded)."""
     idx = np.flatnonzero(np.isin(cov.labels, cov.gap_clusters))
+    rows = idx if production.sample is None else production.sample[idx]
     by_id = {c["id"]: c for c in cov.section["clusters"]}
-    out = table.take(pa.array(idx, type=pa.int64()))
+    out = _take(src, rows)
     labels = cov.labels[idx]
     extra = {
         "report_cluster": pa.array(labels.astype(np.int64)),
@@ -171,6 +186,19 @@ def _gap_rows(table: pa.Table, cov: Coverage) -> pa.Table:
             out = out.drop_columns([name])
         out = out.append_column(name, col)
     return out
+
+
+def _take(src: Input, rows: np.ndarray) -> pa.Table:
+    """The input's rows at `rows` (ascending), read batch by batch."""
+    if len(rows) == 0:
+        return src.schema.empty_table()
+    parts, start = [], 0
+    for batch in src.batches(BATCH):
+        lo, hi = np.searchsorted(rows, [start, start + batch.num_rows])
+        if hi > lo:
+            parts.append(batch.take(pa.array(rows[lo:hi] - start, type=pa.int64())))
+        start += batch.num_rows
+    return pa.Table.from_batches(parts, schema=src.schema)
 
 
 def _feature(comparison: dict[str, Any] | None, name: str, key: str) -> Any:
@@ -206,10 +234,15 @@ def _metrics(d: dict[str, Any]) -> dict[str, Any]:
     return {name: m[name] for name in METRICS}
 
 
-def _warnings(d: dict[str, Any], fallback: str | None) -> list[str]:
+def _warnings(d: dict[str, Any], fallback: str | None, embed_sample: int) -> list[str]:
     out = []
     if fallback:
         out.append(f"coverage uses TF-IDF + SVD instead of sentence embeddings: {fallback}")
+    sampled = [(name, info) for name, info in d["inputs"].items() if info and "embedding_sample" in info]
+    if sampled:
+        sets = ", ".join(f"{info['embedding_sample']:,} of {info['rows']:,} {name} rows" for name, info in sampled)
+        out.append(f"embeddings cover a seeded sample ({sets}; embed_sample {embed_sample:,}): cluster shares, "
+                   "nearest-neighbour distances, the domain AUC and the gap rows come from the sample")
     for name, s in d["structure"].items():
         if name == "train" and s["count"] < MIN_EXAMPLES:
             out.append(f"train has {s['count']} examples: under {MIN_EXAMPLES} is thin; "
