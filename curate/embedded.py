@@ -187,14 +187,12 @@ def _own_start(text_of: Any, first: dict, prefix: str) -> int:
     return len(prefix) - len(own) if own and prefix.endswith(own) else 0
 
 
-def render(tokenizer: Any, messages: list[dict], tools: str | list | None = None) -> Rendered:
-    """Render with the tokenizer's chat template and attribute every token to the message that owns it."""
-    msgs = template_messages(messages)
-    tool_list = json.loads(tools) if isinstance(tools, str) else tools
+def chat_layout(text_of: Any, msgs: list[dict]) -> tuple[str, list[tuple[int, int, str, int]]]:
+    """The rendered conversation and each message's span in it: (start, end, role, where its content starts).
 
-    def text_of(ms: list[dict]) -> str:
-        return tokenizer.apply_chat_template(ms, tools=tool_list, tokenize=False, add_generation_prompt=False)
-
+    `text_of(messages)` renders a list of template messages; message i's span is the text the prefix
+    msgs[: i + 1] adds to the prefix before it (the first also loses text the template adds by itself).
+    """
     full = text_of(msgs)
     # Character spans per message: the text each prefix of the conversation adds.
     bounds = []
@@ -212,10 +210,14 @@ def render(tokenizer: Any, messages: list[dict], tools: str | list | None = None
         body = full.find(content, start, len(prefix)) if content else -1
         bounds.append((start, len(prefix), msgs[i]["role"], body if body >= 0 else start))
         prev_end = len(prefix)
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    return full, bounds
+
+
+def token_roles(bounds: list[tuple[int, int, str, int]], offsets: Any) -> tuple[list[str], list[int]]:
+    """Each token's role (by where it starts) and the assistant mask, for tokens with these character offsets."""
     roles, mask = [], []
     j = 0
-    for (s, _e) in enc["offset_mapping"]:
+    for (s, _e) in offsets:
         while j < len(bounds) - 1 and s >= bounds[j][1]:
             j += 1
         start, end, role, body = bounds[j]
@@ -223,4 +225,18 @@ def render(tokenizer: Any, messages: list[dict], tools: str | list | None = None
         roles.append(role if inside else "template")
         # the assistant's reply (from its content on, end-of-turn included), not the role header
         mask.append(1 if inside and role == "assistant" and s >= body else 0)
+    return roles, mask
+
+
+def render(tokenizer: Any, messages: list[dict], tools: str | list | None = None) -> Rendered:
+    """Render with the tokenizer's chat template and attribute every token to the message that owns it."""
+    msgs = template_messages(messages)
+    tool_list = json.loads(tools) if isinstance(tools, str) else tools
+
+    def text_of(ms: list[dict]) -> str:
+        return tokenizer.apply_chat_template(ms, tools=tool_list, tokenize=False, add_generation_prompt=False)
+
+    full, bounds = chat_layout(text_of, msgs)
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    roles, mask = token_roles(bounds, enc["offset_mapping"])
     return Rendered(full, list(enc["input_ids"]), roles, mask)

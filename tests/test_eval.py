@@ -5,6 +5,7 @@ CLI. The fast ones replace generation by fixed replies; one slow test runs the e
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -381,6 +382,7 @@ class Calls(list):
     """The fake model's calls, and the replies it gives per adapter (None: the base)."""
 
     replies: dict
+    real_generate: Any
 
 
 @pytest.fixture
@@ -388,6 +390,7 @@ def fake_model(monkeypatch):
     """The embedded tokenizer for real; the model, its generation and its reference losses replaced."""
     from curate import embedded
     from curate.evaluation import model
+    from curate.train import threads
 
     calls = Calls()
     replies = {None: ["x", GOOD, "z"], "a0": [GOOD, "bad", GOOD]}
@@ -406,8 +409,14 @@ def fake_model(monkeypatch):
 
     monkeypatch.setattr(embedded, "resolve_model", lambda name: str(embedded.embedded_tokenizer_dir()))
     monkeypatch.setattr(model, "load", lambda model_path, dirs: object())
+    calls.real_generate = model.generate
     monkeypatch.setattr(model, "generate", generate)
     monkeypatch.setattr(model, "reference_loss", reference_loss)
+    # the thread rule on a known machine: two cores, one kept busy elsewhere
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_load", lambda: 1.0)
+    for name in threads.ENV:
+        monkeypatch.delenv(name, raising=False)
     calls.replies = replies
     return calls
 
@@ -426,7 +435,7 @@ def heldout(tmp_path):
 
 
 KEYS = ["stage", "counts", "balanced", "outputs", "passed", "failure", "config", "models", "checks", "p95_input_tokens",
-        "summary", "task", "variants", "comparisons", "examples"]
+        "summary", "task", "variants", "comparisons", "examples", "threads", "seconds"]
 
 
 def test_evaluate_outcome_and_outputs(fake_model, heldout, tmp_path):
@@ -441,8 +450,10 @@ def test_evaluate_outcome_and_outputs(fake_model, heldout, tmp_path):
     assert d["outputs"] == {"rows": str(rows), "failures": str(fails)}
     assert d["config"] == {"base": "embedded", "output_schema": str(schema), "output_regex": None, "max_new_tokens": 7,
                            "limit": 3, "batch_size": 8, "task_fields": None, "short_text": 32, "text_similarity": 0.5,
-                           "examples": 5, "seed": 0}
+                           "examples": 5, "seed": 0, "threads": "auto"}
     assert d["models"] == ["base", "run"] and d["checks"] == ["parses", "schema_valid"]
+    assert d["threads"] == {"count": 1, "why": "2 usable cores, other processes keeping 1.00 of a core busy: 1 thread"}
+    assert list(d["seconds"]) == ["generate"] and isinstance(d["seconds"]["generate"], float)
     base, run = d["summary"]
     assert (base["model"], base["rows"], base["parse_rate"], base["schema_valid_rate"], base["exact_match_rate"]) == (
         "base", 3, 0.3333, 0.3333, 0.3333)
@@ -532,6 +543,7 @@ def test_prose_gets_loss_and_similarity_not_json_failures(fake_model, tmp_path):
     n = d["task"]["prompts"]
     assert (d["task"]["kind"], d["task"]["headline"], n) == ("prose", "similarity", 3)
     assert [c for c in fake_model if c[0] == "loss"] == [("loss", None, 3), ("loss", "a0", 3)]
+    assert list(d["seconds"]) == ["generate", "reference_loss"]
     base, run = d["variants"]
     assert (base["loss"], base["perplexity"], run["loss"], run["perplexity"]) == (2.0, 7.3891, 1.0, 2.7183)
     assert base["task_accuracy"] is None and base["fields"] == {} and base["format_rate"] == 0.6667  # the empty reply
@@ -696,3 +708,47 @@ def test_prose_loss_and_similarity_with_the_embedded_model(tmp_path):
         assert sorted(seeds) == sorted(f"similarity {s:.2f} < 0.5" for s in sims.values() if s < 0.5)
     finally:
         torch.set_num_threads(before)
+
+
+def test_progress_advances_per_batch_and_names_the_model(fake_model, heldout, tmp_path, monkeypatch):
+    """lm.generate advances the bar once per batch; evaluate() names the model replying on the bar."""
+    from contextlib import contextmanager, nullcontext
+
+    import torch
+
+    from curate.embedded import embedded_tokenizer_dir, load_tokenizer
+    from curate.evaluation import stage
+
+    real_generate = fake_model.real_generate
+    shown: list[tuple] = []
+
+    @contextmanager
+    def fake_progress(description, total=None, unit="records"):
+        shown.append(("open", description, total, unit))
+        yield lambda n=1, **fields: shown.append((n, fields))
+
+    monkeypatch.setattr(stage, "progress", fake_progress)
+    data, run_dir, _ = heldout
+    evaluate(data, [run_dir], limit=3)
+    assert shown == [("open", "generating", 6, "replies"), (0, {"description": "generating: base"}), (3, {}),
+                     (0, {"description": "generating: run"}), (3, {}),
+                     # no schema: a prose task, whose reference replies are scored too
+                     ("open", "scoring references", 6, "replies"), (0, {"description": "scoring references: base"}),
+                     (0, {"description": "scoring references: run"})]
+
+    class TwoTokens:
+        """Replies with two tokens after each prompt."""
+
+        def parameters(self):
+            yield torch.zeros(1)
+
+        def disable_adapter(self):
+            return nullcontext()
+
+        def generate(self, input_ids, attention_mask, max_new_tokens, **kw):
+            return torch.cat([input_ids, torch.full((input_ids.shape[0], 2), 28)], dim=1)
+
+    steps: list[int] = []
+    tok = load_tokenizer(str(embedded_tokenizer_dir()))
+    replies = real_generate(TwoTokens(), tok, [[1, 2, 3], [1], [1, 2], [4, 5, 6, 7], [8]], None, 2, 2, steps.append)
+    assert steps == [2, 2, 1] and replies == [tok.decode([28, 28])] * 5

@@ -287,7 +287,7 @@ def fake_run(monkeypatch):
     calls: list[dict] = []
     steps: list[int] = []
 
-    def run(td, cfg, model_path, run_dir, fp, resume_from, callbacks):
+    def run(td, cfg, model_path, run_dir, fp, resume_from, callbacks, threads):
         calls.append({"resume_from": resume_from, "files": sorted(p.name for p in run_dir.iterdir()),
                       "checkpoints": sorted(p.name for p in (run_dir / "checkpoints").glob("*"))})
         step = steps.pop(0) if steps else cfg.max_steps
@@ -306,7 +306,8 @@ def fake_run(monkeypatch):
                 "data": {"path": fp["data"], "sha256": fp["data_sha256"], "val_path": fp["val"],
                          "val_sha256": fp["val_sha256"]},
                 "metrics": {"global_step": step}, "stopped_early": None,
-                "resumed_from": str(resume_from) if resume_from else None, "best_checkpoint": str(ckpt)}
+                "resumed_from": str(resume_from) if resume_from else None, "best_checkpoint": str(ckpt),
+                "hardware": {"threads": threads.to_dict()}}
         (run_dir / "run_card.json").write_text(json.dumps(card))
         return card
 
@@ -318,14 +319,15 @@ def test_train_outcome_counts_and_summary(fake_run, tmp_path):
     from curate.train import train
 
     data = write_table(_tiny_rows(20, long_every=7), tmp_path / "d.parquet")
-    out = train(data, tmp_path / "run", max_steps=4, max_length=64, val_fraction=0.2)
+    out = train(data, tmp_path / "run", max_steps=4, max_length=64, val_fraction=0.2, threads=1)
     # 21 rows: 3 carry a 200-word pad (too long), 1 has no assistant reply; 17 left, 4 of them validation
     assert out.counts == {"in": 21, "kept": 17, "rejected": 4} and out.balanced
     s = out.summary
     assert s["reasons"] == {"too_long": 3, "no_assistant": 1}
     assert (s["data"]["train_rows"], s["data"]["val_rows"], s["data"]["max_length"]) == (13, 4, 64)
-    assert s["config"] == TrainConfig(max_steps=4, max_length=64, val_fraction=0.2).to_dict()
+    assert s["config"] == TrainConfig(max_steps=4, max_length=64, val_fraction=0.2, threads=1).to_dict()
     assert (s["previously_finished"], s["resumed_from"], s["metrics"]) == (False, None, {"global_step": 4})
+    assert s["threads"] == {"count": 1, "why": "set by the threads setting"}
     run = tmp_path / "run"
     assert out.outputs == {"adapter": str(run / "adapter"), "run_card": str(run / "run_card.json"),
                            "loss": str(run / "loss.jsonl")}
@@ -335,7 +337,7 @@ def test_train_outcome_counts_and_summary(fake_run, tmp_path):
     from curate.inputs import open_input
 
     table = open_input(data).read()
-    again = train(table, tmp_path / "run2", max_steps=4, max_length=64, val_fraction=0.2)
+    again = train(table, tmp_path / "run2", max_steps=4, max_length=64, val_fraction=0.2, threads=1)
     assert again.counts == out.counts and again.summary["data"] == s["data"]
 
 
@@ -352,12 +354,13 @@ def test_resume_continues_a_killed_run_and_starts_over_exactly(fake_run, tmp_pat
         train(data, run, **settings)
     (run / "checkpoints" / "checkpoint-3").mkdir()  # killed while saving: its trainer state is cut
     (run / "checkpoints" / "checkpoint-3" / "trainer_state.json").write_text('{"global_step": 3, "max_')
-    out = train(data, run, **settings)
+    out = train(data, run, **settings, threads=2)  # how fast is not what: another thread count resumes
     assert calls[-1]["resume_from"] == run / "checkpoints" / "checkpoint-2"
+    assert "threads" not in json.loads((run / "run_started.json").read_text())["config"]
     assert out.summary["resumed_from"] == str(run / "checkpoints" / "checkpoint-2")
 
     # the same command again: the finished run is reported, not trained a step further
-    again = train(data, run, **settings)
+    again = train(data, run, **settings, threads=1)
     assert len(calls) == 2 and again.summary["previously_finished"] is True
     assert again.summary["metrics"] == {"global_step": 4} and again.counts == out.counts
 

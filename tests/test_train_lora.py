@@ -131,7 +131,9 @@ def test_adapter_and_run_card(run):
                               "val_source": f"file {run['val']}", "train_tokens": 993, "train_label_tokens": 358}
     assert (card["base"], card["qlora"]) == ("embedded", False)
     settings = TrainConfig(**SETTINGS).to_dict()
-    assert card["config"] == {k: v for k, v in settings.items() if k not in ("base", "qlora")}
+    # threads say how fast, not what: the card keeps them under hardware, not with the settings
+    assert card["config"] == {k: v for k, v in settings.items() if k not in ("base", "qlora", "threads")}
+    assert card["hardware"]["threads"]["count"] >= 1 and card["hardware"]["threads"]["why"]
     evals = [json.loads(x) for x in (out / "loss.jsonl").read_text().splitlines()]
     trained = [x["eval_loss"] for x in evals if "eval_loss" in x and x["step"] > 0]
     assert card["metrics"]["eval_loss_best"] == pytest.approx(min(trained))

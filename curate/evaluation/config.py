@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 
 from curate.config import Opt, StageConfig
+from curate.train.config import THREADS_HELP, Threads, threads_value
 
 
 class EvalConfig(StageConfig):
@@ -35,11 +36,17 @@ class EvalConfig(StageConfig):
     text_similarity: float = Field(0.5, ge=0.0, le=1.0, description="chrF (0-1) at which free text counts as right.")
     examples: int = Field(5, ge=0, description="Prompts shown side by side with every model's reply.")
     seed: int = Field(0, ge=0, description="Seed of the bootstrap resampling behind the confidence intervals.")
+    threads: Threads = Field("auto", description=THREADS_HELP)
 
     @field_validator("base", "output_schema", mode="before")
     @classmethod
     def _path_text(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        return threads_value(value)
 
     @field_validator("task_fields")
     @classmethod

@@ -7,13 +7,14 @@ curate.evaluation.compare's, the model calls curate.evaluation.model's.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from curate.console import progress
+from curate.console import console, progress
 from curate.errors import InputError, UsageError
 from curate.evaluation import model as lm
 from curate.evaluation.compare import check_pairs, comparisons, pick_examples
@@ -34,6 +35,7 @@ from curate.outcome import StageOutcome
 from curate.outputs import OutputSet, write_table
 from curate.train.data import percentile
 from curate.train.merging import adapter_dir
+from curate.train.threads import torch_threads
 
 EVAL_COLUMNS = [
     ("eval_model", pa.string()), ("eval_reply", pa.string()), ("eval_input_tokens", pa.int64()),
@@ -119,13 +121,21 @@ def evaluate(
     lengths = [len(p) for p in prompts]
     p95 = percentile(lengths, 95.0)
     in_bucket = [n >= p95 for n in lengths]
-    model = lm.load(model_path, dirs)
     replies: dict[str, list[str]] = {}
-    with progress("generating", total=len(prompts) * len(names), unit="replies") as advance:
-        for k, name in enumerate(names):
-            replies[name] = lm.generate(model, tokenizer, prompts, None if k == 0 else f"a{k - 1}", cfg.max_new_tokens,
-                                        cfg.batch_size, advance)
-    losses = _losses(model, tokenizer, messages, tools, task, names, cfg.batch_size)
+    with torch_threads(cfg.threads) as threads:
+        console.print(f"torch threads: {threads.count} ({threads.why})")
+        model = lm.load(model_path, dirs)
+        t0 = time.perf_counter()
+        with progress("generating", total=len(prompts) * len(names), unit="replies") as advance:
+            for k, name in enumerate(names):
+                advance(0, description=f"generating: {name}")
+                replies[name] = lm.generate(model, tokenizer, prompts, None if k == 0 else f"a{k - 1}",
+                                            cfg.max_new_tokens, cfg.batch_size, advance)
+        seconds = {"generate": _since(t0)}
+        t0 = time.perf_counter()
+        losses = _losses(model, tokenizer, messages, tools, task, names, cfg.batch_size)
+        if losses:
+            seconds["reference_loss"] = _since(t0)
     results = {n: [checker.check(r, ref) for r, ref in zip(replies[n], refs)] for n in names}
     scores = {n: [score(task, r, c, i) for i, (r, c) in enumerate(zip(replies[n], results[n]))] for n in names}
     verdicts = {n: [failure(task, c, s) for c, s in zip(results[n], scores[n])] for n in names}
@@ -155,7 +165,13 @@ def evaluate(
         "variants": variants,
         "comparisons": comparisons(_per_prompt(task, results, scores, names), names, compare, task.headline, cfg.seed),
         "examples": examples,
+        "threads": threads.to_dict(), "seconds": seconds,
     }, parts=("ok", "failed"))
+
+
+def _since(t0: float) -> float:
+    """Seconds since t0 (evaluate's `round` argument hides the builtin there)."""
+    return round(time.perf_counter() - t0, 2)
 
 
 def _named(adapters: Sequence[str | Path] | Mapping[str, str | Path]) -> list[tuple[str, str | Path]]:
@@ -213,6 +229,7 @@ def _losses(model: Any, tokenizer: Any, messages: list, tools: list, task: Task,
     out = {}
     with progress("scoring references", total=len(examples) * len(names), unit="replies") as advance:
         for k, name in enumerate(names):
+            advance(0, description=f"scoring references: {name}")
             out[name] = lm.loss_summary(lm.reference_loss(model, examples, None if k == 0 else f"a{k - 1}", batch_size,
                                                           pad, advance))
     return out

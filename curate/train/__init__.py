@@ -5,6 +5,7 @@
     stage.py      train(): a run folder with adapter/, run_card.json and loss curves; resume
     callbacks.py  the overfitting guard, loss curves and progress, fed by the trainer's log history
     merging.py    merge(): a run's adapter folded into its base, saved as one model
+    threads.py    how many CPU threads torch uses in train, eval and merge
     render.py     what the commands print
 
 These modules import torch, transformers and peft only inside the functions that need them.

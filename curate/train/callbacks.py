@@ -1,4 +1,4 @@
-"""Training callbacks: the overfitting guard, loss curves (JSONL + PNG) and live rich progress."""
+"""Training callbacks: the overfitting guard, loss curves (JSONL + PNG), rich progress, step timings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import has_length
 
 from curate.console import console, progress
 
@@ -100,8 +101,18 @@ class CurateCallback(TrainerCallback):
         self._advance: Any = None
         self._t0 = 0.0
         self._tokens0 = 0
+        self._rate = ""
+        # the validation pass in progress: batches done, its total, its own bar (before training) and start
+        self._eval_stack = ExitStack()
+        self._eval_bar: Any = None
+        self._eval_done, self._eval_total, self._eval_t0 = 0, None, 0.0
+        self._step_t0 = 0.0
+        # this attempt's optimizer steps (evaluations and saves left out) and validation passes
+        self.step_seconds: list[float] = []
+        self.eval_seconds: list[float] = []
 
     def on_train_begin(self, args, state, control, **kw):
+        self._end_pass()  # a pass that failed before training started leaves no bar behind
         if self.start_eval_loss is not None and state.global_step == 0:
             # kept in the trainer's history (and so in checkpoints) as the curve's starting point
             state.log_history.insert(0, {"eval_loss": self.start_eval_loss, "step": 0, "epoch": 0.0})
@@ -109,10 +120,39 @@ class CurateCallback(TrainerCallback):
         self._advance(state.global_step)  # resumed runs start part-way
         self._t0, self._tokens0 = time.perf_counter(), state.num_input_tokens_seen
 
+    def on_step_begin(self, args, state, control, **kw):
+        self._step_t0 = time.perf_counter()
+
     def on_step_end(self, args, state, control, **kw):
+        if self._step_t0:
+            self.step_seconds.append(time.perf_counter() - self._step_t0)
         if self._advance:
             rate = (state.num_input_tokens_seen - self._tokens0) / max(time.perf_counter() - self._t0, 1e-9)
-            self._advance(1, rate=f"{rate:,.0f} tok/s")
+            self._rate = f"{rate:,.0f} tok/s"
+            self._advance(1, rate=self._rate)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kw):
+        """Validation batches done / total: on CPU a pass can take minutes between two training steps."""
+        if self._eval_done == 0:
+            self._eval_t0 = time.perf_counter()
+            self._eval_total = len(eval_dataloader) if has_length(eval_dataloader) else None
+            if self._advance is None:  # the pass before training starts has no training bar to show it on
+                self._eval_bar = self._eval_stack.enter_context(
+                    progress("validation loss", total=self._eval_total, unit="batches"))
+        self._eval_done += 1
+        if self._eval_bar is not None:
+            self._eval_bar(1)
+        elif self._advance is not None:
+            of = f"/{self._eval_total}" if self._eval_total is not None else ""
+            self._advance(0, rate=f"validation loss: batch {self._eval_done}{of}")
+
+    def _end_pass(self) -> None:
+        if self._eval_done:
+            self.eval_seconds.append(time.perf_counter() - self._eval_t0)
+        self._eval_stack.close()
+        self._eval_bar, self._eval_done, self._eval_total = None, 0, None
+        if self._advance is not None:
+            self._advance(0, rate=self._rate)
 
     def on_log(self, args, state, control, logs=None, **kw):
         write_curves(state.log_history, self.run_dir / "loss.jsonl", None)
@@ -123,6 +163,7 @@ class CurateCallback(TrainerCallback):
             console.print(f"step {state.global_step}: {train_txt}validation loss {logs['eval_loss']:.4f}")
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
+        self._end_pass()
         if self.plot:
             write_curves(state.log_history, self.run_dir / "loss.jsonl", self.run_dir / "loss.png")
         if self.guard and self.stop_reason is None:
@@ -133,5 +174,7 @@ class CurateCallback(TrainerCallback):
                 control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kw):
+        self._eval_stack.close()
         self._stack.close()
+        self._advance = None
         write_curves(state.log_history, self.run_dir / "loss.jsonl", self.run_dir / "loss.png" if self.plot else None)

@@ -18,6 +18,10 @@ Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "c
                     "inverse_sqrt"]
 # "auto": on with CUDA, off on CPU
 Auto = Annotated[Literal["auto"] | bool, Opt(metavar="auto|true|false")]
+# "auto": MKL_NUM_THREADS / OMP_NUM_THREADS when set, else the free cores (curate.train.threads)
+Threads = Annotated[Literal["auto"] | Annotated[int, Field(ge=1)], Opt(metavar="auto|N")]
+THREADS_HELP = ("CPU threads torch uses (auto: MKL_NUM_THREADS or OMP_NUM_THREADS when set, else the usable "
+                "cores minus those other processes keep busy, at least 1).")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -69,6 +73,7 @@ class TrainConfig(StageConfig):
     bf16: Auto = Field("auto", description="Train in bfloat16 (auto: on with CUDA).")
     gradient_checkpointing: Auto = Field("auto", description="Recompute activations to save memory (auto: on with "
                                                              "CUDA).")
+    threads: Threads = Field("auto", description=THREADS_HELP)
 
     @field_validator("base", mode="before")
     @classmethod
@@ -109,6 +114,11 @@ class TrainConfig(StageConfig):
             return low in _TRUE
         raise PydanticCustomError("auto_bool", "expected auto, true or false")
 
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads(cls, value: Any) -> Any:
+        return threads_value(value)
+
     @field_validator("save_steps")
     @classmethod
     def _saves_at_evaluations(cls, value: int, info: ValidationInfo) -> int:
@@ -132,6 +142,18 @@ class MergeConfig(StageConfig):
     @classmethod
     def _path_text(cls, value: Any) -> Any:
         return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def threads_value(value: Any) -> str | int:
+    """The threads setting from `auto` (any case) or a whole number >= 1, also given as text (CLI, --set)."""
+    from pydantic_core import PydanticCustomError
+
+    if isinstance(value, str):
+        text = value.strip().lower()
+        value = int(text) if text.isdigit() else text
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise PydanticCustomError("threads", "expected auto or a number of threads (1 or more)")
 
 
 def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:

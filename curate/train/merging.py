@@ -11,6 +11,7 @@ from typing import Any
 from curate.errors import UsageError
 from curate.outcome import StageOutcome
 from curate.train.config import MergeConfig
+from curate.train.threads import torch_threads
 
 
 def base_of(run: Path, adapter: Path) -> str:
@@ -49,16 +50,18 @@ def merge(run_dir: str | Path, output: str | Path, config: MergeConfig | Mapping
 
     base = cfg.base or base_of(run, adapter)
     model_path = resolve_model(base)
-    # merge in fp32 so the folded weights are not rounded twice
-    model = load_base(model_path, qlora=False, cuda=False, bf16=False)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    merged.config.use_cache = True
     tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp), safe_serialization=True)
+    with torch_threads() as threads:
+        # merge in fp32 so the folded weights are not rounded twice
+        model = load_base(model_path, qlora=False, cuda=False, bf16=False)
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        merged.config.use_cache = True
+        shutil.rmtree(tmp, ignore_errors=True)
+        merged.save_pretrained(str(tmp), safe_serialization=True)
     load_tokenizer(model_path).save_pretrained(str(tmp))
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)
     return StageOutcome("merge", {}, {"model": str(out)},
-                        {"config": cfg.to_dict(), "adapter": str(adapter), "base": base, "base_path": str(model_path)})
+                        {"config": cfg.to_dict(), "adapter": str(adapter), "base": base,
+                         "base_path": str(model_path), "threads": threads.to_dict()})

@@ -15,6 +15,7 @@ import importlib.util
 import json
 import platform
 import shutil
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,7 @@ from curate.inputs import Source
 from curate.outcome import StageOutcome
 from curate.train.config import TrainConfig
 from curate.train.data import IGNORE, TokenizedData, prepare
+from curate.train.threads import Threads, torch_threads
 
 # what a run writes into its folder besides checkpoints/ (removed when a run starts over)
 RUN_FILES = ("adapter", ".adapter.tmp", "run_card.json", "run_card.json.tmp", "loss.jsonl", "loss.jsonl.tmp",
@@ -118,8 +120,9 @@ def _auto(value: str | bool, cuda: bool) -> bool:
 
 
 def _hyper(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings without base and qlora, which run cards and run_started.json keep at their top level."""
-    return cfg.model_dump(mode="json", exclude={"base", "qlora"})
+    """The settings that make a run what it is, without base and qlora (kept at the top level of run cards
+    and run_started.json) and threads (how fast, not what: a run resumes, or is reported, under any count)."""
+    return cfg.model_dump(mode="json", exclude={"base", "qlora", "threads"})
 
 
 def _sha256(source: Source) -> str:
@@ -270,7 +273,9 @@ def train(
     )
     if resume_from is None:
         _start_over(run_dir, fp)
-    card = _run(td, cfg, model_path, run_dir, fp, resume_from, callbacks)
+    with torch_threads(cfg.threads) as threads:
+        console.print(f"torch threads: {threads.count} ({threads.why})")
+        card = _run(td, cfg, model_path, run_dir, fp, resume_from, callbacks, threads)
     return _outcome(cfg, run_dir, card, previously_finished=False)
 
 
@@ -282,12 +287,13 @@ def _outcome(cfg: TrainConfig, run_dir: Path, card: dict[str, Any], previously_f
     outputs = {name: str(run_dir / f) for name, f in OUTPUTS.items() if (run_dir / f).exists()}
     return StageOutcome("train", counts, outputs, {
         "config": cfg.to_dict(), "run_dir": str(run_dir), "data": c, "reasons": reasons, "metrics": card["metrics"],
+        "threads": card["hardware"].get("threads"),  # None in cards written before curate chose them
         "stopped_early": card["stopped_early"], "resumed_from": card["resumed_from"],
         "best_checkpoint": card["best_checkpoint"], "previously_finished": previously_finished})
 
 
 def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, fp: dict[str, Any],
-         resume_from: Path | None, callbacks: Sequence[Any]) -> dict[str, Any]:
+         resume_from: Path | None, callbacks: Sequence[Any], threads: Threads) -> dict[str, Any]:
     """Train, save the adapter and write the run card (returned)."""
     from peft import LoraConfig, get_peft_model
     from transformers import DataCollatorWithFlattening, PrinterCallback, Trainer, TrainingArguments, set_seed
@@ -338,7 +344,10 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, fp
     wall = time.perf_counter() - t0
     state = trainer.state
     metrics.update(train_loss=out.training_loss, global_step=state.global_step, epochs=state.epoch,
-                   train_seconds=round(wall, 2), tokens_seen=state.num_input_tokens_seen)
+                   train_seconds=round(wall, 2), tokens_seen=state.num_input_tokens_seen,
+                   # this attempt's: mean optimizer step (evaluations, saves left out), validation passes
+                   step_seconds=round(statistics.fmean(cb.step_seconds), 3) if cb.step_seconds else None,
+                   eval_seconds=round(sum(cb.eval_seconds), 2))
     start = [e["eval_loss"] for e in state.log_history if e.get("step") == 0 and "eval_loss" in e]
     if start and "eval_loss_before" not in metrics:
         metrics["eval_loss_before"] = start[0]  # a resumed run: measured by the first attempt, kept in the history
@@ -356,7 +365,8 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, fp
         "data": {"path": fp["data"], "sha256": fp["data_sha256"], "val_path": fp["val"], "val_sha256": fp["val_sha256"]},
         "counts": td.summary(), "config": fp["config"], "metrics": metrics, "stopped_early": cb.stop_reason,
         "resumed_from": str(resume_from) if resume_from else None, "best_checkpoint": state.best_model_checkpoint,
-        "hardware": {"cuda": cuda, "bf16": bf16, "gradient_checkpointing": checkpointing, "padding_free": packed},
+        "hardware": {"cuda": cuda, "bf16": bf16, "gradient_checkpointing": checkpointing,
+                     "padding_free": packed, "threads": threads.to_dict()},
         "versions": _versions(), "adapter": "adapter/", "loss_curves": ["loss.jsonl", "loss.png"],
     }
     tmp_card = run_dir / "run_card.json.tmp"
