@@ -91,6 +91,30 @@ def test_outputs_are_the_same_for_two_workers_and_small_batches(tmp_path: Path) 
     assert picked == set()
 
 
+@pytest.mark.slow
+def test_jsonl_in_small_blocks_on_two_workers_equals_the_golden_outputs(tmp_path: Path, monkeypatch) -> None:
+    """A JSONL file is read, converted and checked block by block on the workers: cut into 2 KiB blocks (so
+    duplicates, declared ids, examples and damage cross blocks), two workers give the in-memory outputs."""
+    from curate.ingest import blocks
+    from curate.validate import validate
+
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 2048)
+    want = json.loads(GOLDEN.read_text())
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    folders = {str(SHARED): "SHARED", str(damaged): "DAMAGED"}
+    picked = {"openai__openai-cookbook__toy_chat_fine_tuning.jsonl:tokens", "damaged:cut.jsonl.gz",
+              "damaged:invalid_utf8.jsonl", "toy:regex"}
+    seen = set()
+    for name, src, settings in cases(damaged):
+        if name in picked or (name.startswith("damaged:") and name.endswith(".jsonl")):
+            work = tmp_path / "out"
+            work.mkdir(exist_ok=True)
+            assert digest(validate, src, {**settings, "workers": 2}, work, folders) == want[name], name
+            seen.add(name)
+    assert picked <= seen and len(seen) > len(picked)
+
+
 def test_a_canonical_parquet_in_two_workers_equals_one(shared_data: Path, tmp_path: Path) -> None:
     """A canonical input across batches and workers: duplicates found across batches, same rows and summary."""
     from curate.ingest import ingest

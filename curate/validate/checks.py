@@ -192,3 +192,68 @@ def _profile(res: BatchResult, messages: list[dict], input_format: str | None) -
     res.systems[system] += 1
     if input_format:
         res.input_formats[input_format] += 1
+
+
+@dataclass
+class BlockJob:
+    """A block of a UTF-8 JSONL file for a worker to read, convert and check (curate.ingest.blocks.Block)."""
+
+    file: str
+    fmt: str  # the conversion's setting (auto, mixed or a format)
+    format: str | None  # the file's format, decided by the parent from its first records
+    origin: str | None
+    block: Any
+    where: str  # the file's absolute path (`file` names it in rows and findings)
+
+
+def check_block(checker: Checker, job: BlockJob) -> tuple[list[tuple], BatchResult, list[str], int]:
+    """Read, convert and check one block of JSONL on a worker: (held, result, notices, rows spanned).
+
+    `held` is (file, line, None, raw text) per record, the raw text only where the record may be quarantined
+    (a finding, or a declared id the parent's duplicate check may reject): the rest never leaves the worker.
+    The canonical rows' `source.row` count from the block's first record; the parent shifts them.
+    """
+    from pathlib import Path
+
+    from curate.ingest.blocks import _lines, _texts
+    from curate.ingest.convert import Conversion, raw_text
+    from curate.ingest.readers import Reject, file_problem, jsonl_items
+    from curate.validate.codes import is_error
+    from curate.validate.structure import reject_code
+
+    conv = Conversion(Path(job.file), job.fmt, job.origin)
+    conv.format = job.format
+    block = job.block
+    data = block.read(job.where)
+    texts = _texts(_lines(data), block.last and not data.endswith(b"\n"))
+    items: list[RawItem] = []
+    held: list[tuple] = []
+    objs: list[Any] = []
+    notices: list[str] = []
+    spanned = 0
+    for x in jsonl_items(job.file, texts, lambda: block.problem, block.line, 0, end=block.last):
+        spanned += x.row is not None
+        if isinstance(x, Reject):
+            notice = file_problem(x)
+            if notice and notice not in notices:
+                notices.append(notice)
+            items.append(RawItem(None, None, [Finding(reject_code(x), x.reason)]))
+            held.append((x.file, x.line, None, x.raw))
+            objs.append(None)
+            continue
+        c = conv.convert(x)
+        rec = c.record
+        obj = rec.obj if checker.validator is not None else None
+        items.append(RawItem(c.detected, c.row, [], obj, c.code, c.problem, rec.obj.get("id"), True))
+        held.append((rec.file, rec.line, None, None))
+        objs.append(rec.obj)
+    result = check_raw(checker, items)
+    for i, obj in enumerate(objs):
+        if obj is None:
+            continue
+        risky = (not result.checked[i] or result.declared[i] is not None
+                 or any(is_error(f.code) for f in result.first[i] + result.after[i]))
+        if risky:
+            file, line, _, _ = held[i]
+            held[i] = (file, line, None, raw_text(obj, None))
+    return held, result, notices, spanned

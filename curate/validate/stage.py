@@ -33,7 +33,17 @@ from curate.ingest.readers import Reject, file_problem
 from curate.inputs import Input, open_input
 from curate.outcome import StageOutcome, over_rate
 from curate.outputs import OutputSet, ParquetSink
-from curate.validate.checks import CANONICAL_READ, BatchResult, RawItem, Spec, check_canonical, check_raw, setup
+from curate.validate.checks import (
+    CANONICAL_READ,
+    BatchResult,
+    BlockJob,
+    RawItem,
+    Spec,
+    check_block,
+    check_canonical,
+    check_raw,
+    setup,
+)
 from curate.validate.codes import Finding
 from curate.validate.compliance import OutputCheck
 from curate.validate.config import ValidateConfig
@@ -105,7 +115,7 @@ def validate(source: str | Path | pa.Table, output: str | Path | None = None,
     tally = Tally(cfg.max_tokens, out_check)
     kept = 0
     with _Sinks(output, quarantine, valid_schema, keep) as sinks, progress("validate") as advance:
-        for held, result in _checked(batches, src.raw, spec, pool_spec, cfg.workers):
+        for held, result in _blocks_done(_checked(batches, src.raw, spec, pool_spec, cfg.workers), notes):
             verdicts = tally.merge(result, _where(held, result, src.raw))
             kept += _write(sinks, held, result, verdicts, tally.rows - len(verdicts), src.raw)
             advance(len(verdicts))
@@ -157,8 +167,38 @@ def _checked(batches: Iterator[tuple[Any, Any]], raw: bool, spec: Spec, pool_spe
             yield theirs
 
     with Engine(workers, setup=setup, setup_args=(spec if workers == 1 else pool_spec,)) as engine:
-        for result in engine.map(check_raw if raw else check_canonical, feed()):
+        for result in engine.map(_check if raw else check_canonical, feed()):
             yield held.popleft(), result
+
+
+def _check(checker: Any, item: Any) -> Any:
+    """A raw batch's check: its RawItems (converted here), or a JSONL block a worker converts itself."""
+    return check_block(checker, item) if isinstance(item, BlockJob) else check_raw(checker, item)
+
+
+def _blocks_done(results: Iterator[tuple[Any, Any]], notes: list[str]) -> Iterator[tuple[list[tuple], BatchResult]]:
+    """A JSONL block's (held, result) from its worker: rows numbered after the blocks before, notices noted."""
+    base = 0
+    for held, result in results:
+        if held is not None:  # records converted here
+            yield held, result
+            continue
+        held, result, notices, spanned = result
+        notes.extend(n for n in notices if n not in notes)
+        if base and result.rows is not None and result.rows.num_rows:
+            result.rows = _shift_rows(result.rows, base)
+        base += spanned
+        yield held, result
+
+
+def _shift_rows(batch: pa.RecordBatch, base: int) -> pa.RecordBatch:
+    """Canonical rows with `source.row` counted after `base` rows before them."""
+    import pyarrow.compute as pc
+
+    i = batch.schema.get_field_index("source")
+    file, line, row = batch.column(i).flatten()
+    shifted = pa.StructArray.from_arrays([file, line, pc.add(row, base)], fields=list(SOURCE_TYPE))
+    return batch.set_column(i, "source", shifted)
 
 
 def _load_schema(schema: str | dict) -> tuple[dict, str]:
@@ -184,23 +224,44 @@ def _load_schema(schema: str | dict) -> tuple[dict, str]:
 
 
 class _RawReader:
-    """A raw file's records in batches: (file, line, record, reject text) kept here, RawItems for the checks."""
+    """A raw file's records in batches: (file, line, record, reject text) kept here, RawItems for the checks.
+
+    A UTF-8 JSONL file goes to the workers whole instead (`jsonl`): blocks of lines (curate.ingest.blocks) that
+    a worker reads, converts and checks itself (checks.check_block), so the parent only merges and writes.
+    """
 
     def __init__(self, src: Input, cfg: ValidateConfig, notes: list[str], info: dict[str, Any]):
+        from curate.ingest import blocks as jsonl_blocks
+
         schema = cfg.schema
         fixed = SCHEMA_FORMATS.get(schema) if isinstance(schema, str) else None  # a shipped schema's name fixes the format
         conversion = Conversion(src.path, fixed or "auto", cfg.origin)
-        self.items = iter(conversion)
-        self.first = next(self.items, None)  # the conversion knows the file's format once the first item is out
         self.notes = notes
-        fmt = info["format"] = conversion.format
+        layout = jsonl_blocks._jsonl(src.path)
+        self.jsonl = layout is not None
+        if self.jsonl:
+            self.path, self.fmt, self.origin = src.path, fixed or "auto", cfg.origin
+            conversion.format = fixed
+            blocks = jsonl_blocks.read_blocks(src.path, layout, jsonl_blocks.BLOCK_BYTES)
+            if fixed is None:  # the file's format from its first records, as the record path decides it
+                blocks = itertools.chain(jsonl_blocks._sniffed(conversion, blocks), blocks)
+            self.blocks = blocks
+        else:
+            self.items = iter(conversion)
+            self.first = next(self.items, None)  # the conversion knows the file's format once the first item is out
+        fmt = self.format = info["format"] = conversion.format
         if schema is None and fmt is not None:
             schema = FORMAT_SCHEMAS.get(fmt)
             if schema is None:
                 notes.append(f"no JSON Schema ships for format '{fmt}'; only the semantic checks ran")
         self.schema_doc, info["schema"] = _load_schema(schema) if schema is not None else (None, None)
 
-    def batches(self, size: int) -> Iterator[tuple[list[tuple], list[RawItem]]]:
+    def batches(self, size: int) -> Iterator[tuple[list[tuple] | None, Any]]:
+        if self.jsonl:
+            where = str(Path(self.path).absolute())
+            for b in self.blocks:
+                yield None, BlockJob(str(self.path), self.fmt, self.format, self.origin, b.without_data(), where)
+            return
         if self.first is None:
             return
         mine: list[tuple] = []
