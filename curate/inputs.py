@@ -64,8 +64,11 @@ class Input:
             return self.table.num_rows
         return self.parquet.metadata.num_rows if self.parquet is not None else None
 
-    def batches(self, batch_size: int = 5_000, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
-        """Record batches in input order; `columns` selects columns (or Parquet leaf paths of a Parquet file)."""
+    def batches(self, batch_size: int = 5_000, columns: Sequence[str] | None = None,
+                workers: int | None = 1) -> Iterator[pa.RecordBatch]:
+        """Record batches in input order; `columns` selects columns (or Parquet leaf paths of a Parquet file).
+        `workers`: processes that convert a raw JSONL file's blocks (None: the usable cores); the rows are the
+        same for any number."""
         cols = list(columns) if columns is not None else None
         if self.table is not None:
             t = self.table.select(cols) if cols else self.table
@@ -73,7 +76,7 @@ class Input:
         elif self.parquet is not None:
             yield from parquet_batches(self.parquet, self.path, batch_size=batch_size, columns=cols)
         else:
-            yield from self._converted(batch_size, cols)
+            yield from self._converted(batch_size, cols, workers)
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
         """The whole input as one table."""
@@ -87,12 +90,12 @@ class Input:
         schema = SCHEMA if not columns else pa.schema([SCHEMA.field(c) for c in columns])
         return pa.Table.from_batches(batches, schema=schema)
 
-    def _converted(self, batch_size: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+    def _converted(self, batch_size: int, columns: list[str] | None, workers: int | None) -> Iterator[pa.RecordBatch]:
         from curate.ingest.blocks import canonical_batches
         from curate.ingest.readers import Reject
 
         rejects: list[Reject] = []
-        yield from canonical_batches(self.path, self.format, self.origin, batch_size, columns, rejects)
+        yield from canonical_batches(self.path, self.format, self.origin, batch_size, columns, rejects, workers)
         if rejects:
             raise _unreadable(rejects)
 

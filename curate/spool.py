@@ -43,11 +43,11 @@ class Spooled(Input):
 
 
 @contextmanager
-def spooled(src: Input, near: str | Path | None = None, batch_size: int = 5_000,
+def spooled(src: Input, near: str | Path | None = None, batch_size: int = 5_000, workers: int | None = 1,
             **parquet_options: Any) -> Iterator[Input]:
     """`src` itself when it is not a raw file; else its rows in a temporary canonical Parquet, opened with
-    `parquet_options`. The file goes in the folder of `near` (a stage's output), or in the system's temporary
-    folder: where there is room for the converted rows."""
+    `parquet_options`, converted on `workers` processes (None: the usable cores). The file goes in the folder of
+    `near` (a stage's output), or in the system's temporary folder: where there is room for the converted rows."""
     if not src.raw:
         yield src
         return
@@ -55,16 +55,16 @@ def spooled(src: Input, near: str | Path | None = None, batch_size: int = 5_000,
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(prefix=".curate-spool-", dir=folder) as file:
-        _write(src, file, batch_size)
+        _write(src, file, batch_size, workers)
         file.seek(0)
         yield Spooled(src, file, **parquet_options)
 
 
-def _write(src: Input, file: IO[bytes], batch_size: int) -> None:
+def _write(src: Input, file: IO[bytes], batch_size: int, workers: int | None) -> None:
     parts: list[pa.RecordBatch] = []
     nbytes = 0
     with pq.ParquetWriter(file, SCHEMA, **SPOOL_OPTIONS) as writer:
-        for batch in src.batches(batch_size):
+        for batch in src.batches(batch_size, workers=workers):
             parts.append(batch)
             nbytes += batch.nbytes
             if nbytes >= GROUP_BYTES:

@@ -62,7 +62,7 @@ def dedupe(data: pa.Table | str | Path, output: str | Path | None = None,
     t0, c0 = time.perf_counter(), time.process_time()
     src = open_input(data, cfg.format, **PARQUET_READ)
     with reuse_freed_memory() if tune_allocator else nullcontext(), \
-            spooled(src, output, cfg.batch_size, **PARQUET_READ) as src:
+            spooled(src, output, cfg.batch_size, cfg.workers, **PARQUET_READ) as src:
         return _dedupe(src, output, cfg, list(against or ()), dry_run, tune_allocator, t0, c0)
 
 
