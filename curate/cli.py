@@ -77,6 +77,26 @@ def json_option(f):
     return click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON summary on stdout.")(f)
 
 
+def engine_options(f):
+    """--engine and --ray-address: where a data stage's batches run (README: Ray)."""
+    f = click.option("--ray-address", default=None, metavar="ADDRESS",
+                     help="With --engine ray: the cluster to join (auto, HOST:PORT, ray://HOST:PORT); default: a "
+                          "local Ray instance bound to 127.0.0.1.")(f)
+    return click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+                        help="Where batches run: local processes (default) or the actors of a Ray cluster; the "
+                             "outputs are the same.")(f)
+
+
+def engine_of(engine: str | None, ray_address: str | None) -> Any:
+    """The engine context of a command's --engine and --ray-address."""
+    from curate.engine import use
+    from curate.errors import UsageError
+
+    if ray_address and engine != "ray":
+        raise UsageError("--ray-address needs --engine ray")
+    return use(engine or "local", ray_address)
+
+
 def finish(outcome: Any, as_json: bool, render: Callable[[Any], None]) -> None:
     """Print a stage's outcome (its JSON document, or `render` for people); exit 1 when it failed a threshold."""
     if as_json:
@@ -96,13 +116,15 @@ def finish(outcome: Any, as_json: bool, render: Callable[[Any], None]) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Canonical Parquet to write.")
 @click.option("--rejects", type=click.Path(path_type=Path), help="Where rejected records go (default: OUTPUT.rejects.jsonl).")
 @cli_options(IngestConfig)
+@engine_options
 @json_option
-def ingest(inputs, output, rejects, as_json, **settings):
+def ingest(inputs, output, rejects, engine, ray_address, as_json, **settings):
     """Read any supported INPUTS and write one canonical Parquet dataset."""
     from curate.ingest import ingest as run
     from curate.ingest.render import render_ingest
 
-    finish(run(inputs, output, from_cli(IngestConfig, settings), rejects=rejects), as_json, render_ingest)
+    with engine_of(engine, ray_address):
+        finish(run(inputs, output, from_cli(IngestConfig, settings), rejects=rejects), as_json, render_ingest)
 
 
 @cli.command()
@@ -129,8 +151,9 @@ def export(dataset, output, as_json, **settings):
 @click.option("--against", multiple=True, type=click.Path(path_type=Path), help="Evaluation file(s) to decontaminate against (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Estimate time and memory; write nothing.")
 @cli_options(DedupeConfig)
+@engine_options
 @json_option
-def dedupe(input_path, output, against, dry_run, as_json, **settings):
+def dedupe(input_path, output, against, dry_run, engine, ray_address, as_json, **settings):
     """Remove exact and near-duplicate rows of INPUT, and rows that contain --against eval items."""
     from curate.dedupe import dedupe as run
     from curate.dedupe.render import render_dedupe
@@ -139,8 +162,9 @@ def dedupe(input_path, output, against, dry_run, as_json, **settings):
     if output is None and not dry_run:
         raise UsageError("missing -o/--output (or pass --dry-run)")
     # the CLI owns its process: the allocator settings that make a run faster are chosen here (README: Memory and speed)
-    finish(run(input_path, output, from_cli(DedupeConfig, settings), against=against, dry_run=dry_run,
-               tune_allocator=True), as_json, render_dedupe)
+    with engine_of(engine, ray_address):
+        finish(run(input_path, output, from_cli(DedupeConfig, settings), against=against, dry_run=dry_run,
+                   tune_allocator=True), as_json, render_dedupe)
 
 
 # ---- validate
@@ -150,15 +174,17 @@ def dedupe(input_path, output, against, dry_run, as_json, **settings):
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Canonical Parquet of the valid rows.")
 @click.option("--quarantine", type=click.Path(path_type=Path), help="Parquet of rows with errors (codes, messages, line).")
 @cli_options(ValidateConfig)
+@engine_options
 @json_option
-def validate(input, output, quarantine, as_json, **settings):
+def validate(input, output, quarantine, engine, ray_address, as_json, **settings):
     """Check INPUT (raw file or canonical Parquet): named error codes, tokens, output-format compliance."""
     from curate.validate import validate as run
     from curate.validate.render import render_validate
 
     # keep=False: rows that go to no file are not held in memory (the command prints the summary only)
-    finish(run(input, output, from_cli(ValidateConfig, settings), quarantine=quarantine, keep=False), as_json,
-           render_validate)
+    with engine_of(engine, ray_address):
+        finish(run(input, output, from_cli(ValidateConfig, settings), quarantine=quarantine, keep=False), as_json,
+               render_validate)
 
 # ---- report
 
@@ -282,13 +308,17 @@ def eval_(data, adapters, output, failures, train_data, compare, as_json, **sett
 @click.option("--trust-recipe", is_flag=True,
               help="Let the recipe read files outside its folder and the current directory, write its workdir "
                    "anywhere, and choose the API key and server (README: What a recipe may do).")
+@engine_options
 @json_option
-def run_cmd(recipe, skip, only, force, workdir, base_url, trust_recipe, as_json):
+def run_cmd(recipe, skip, only, force, workdir, base_url, trust_recipe, engine, ray_address, as_json):
     """Run the whole loop from one YAML RECIPE; unchanged stages are skipped, so a rerun resumes."""
+    from curate.errors import UsageError
     from curate.pipeline import run_recipe
 
+    if ray_address and engine not in ("ray", None):
+        raise UsageError("--ray-address needs --engine ray")
     manifest = run_recipe(recipe, skip=skip, only=only, force=force, workdir=workdir, base_url=base_url,
-                          trust=trust_recipe)
+                          trust=trust_recipe, engine=engine, ray_address=ray_address)
     if as_json:
         print_json(manifest)
 

@@ -19,6 +19,7 @@ batch to another process and its results back would cost more than the work.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 from collections import deque
@@ -27,6 +28,57 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from typing import Any
 
 _STATE: Any = None  # the worker's setup result
+_ENGINE = "local"  # the engine of the data stages in this process: curate.engine.use() sets it
+
+
+@contextlib.contextmanager
+def use(kind: str = "local", address: str | None = None) -> Iterator[None]:
+    """Run the data stages inside the block on `kind`: "local" (processes of this machine) or "ray" (actors of the
+    Ray cluster at `address`; None: a local Ray instance). Outputs are the same on either."""
+    global _ENGINE
+    if kind not in ("local", "ray"):
+        from curate.errors import UsageError
+
+        raise UsageError(f"unknown engine '{kind}'; choose local or ray")
+    before = _ENGINE
+    with contextlib.ExitStack() as stack:
+        if kind == "ray":
+            from curate.ray_engine import session
+
+            stack.enter_context(session(address))
+        _ENGINE = kind
+        try:
+            yield
+        finally:
+            _ENGINE = before
+
+
+def current() -> str:
+    """The engine the data stages use now: local or ray."""
+    return _ENGINE
+
+
+def default_workers() -> int:
+    """Workers when a stage's setting leaves it open: the usable cores, or the Ray cluster's CPUs."""
+    if _ENGINE == "ray":
+        from curate.ray_engine import cluster_cpus
+
+        return cluster_cpus()
+    return usable_cores()
+
+
+def make(workers: int | None = None, setup: Callable[..., Any] | None = None, setup_args: tuple = (),
+         window: int | None = None, threads: bool = False, worth: bool = True) -> Any:
+    """An engine of the kind in use (Engine or curate.ray_engine.RayEngine) with these settings; on Ray, `threads`
+    work runs on actors like the rest, also with one worker. `worth`: whether the work is large enough for a pool
+    or a cluster at all (else it runs here, in this process)."""
+    if not worth:
+        return Engine(1, setup, setup_args)
+    if _ENGINE == "ray":
+        from curate.ray_engine import RayEngine
+
+        return RayEngine(workers, setup, setup_args, window)
+    return Engine(workers, setup, setup_args, window, threads)
 
 
 def usable_cores() -> int:
@@ -48,6 +100,8 @@ def _call(fn: Callable[[Any, Any], Any], item: Any) -> Any:
 
 class Engine:
     """Runs fn(state, item) over items, in order, on `workers` processes, or threads (1: here, no pool)."""
+
+    kind = "local"
 
     def __init__(self, workers: int | None = None, setup: Callable[..., Any] | None = None,
                  setup_args: tuple = (), window: int | None = None, threads: bool = False):

@@ -10,8 +10,8 @@ bytes live between passes. A raw input is converted once, batch by batch, into a
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from curate.dedupe.result import DedupeOutcome, RowState, batches, finish
 from curate.dedupe.shingle import minhash_inputs
 from curate.dedupe.signing import Signed, SignSettings, settings_of, sign
 from curate.dedupe.spill import ShingleSpill
-from curate.engine import Engine, usable_cores
+from curate.engine import current, default_workers, make
 from curate.inputs import Input, open_input
 from curate.spool import spooled
 
@@ -58,7 +58,7 @@ def dedupe(data: pa.Table | str | Path, output: str | Path | None = None,
         bands, rows_per_band = choose_bands(cfg.threshold, cfg.num_perm)
         cfg = cfg.model_copy(update={"bands": bands, "rows_per_band": rows_per_band})  # the settings used, recorded
     if cfg.workers is None:
-        cfg = cfg.model_copy(update={"workers": usable_cores()})
+        cfg = cfg.model_copy(update={"workers": default_workers()})
     t0, c0 = time.perf_counter(), time.process_time()
     src = open_input(data, cfg.format, **PARQUET_READ)
     with reuse_freed_memory() if tune_allocator else nullcontext(), \
@@ -112,8 +112,17 @@ def _dedupe(src: Input, output: str | Path | None, cfg: DedupeConfig, against: l
                                 bands, rows_per_band, keep == "longest")
         # threads, not processes: the kernels release the GIL, and a process pool would ship every batch's text
         # out and its shingle hashes back (benchmarks/RESULTS.md, section dedupe-workers)
-        with Engine(cfg.workers, settings_of, (settings,), threads=True) as engine:
-            for start, batch, signed in engine.map(_sign, batches(src, cfg.batch_size, columns, keys_only=True)):
+        held: deque[pa.Table] = deque()  # the batches being signed: their ids, origins and texts are needed here
+
+        def feed() -> Iterator[tuple[int, pa.Table]]:
+            for start, batch in batches(src, cfg.batch_size, columns, keys_only=True):
+                held.append(batch)
+                yield start, batch
+
+        with make(cfg.workers, settings_of, (settings,), threads=True, worth=cfg.workers > 1 or current() == "ray") \
+                as engine:
+            for start, signed in engine.map(_sign, feed()):
+                batch = held.popleft()
                 sl = slice(start, start + batch.num_rows)
                 exact[sl] = signed.exact
                 spill.add(start, signed.hash32, signed.offsets)
@@ -152,9 +161,9 @@ def _dedupe(src: Input, output: str | Path | None, cfg: DedupeConfig, against: l
         spill.close()
 
 
-def _sign(settings: SignSettings, item: tuple[int, pa.Table]) -> tuple[int, pa.Table, Signed]:
+def _sign(settings: SignSettings, item: tuple[int, pa.Table]) -> tuple[int, Signed]:
     start, batch = item
-    return start, batch, sign(settings, batch)
+    return start, sign(settings, batch)
 
 
 def text_signatures(texts: Sequence[str], shingle: str = "word", ngram: int = 5, num_perm: int = 128,

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.ipc
 
 from curate.dataset import SCHEMA, SOURCE_TYPE
-from curate.engine import Engine, usable_cores
+from curate.engine import current, default_workers, make
 from curate.ingest import fast
 from curate.ingest.containers import Opened
 from curate.ingest.convert import SNIFF_RECORDS, Conversion, canonical
@@ -261,10 +261,11 @@ def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str 
     block_bytes = block_bytes or BLOCK_BYTES
     jsonl_bytes = sum(_size(p) for p in paths if _jsonl(p))
     count = -(-jsonl_bytes // block_bytes)
-    n = 1 if count < POOL_BLOCKS else min(workers or usable_cores(), count)
-    if n > 1:  # workers forked from a server that holds this module start without importing it again
+    n = 1 if count < POOL_BLOCKS else min(workers or default_workers(), count)
+    remote = count >= POOL_BLOCKS and current() == "ray"  # Ray actors, maybe elsewhere: blocks carry their bytes
+    if n > 1 and not remote:  # workers forked from a server that holds this module start without importing it again
         multiprocessing.set_forkserver_preload(["__main__", __name__])
-    with Engine(n) as engine, _spill_folder(n) as spill:
+    with make(n, worth=n > 1 or remote) as engine, _spill_folder(1 if remote else n) as spill:
         for index, path in enumerate(paths):
             conv = Conversion(path, fmt, origin)
             if conversions is not None:
@@ -278,7 +279,8 @@ def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str 
             if fmt == "auto":
                 blocks = itertools.chain(_sniffed(conv, blocks), blocks)
             where = os.path.abspath(path)
-            jobs = (_Job(str(path), fmt, conv.format, origin, b.without_data() if n > 1 else b, FAST, spill, where)
+            jobs = (_Job(str(path), fmt, conv.format, origin, b.without_data() if n > 1 and not remote else b, FAST,
+                         spill, where)
                     for b in blocks)
             base = 0
             for part in engine.map(convert_block, jobs):

@@ -35,7 +35,7 @@ class Plan:
 
 
 def preflight(recipe: dict[str, Any], path: Path, *, stages: tuple[str, ...], trust: bool = False,
-              workdir: str | Path | None = None, base_url: str | None = None) -> Plan:
+              workdir: str | Path | None = None, base_url: str | None = None, ray_address: str | None = None) -> Plan:
     """Check every path, secret and the work folder of a run recipe; raise RecipeRefused listing every problem.
 
     The paths are the settings each stage's config marks with a kind (curate/config.py, Opt): files and
@@ -70,6 +70,11 @@ def preflight(recipe: dict[str, Any], path: Path, *, stages: tuple[str, ...], tr
                         (kind == "schema" and not _shipped_schema(v)):
                     c.path(keys, v, rdir)  # a model folder or schema file, not a name such as `embedded`
     plan = Plan(work or Path("runs"))
+    address = (recipe.get("engine") or {}).get("address") if isinstance(recipe.get("engine"), dict) else None
+    if address not in (None, "", "local") and not c.trust and not ray_address:
+        # a cluster the recipe names would receive every record: the user says so, not the recipe
+        c.add(["engine", "address"], f"'{address}' sends the data to a Ray cluster the recipe chose; pass "
+                                     f"--ray-address {address} or {TRUST_FLAG} to allow it")
     if recipe.get("synth"):
         _check_synth(c, recipe["synth"], rdir, base_url, plan)
     problems = WorkFolder(work).problems(stages) if work else []  # a refused location is not looked at

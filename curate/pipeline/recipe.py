@@ -61,6 +61,17 @@ class LoopConfig(BaseModel):
         None, description="Stop before the last round once the curated adapter reaches every one of these.")
 
 
+class EngineConfig(BaseModel):
+    """Where the data stages run: this machine's processes, or a Ray cluster. Outputs are the same on either."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["local", "ray"] = Field("local", description="local: processes of this machine; ray: the actors "
+                                                               "of a Ray cluster (pip install 'curate-ft[ray]').")
+    address: str | None = Field(None, description="With kind ray: the cluster to join (auto, HOST:PORT, "
+                                                  "ray://HOST:PORT); default: a local Ray instance on 127.0.0.1. "
+                                                  "A recipe's address needs --ray-address or --trust-recipe.")
+
+
 class RunRecipe(BaseModel):
     """One YAML file for `curate run`: data in, each stage's settings, stages to skip."""
 
@@ -78,6 +89,7 @@ class RunRecipe(BaseModel):
     train: TrainConfig | None = None
     eval: EvalConfig | None = None
     loop: LoopConfig = LoopConfig()
+    engine: EngineConfig = EngineConfig()
     skip: list[StageName] = Field([], description="Stages not to run (their input passes through).")
 
     @field_validator("name")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.console import console
+from curate.engine import use
 from curate.errors import UsageError
 from curate.outputs import atomic_path
 from curate.pipeline.card import write_card
@@ -27,6 +28,8 @@ def run_recipe(
     workdir: str | Path | None = None,
     base_url: str | None = None,
     trust: bool = False,
+    engine: str | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     """Run every stage of a recipe in order; returns the run manifest.
 
@@ -35,6 +38,8 @@ def run_recipe(
     checks.py). `workdir` and `base_url` are the caller's own choices; `trust` lets the recipe read
     files outside its folder and the current directory, and choose the API key. `force` reruns a stage
     from scratch (training drops its checkpoints); `only` runs one stage on the others' last outputs.
+    `engine` / `ray_address` override the recipe's `engine:` section (where the data stages run; the outputs,
+    and so the stages' cache keys, are the same on either).
     """
     path = Path(path)
     for name in (*skip, *force, *([only] if only else [])):
@@ -43,13 +48,35 @@ def run_recipe(
             raise UsageError(f"unknown stage '{name}'; stages: {', '.join(STAGE_NAMES)} (a round's stage for --force "
                              "and --only: train-round2, ...)")
     recipe, data = load_run_recipe(path)
-    plan = preflight(data, path, stages=STAGE_NAMES, trust=trust, workdir=workdir, base_url=base_url)
+    plan = preflight(data, path, stages=STAGE_NAMES, trust=trust, workdir=workdir, base_url=base_url,
+                     ray_address=ray_address)
     check_synth_recipe(data, path, trust)
     if plan.synth_settings:
         recipe = recipe.model_copy(update={"synth": recipe.synth.build(recipe.synth, **plan.synth_settings)})
     skipped = set(skip) | set(recipe.skip)
     runner = Runner(plan.workdir, STAGE_NAMES, force=force, only=only)
     run = Run(recipe, path.parent, runner.cache_dir, synth_call=plan.synth_call, skipped=skipped)
+    kind = engine or recipe.engine.kind
+    with use(kind, (ray_address or recipe.engine.address) if kind == "ray" else None):
+        stopped = _rounds(recipe, run, runner)
+    if stopped:
+        console.print(f"[bold]loop:[/] {stopped}")
+    manifest = runner.manifest(str(path), hashlib.sha256(path.read_bytes()).hexdigest())
+    manifest["final_dataset"] = str(run.artifacts["train"])
+    manifest["rounds"] = run.round
+    manifest["loop"] = stopped
+    manifest["adapter"] = str(run.artifacts["adapter"]) if "adapter" in run.artifacts else None
+    runner.work.record_file("manifest.json")
+    with atomic_path(plan.workdir / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, default=str))
+    runner.work.record_file("DATASET_CARD.md")
+    manifest["card"] = str(write_card(plan.workdir, recipe, runner.records, run.artifacts["train"]))
+    _print_where(plan.workdir, runner.records, run.artifacts)
+    return manifest
+
+
+def _rounds(recipe: Any, run: Run, runner: Runner) -> str | None:
+    """Every stage, round after round; why the loop stopped (None after a single round)."""
     stopped = None
     for rnd in range(1, recipe.loop.rounds + 1):
         run.round = rnd
@@ -68,20 +95,7 @@ def run_recipe(
             break
     else:
         stopped = f"ran all {recipe.loop.rounds} round(s)" if recipe.loop.rounds > 1 else None
-    if stopped:
-        console.print(f"[bold]loop:[/] {stopped}")
-    manifest = runner.manifest(str(path), hashlib.sha256(path.read_bytes()).hexdigest())
-    manifest["final_dataset"] = str(run.artifacts["train"])
-    manifest["rounds"] = run.round
-    manifest["loop"] = stopped
-    manifest["adapter"] = str(run.artifacts["adapter"]) if "adapter" in run.artifacts else None
-    runner.work.record_file("manifest.json")
-    with atomic_path(plan.workdir / "manifest.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    runner.work.record_file("DATASET_CARD.md")
-    manifest["card"] = str(write_card(plan.workdir, recipe, runner.records, run.artifacts["train"]))
-    _print_where(plan.workdir, runner.records, run.artifacts)
-    return manifest
+    return stopped
 
 
 def _run_stage(run: Run, runner: Runner, spec: Any, name: str) -> None:

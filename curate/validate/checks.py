@@ -37,6 +37,9 @@ class Spec:
     output_regex: str | None
     allow_consecutive_user: bool
     schema: dict | None  # the raw format's JSON Schema document, or None
+    # False on a pool's workers: each tokenises on one thread (the workers share the cores already; the tokenizer's
+    # own threads on top of them only contend)
+    tokenizer_threads: bool = True
 
 
 @dataclass
@@ -80,6 +83,10 @@ class Checker:
         self.spec = spec
         self.tokens = None
         if spec.tokenizer is not None:
+            if not spec.tokenizer_threads:
+                import os
+
+                os.environ["TOKENIZERS_PARALLELISM"] = "false"  # read by the tokenizers library at each batch
             tok = spec.tokenizer
             if isinstance(tok, str):
                 from curate.embedded import load_tokenizer

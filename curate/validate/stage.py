@@ -17,8 +17,8 @@ from __future__ import annotations
 import itertools
 import json
 from collections import deque
-from dataclasses import replace
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from curate.console import progress
 from curate.dataset import MESSAGE_TYPE, SCHEMA, SOURCE_TYPE
-from curate.engine import Engine, usable_cores
+from curate.engine import Engine, current, default_workers, make
 from curate.errors import MissingDependency, UsageError
 from curate.ingest.convert import Conversion, raw_text
 from curate.ingest.readers import Reject, file_problem
@@ -97,7 +97,7 @@ def validate(source: str | Path | pa.Table, output: str | Path | None = None,
     notes: list[str] = []
     tok = _tokenizer(cfg, tokenizer_object, notes)
     if cfg.workers is None:
-        cfg = cfg.model_copy(update={"workers": usable_cores()})
+        cfg = cfg.model_copy(update={"workers": default_workers()})
     info: dict[str, Any] = {"format": "canonical", "schema": None}
     schema_doc = None
     if src.raw:
@@ -111,7 +111,7 @@ def validate(source: str | Path | pa.Table, output: str | Path | None = None,
     spec = Spec(tok, cfg.max_tokens, cfg.output_schema, cfg.output_regex, cfg.allow_consecutive_user, schema_doc)
     # a worker loads the tokenizer by name (or unpickles the one given) in its setup, once
     pool_tok = tokenizer_object if tokenizer_object is not None else _tokenizer_name(cfg)
-    pool_spec = replace(spec, tokenizer=pool_tok) if tok is not None else spec
+    pool_spec = replace(spec, tokenizer=pool_tok, tokenizer_threads=cfg.workers == 1) if tok is not None else spec
     tally = Tally(cfg.max_tokens, out_check)
     kept = 0
     with _Sinks(output, quarantine, valid_schema, keep) as sinks, progress("validate") as advance:
@@ -166,7 +166,9 @@ def _checked(batches: Iterator[tuple[Any, Any]], raw: bool, spec: Spec, pool_spe
             held.append(mine)
             yield theirs
 
-    with Engine(workers, setup=setup, setup_args=(spec if workers == 1 else pool_spec,)) as engine:
+    remote = len(head) > 1 and current() == "ray"
+    pool = make(workers, setup, (pool_spec,)) if workers > 1 or remote else Engine(1, setup, (spec,))
+    with pool as engine:
         for result in engine.map(_check if raw else check_canonical, feed()):
             yield held.popleft(), result
 
@@ -260,7 +262,9 @@ class _RawReader:
         if self.jsonl:
             where = str(Path(self.path).absolute())
             for b in self.blocks:
-                yield None, BlockJob(str(self.path), self.fmt, self.format, self.origin, b.without_data(), where)
+                # a local worker reads a plain file's bytes itself; a Ray actor may be on another machine
+                block = b if current() == "ray" else b.without_data()
+                yield None, BlockJob(str(self.path), self.fmt, self.format, self.origin, block, where)
             return
         if self.first is None:
             return

@@ -1,0 +1,133 @@
+"""The Ray engine: the data stages' per-batch work on the actors of a Ray cluster instead of local processes.
+
+`curate.engine.use("ray", address)` makes every `curate.engine.make(...)` of the data stages (ingest's
+JSONL blocks, validate's batches and blocks, dedupe's signature pass) a RayEngine: one actor per
+worker, placed by Ray across the cluster's nodes, each running the stage's `setup` once (the tokenizer,
+the compiled schemas, the MinHash settings) and then fn(state, item) for the items sent to it. Items go
+round-robin with at most `window` in flight and come back in input order, so the outputs are the same
+functions' results in the same order as on the local engine: equal, byte for byte.
+
+What crosses the network: each item (a JSONL block's bytes, a batch's rows) and its result. Reading
+the input and writing the outputs stay in the driver (the `curate` process), which is what keeps them
+one output set that a killed run never leaves half-written.
+
+Faults: an actor that dies (its node lost, its process killed) is restarted by Ray (max_restarts) and
+the calls it had are retried on the new one (max_task_retries); the stage's functions are pure, so a
+retried call gives the same result. A call that keeps failing fails the stage with one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from curate.errors import CurateError, MissingDependency, UsageError
+
+RESTARTS = 3  # an actor is restarted this many times, and a call retried as often
+
+
+def require() -> Any:
+    """The ray module, or a MissingDependency error that says what to install."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependency("ray", "ray", "--engine ray") from None
+    return ray
+
+
+@contextlib.contextmanager
+def session(address: str | None = None) -> Iterator[Any]:
+    """A connection to Ray for the block: the running one when this process has joined one already (a test, a
+    notebook); else a new local instance on this machine's usable cores, bound to 127.0.0.1 (address None or
+    "local"), or the cluster at `address` ("auto", "HOST:PORT", "ray://HOST:PORT"), left running afterwards."""
+    ray = require()
+    if ray.is_initialized():
+        yield ray
+        return
+    from curate.engine import usable_cores
+
+    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    try:
+        if address in (None, "", "local"):
+            # loopback only: Ray would otherwise advertise (and dial) the machine's network address
+            from ray._private import ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False
+            ray.init(num_cpus=usable_cores(), _node_ip_address="127.0.0.1", **quiet)
+        elif address.startswith("ray://"):
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        else:
+            ray.init(address=address, **quiet)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UsageError(f"--ray-address {address}: cannot join the Ray cluster: {str(exc).splitlines()[0]}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def cluster_cpus() -> int:
+    """The CPUs of the cluster this process has joined (at least 1)."""
+    ray = require()
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+class _Worker:
+    """One actor: the stage's setup, once, then calls."""
+
+    def __init__(self, setup: Callable[..., Any] | None, args: tuple):
+        self.state = setup(*args) if setup is not None else None
+
+    def call(self, fn: Callable[[Any, Any], Any], item: Any) -> Any:
+        return fn(self.state, item)
+
+
+class RayEngine:
+    """Runs fn(state, item) over items, in order, on `workers` Ray actors (at most the cluster's CPUs)."""
+
+    kind = "ray"
+
+    def __init__(self, workers: int | None = None, setup: Callable[..., Any] | None = None, setup_args: tuple = (),
+                 window: int | None = None):
+        self.ray = require()
+        cpus = cluster_cpus()
+        # one CPU an actor: more actors than CPUs would wait for a CPU forever
+        self.workers = max(1, min(workers if workers is not None else cpus, cpus))
+        self.window = window or 2 * self.workers
+        self._setup, self._args = setup, setup_args
+        self._actors: list[Any] = []
+
+    def __enter__(self) -> RayEngine:
+        actor = self.ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Worker)
+        self._actors = [actor.remote(self._setup, self._args) for _ in range(self.workers)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for a in self._actors:
+            self.ray.kill(a)
+        self._actors = []
+
+    def map(self, fn: Callable[[Any, Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        """fn(state, item) for every item on the actors, yielded in input order."""
+        pending: deque[Any] = deque()
+        for i, item in enumerate(items):
+            pending.append(self._actors[i % len(self._actors)].call.remote(fn, item))
+            if len(pending) >= self.window:
+                yield self._get(pending.popleft())
+        while pending:
+            yield self._get(pending.popleft())
+
+    def _get(self, ref: Any) -> Any:
+        from ray.exceptions import RayActorError, RayTaskError
+
+        try:
+            return self.ray.get(ref)
+        except RayTaskError as exc:  # the stage's own error, raised on the actor: raise it here as it is
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, CurateError):
+                raise cause from None
+            raise
+        except RayActorError as exc:
+            raise CurateError(f"ray: a worker died {RESTARTS + 1} times on one batch: {str(exc).splitlines()[0]}") from None
