@@ -2,6 +2,7 @@
 
     python3 benchmarks/scale_dedupe.py                      # 10M records, writes RESULTS.md (section dedupe-scale)
     python3 benchmarks/scale_dedupe.py --rows 2000000 --no-write
+    python3 benchmarks/scale_dedupe.py --raw                # the same corpus as raw chat JSONL (section dedupe-scale-raw)
 
 The corpus is made like bench_dedupe.py's (~100 Zipf-distributed words per record; a share of records
 are copies of an earlier record with a known word-substitution rate) but vectorised and written in
@@ -115,6 +116,35 @@ def _table(rows: np.ndarray, content: pa.Array) -> pa.Table:
     )
 
 
+def make_raw(corpus: Path) -> Path:
+    """The corpus as raw OpenAI chat JSONL (one user message a line; cached): what `--raw` deduplicates. Row r of
+    the corpus is line r + 1, so the removed rows' source lines give the planted copy rates."""
+    raw = corpus.with_suffix(".jsonl")
+    if raw.exists():
+        return raw
+    tmp = raw.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for batch in pq.ParquetFile(corpus).iter_batches(100_000, columns=["messages"]):
+            texts = pc.list_flatten(batch.column(0)).field("content").to_pylist()
+            f.writelines('{"messages":[{"role":"user","content":%s}]}\n' % json.dumps(t) for t in texts)
+        print(f"  raw JSONL: {raw.name}", file=sys.stderr, flush=True)
+    tmp.rename(raw)
+    return raw
+
+
+def removed_rows(summary: dict, n: int, raw: bool) -> np.ndarray:
+    """Which corpus rows the run removed: by id (the Parquet corpus) or by source line (the raw JSONL)."""
+    removed = np.zeros(n, dtype=bool)
+    f = pq.ParquetFile(summary["outputs"]["removed"])
+    for batch in f.iter_batches(1_000_000, columns=["source"] if raw else ["id"]):
+        if raw:
+            idx = np.asarray(pc.struct_field(batch.column(0), "line"), dtype=np.int64) - 1
+        else:
+            idx = np.array([int(x[1:]) for x in batch.column(0).to_pylist()], dtype=np.int64)
+        removed[idx] = True
+    return removed
+
+
 def run(corpus: Path, out: Path, cores: str) -> dict:
     """`curate dedupe CORPUS -o OUT --json` in a subprocess pinned to `cores`; its summary plus CPU and peak RSS."""
     cmd = [sys.executable, "-m", "curate.cli", "dedupe", str(corpus), "-o", str(out), "--json"]
@@ -140,26 +170,30 @@ def main() -> None:
     ap.add_argument("--cores", default="0", help="taskset core list for the run (default: one core)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--make-only", action="store_true", help="make (or find) the corpus and stop")
+    ap.add_argument("--raw", action="store_true", help="deduplicate the corpus written as raw chat JSONL")
     a = ap.parse_args()
     if a.make_only:
-        make_corpus(a.rows)
+        corpus, _ = make_corpus(a.rows)
+        if a.raw:
+            make_raw(corpus)
         return
     t0 = time.perf_counter()
     # made in a process of its own: a child forked from a parent that held the corpus's ~4 GB of word ids
     # would be charged that parent's resident size in its peak RSS (Linux keeps it across exec)
-    subprocess.run([sys.executable, __file__, "--rows", str(a.rows), "--make-only"], check=True)
+    subprocess.run([sys.executable, __file__, "--rows", str(a.rows), "--make-only"] + (["--raw"] if a.raw else []),
+                   check=True)
     corpus, plan_path = make_corpus(a.rows)
     made = time.perf_counter() - t0
     rate = np.load(plan_path)
-    s = run(corpus, CACHE / f"scale_out_{a.rows}.parquet", a.cores)
-    removed_ids = pq.read_table(s["outputs"]["removed"], columns=["id"]).column("id").to_pylist()
-    removed = np.zeros(a.rows, dtype=bool)
-    removed[[int(x[1:]) for x in removed_ids]] = True
+    data = make_raw(corpus) if a.raw else corpus
+    s = run(data, CACHE / f"scale_out_{a.rows}{'_raw' if a.raw else ''}.parquet", a.cores)
+    removed = removed_rows(s, a.rows, a.raw)
     n, cpu = a.rows, s["cpu"]
     lines = [
         (f"Corpus: {n:,} records, seeded (made, or loaded from the cache in {CACHE}, in {made:.0f} s); {COPY_SHARE:.0%} are copies of an "
         f"earlier record (anywhere before it, so across row groups of {GROUP:,}) with word-substitution rates "
-        f"{RATES.tolist()}; ~100 Zipf words per record; {corpus.stat().st_size / 2**20:,.0f} MiB of zstd Parquet."),
+        f"{RATES.tolist()}; ~100 Zipf words per record; {corpus.stat().st_size / 2**20:,.0f} MiB of zstd Parquet"
+        + (f", read as raw chat JSONL ({data.stat().st_size / 2**20:,.0f} MiB)." if a.raw else ".")),
         (f"One `curate dedupe CORPUS -o OUT --json` process pinned to core(s) {a.cores}; CPU and peak RSS from the kernel's "
          "accounting of that child process."),
         "",
@@ -184,7 +218,7 @@ def main() -> None:
     if not a.no_write:
         from _results import write_section
 
-        write_section("dedupe-scale", "python3 benchmarks/scale_dedupe.py " + " ".join(sys.argv[1:]), body)
+        write_section("dedupe-scale-raw" if a.raw else "dedupe-scale", "python3 benchmarks/scale_dedupe.py " + " ".join(sys.argv[1:]), body)
 
 
 if __name__ == "__main__":
