@@ -37,9 +37,9 @@ class Spec:
     output_regex: str | None
     allow_consecutive_user: bool
     schema: dict | None  # the raw format's JSON Schema document, or None
-    # False on a pool's workers: each tokenises on one thread (the workers share the cores already; the tokenizer's
-    # own threads on top of them only contend)
-    tokenizer_threads: bool = True
+    # False: the tokenizer runs on one thread, so that --workers N is N cores (the workers share them; the
+    # tokenizer's own threads on top of them only contend). validate() restores the variable in its own process.
+    tokenizer_threads: bool = False
 
 
 @dataclass

@@ -14,8 +14,10 @@ workers. Errors quarantine a row, warnings are counted and kept; counts balance:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import os
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
@@ -111,10 +113,11 @@ def validate(source: str | Path | pa.Table, output: str | Path | None = None,
     spec = Spec(tok, cfg.max_tokens, cfg.output_schema, cfg.output_regex, cfg.allow_consecutive_user, schema_doc)
     # a worker loads the tokenizer by name (or unpickles the one given) in its setup, once
     pool_tok = tokenizer_object if tokenizer_object is not None else _tokenizer_name(cfg)
-    pool_spec = replace(spec, tokenizer=pool_tok, tokenizer_threads=cfg.workers == 1) if tok is not None else spec
+    pool_spec = replace(spec, tokenizer=pool_tok) if tok is not None else spec
     tally = Tally(cfg.max_tokens, out_check)
     kept = 0
-    with _Sinks(output, quarantine, valid_schema, keep) as sinks, progress("validate") as advance:
+    with _Sinks(output, quarantine, valid_schema, keep) as sinks, progress("validate") as advance, \
+            _restored("TOKENIZERS_PARALLELISM"):
         for held, result in _blocks_done(_checked(batches, src.raw, spec, pool_spec, cfg.workers), notes):
             verdicts = tally.merge(result, _where(held, result, src.raw))
             kept += _write(sinks, held, result, verdicts, tally.rows - len(verdicts), src.raw)
@@ -128,6 +131,19 @@ def validate(source: str | Path | pa.Table, output: str | Path | None = None,
                "compliance": out_check.summary(), "mixed_formats": tally.profile.findings(), "notes": notes}
     return StageOutcome("validate", {"in": total, "kept": kept, "rejected": rejected}, sinks.outputs, summary,
                         kept=sinks.kept_table(), rejected=sinks.rejected_table(), failure=failure)
+
+
+@contextlib.contextmanager
+def _restored(name: str) -> Iterator[None]:
+    """An environment variable as it was before the block (the checks set it in this process too)."""
+    before = os.environ.get(name)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _tokenizer(cfg: ValidateConfig, loaded: Any, notes: list[str]) -> Any:
