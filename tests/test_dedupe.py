@@ -307,7 +307,7 @@ def test_settings_have_one_name_in_python_cli_and_recipe():
     params = {p.name: p for p in cli.commands["dedupe"].params}
     shown = CliRunner().invoke(cli, ["dedupe", "--help"], terminal_width=200).output
     fields = DedupeConfig.model_fields
-    assert set(params) == {*fields, "input_path", "output", "against", "dry_run", "as_json"}
+    assert set(params) == {*fields, "input_path", "output", "against", "dry_run", "as_json", "engine", "ray_address"}
     for name in fields:
         flag = "--" + name.replace("_", "-")
         assert params[name].opts == [flag] and f"  {flag}" in shown, name
@@ -318,6 +318,7 @@ def test_settings_have_one_name_in_python_cli_and_recipe():
     assert params["seed"].type.max == 2**32 and params["seed"].type.max_open
     choices = {name: list(p.type.choices) for name, p in params.items() if isinstance(p.type, click.Choice)}
     assert choices.pop("format") == choices.pop("against_format") == ["auto", "mixed", *INPUT_FORMATS]
+    assert choices.pop("engine") == ["local", "ray"]  # where batches run, not a DedupeConfig setting
     assert choices == {"on": ["user", "assistant", "conversation", "first-user"], "shingle": ["word", "char"],
                        "keep": ["first", "longest", "origin"], "hash": ["curate", "sha1"]}
     assert set(section_schema(DedupeConfig)["properties"]) == set(fields) - {"format", "against_format", "index"}

@@ -321,12 +321,14 @@ def test_one_and_two_workers_give_the_same_parts(planted: Path, tmp_path: Path, 
 
     pools = []
 
-    class Spy(blocks.Engine):
+    import curate.engine
+
+    class Spy(curate.engine.Engine):
         def __enter__(self):
             pools.append(self.workers)
             return super().__enter__()
 
-    monkeypatch.setattr(blocks, "Engine", Spy)
+    monkeypatch.setattr(curate.engine, "Engine", Spy)  # what curate.engine.make() builds
     spilled, folders = [], []
     real_unspill, real_folder = blocks.Part.unspill, blocks._spill_folder
 

@@ -106,7 +106,7 @@ def test_every_setting_is_a_flag_with_the_configs_range_and_help() -> None:
 
     params = {p.name: p for p in cli.commands["validate"].params}
     settings = ValidateConfig.model_fields
-    assert set(params) == set(settings) | {"input", "output", "quarantine", "as_json"}
+    assert set(params) == set(settings) | {"input", "output", "quarantine", "as_json", "engine", "ray_address"}
     help_text = CliRunner().invoke(cli, ["validate", "--help"], terminal_width=200).output
     for name, info in settings.items():
         p = params[name]
