@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_dedupe import CACHE, make_corpus, prf  # noqa: E402
-from bench_validate import measure, tokenizer_overhead  # noqa: E402
+from bench_dedupe import CACHE, make_corpus, prf
+from bench_validate import measure
 
 GIB = 1024
 

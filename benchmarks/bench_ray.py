@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_dedupe import CACHE, make_corpus  # noqa: E402
-from bench_raw import make_raw  # noqa: E402
-from bench_validate import measure  # noqa: E402
+from bench_dedupe import CACHE, make_corpus
+from bench_raw import make_raw
+from bench_validate import measure
 
 
 def curate(args: list[str]) -> list[str]:
