@@ -47,19 +47,25 @@ def run_seed(seed: int, work: Path) -> dict:
     return {"seed": seed, "wall": time.perf_counter() - t0,
             "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
             **{f"{k}_task": by[k]["task_accuracy"] for k in ("base", "raw", "curated")},
-            **{f"{k}_category": by[k]["fields"]["category"]["accuracy"] for k in ("raw", "curated")},
+            **{f"{k}_{f}": by[k]["fields"][f]["accuracy"] for k in ("raw", "curated") for f in ("category", "priority")},
             "raw_collapsed": by["raw"]["collapsed"], "difference": gap["difference"], "ci95": gap["ci95"],
-            "prompts": gap["prompts"]}
+            "prompts": gap["prompts"], "raw_rows": _raw_rows(work)}
+
+
+def _raw_rows(work: Path) -> int:
+    manifest = json.loads((work / "manifest.json").read_text())
+    ingest = next(s for s in manifest["stages"] if s["name"] == "ingest")
+    return ingest["outcome"]["roles"]["train"]["counts"]["kept"]
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| seed | base | raw | curated | curated - raw (95% interval) | category raw / curated | wall s | CPU s |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| seed | base | raw | curated | curated - raw (95% interval) | category raw / curated | priority raw / curated | wall s | CPU s |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lo, hi = r["ci95"]
         out.append(f"| {r['seed']} | {r['base_task']:.3f} | {r['raw_task']:.3f} | {r['curated_task']:.3f} | "
                    f"{r['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] | {r['raw_category']:.3f} / "
-                   f"{r['curated_category']:.3f} | {r['wall']:.0f} | {r['cpu']:.0f} |")
+                   f"{r['curated_category']:.3f} | {r['raw_priority']:.3f} / {r['curated_priority']:.3f} | {r['wall']:.0f} | {r['cpu']:.0f} |")
     return "\n".join(out)
 
 
@@ -75,9 +81,10 @@ def main(argv: list[str] | None = None) -> None:
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     real = sum(lo > 0 for lo, _ in (r["ci95"] for r in rows))
     body = (
-        "Task accuracy (category and priority both right) on the demo's 60 held-out tickets, per training seed. "
-        "Base: SmolLM2-135M-Instruct; raw: LoRA on the data as ingested (227 rows); curated: the same settings "
-        "on the curated data. The interval is a paired bootstrap over the 60 prompts (2,000 resamples).\n\n"
+        f"Task accuracy (category and priority both right) on the demo's {rows[0]['prompts']} held-out tickets, per "
+        f"training seed. Base: SmolLM2-135M-Instruct; raw: LoRA on the data as ingested ({rows[0]['raw_rows']} rows); "
+        "curated: the same settings on the curated data. The interval is a paired bootstrap over the "
+        f"{rows[0]['prompts']} prompts (2,000 resamples).\n\n"
         + table(rows)
         + f"\n\nCurated beat raw by more than its interval in {real} of {len(rows)} seeds "
         f"(mean difference {sum(r['difference'] for r in rows) / len(rows):+.3f}).\n"

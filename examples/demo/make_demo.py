@@ -11,6 +11,9 @@ train.jsonl   84 clean tickets (36 billing, 36 shipping, only 12 account), plus
                 "shipping" too often;
               - 20 replies from another tool, wrapped in a ``` fence or behind a sentence of prose:
                 a model trained on them sometimes answers in a form a parser rejects;
+              - 60 tickets exported from the help desk used before a migration, labelled in its
+                own names (payments, delivery; urgent, normal, low): a model trained on them
+                answers with labels the task does not have;
               - a prose-only reply, a record with no reply, and a copy of an eval ticket
 production.jsonl  what users really send: a third each of billing, shipping and account tickets
               (account tickets are under-represented in train: the coverage gap)
@@ -140,6 +143,18 @@ def wrapped(record: dict, k: int) -> dict:
     return out
 
 
+OLD_DESK = {"billing": "payments", "shipping": "delivery", "high": "urgent", "medium": "normal", "low": "low"}
+
+
+def old_desk(record: dict) -> dict:
+    """The same ticket as the help desk used before the migration labelled it, in its own label names."""
+    out = json.loads(json.dumps(record))
+    reply = json.loads(out["messages"][2]["content"])
+    reply["category"], reply["priority"] = OLD_DESK[reply["category"]], OLD_DESK[reply["priority"]]
+    out["messages"][2]["content"] = json.dumps(reply)
+    return out
+
+
 def main() -> None:
     rng = random.Random(7)
     clean = batch(72, [("billing", BILLING), ("shipping", SHIPPING)], rng)
@@ -156,6 +171,7 @@ def main() -> None:
         train.append(copy)
     other_tool = batch(20, [("billing", BILLING), ("shipping", SHIPPING)], rng)
     train += [wrapped(r, k) for k, r in enumerate(other_tool)]
+    train += [old_desk(r) for r in batch(60, [("billing", BILLING), ("shipping", SHIPPING)], rng)]
     prose = json.loads(json.dumps(clean[3]))
     prose["messages"][2]["content"] = "This looks like a billing issue, high priority."  # not JSON
     train.append(prose)
