@@ -32,6 +32,11 @@ class ReportConfig(StageConfig):
         0.25, gt=0, le=1, description="A cluster is a gap when its training share is under this times its "
                                       "production share.")
     seed: int = Field(0, ge=0, description="Seed of clustering, embeddings and the classifier.")
+    redact: bool = Field(
+        False, description="Mask e-mail addresses, phone, card and IBAN numbers, IP addresses, API keys (and person "
+                           "names where a trained spaCy pipeline is installed) in every set before rows are embedded, "
+                           "clustered, shown or written as gap seeds; counts per kind in the report (the `redact` "
+                           "extra: presidio-analyzer).")
     embed_sample: int = Field(
         20_000, ge=2, description="Coverage and drift embed at most this many rows of each set: a larger set is "
                                   "represented by a sample of this size drawn from the seed (said so in the report).")

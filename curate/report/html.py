@@ -174,6 +174,13 @@ def render_html(rep: ReportOutcome) -> str:
             for g in d["gates"]]))
     if d["warnings"]:
         parts.append("<h2>Warnings</h2>" + "".join(f"<div class='warn'>{escape(w)}</div>" for w in d["warnings"]))
+    if d.get("redaction"):
+        r = d["redaction"]
+        kinds = sorted({k for c in r["found"].values() for k in c})
+        parts.append("<h2>Personal data masked</h2><p class='muted'>Everything below shows masked text "
+                     f"({escape(r['detector'])}; person names {escape(r['person_names'])}).</p>"
+                     + (_table(["set", *kinds], [[name, *(c.get(k, 0) for k in kinds)] for name, c in r["found"].items()])
+                        if kinds else "<p>Nothing found.</p>"))
     metrics = [[k, v] for k, v in d["metrics"].items() if v is not None]
     parts.append("<h2>Summary</h2>" + _table(["metric", "value"], metrics))
     parts.append("<h2>Structure</h2>" + _structure(d) + length_histograms(rep))

@@ -6,6 +6,7 @@ under the key "report"; `curate report --json` prints that document.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -85,13 +86,25 @@ def report(
     sources = {"train": (train, None), "production": (production, "production"), "baseline": (baseline, "production")}
     opened = {name: open_input(src, origin=origin, **PARQUET_READ) for name, (src, origin) in sources.items()
               if src is not None}
+    redactor = None
+    if cfg.redact:
+        from curate.redact import Redactor
+
+        redactor = Redactor()  # a missing presidio is a usage error before anything is read
     tok = load_tokenizer(cfg.tokenizer)
     inputs: dict[str, Any] = dict.fromkeys(sources)
+    found: dict[str, Counter] = {}
     recs: dict[str, Records] = {}
     with ExitStack() as stack:
         # a raw file is converted once into a temporary Parquet: its rows are counted before the sample is drawn,
         # and production's are read again for the gap rows
         srcs = {name: stack.enter_context(spooled(src, batch_size=BATCH, **PARQUET_READ)) for name, src in opened.items()}
+        if redactor is not None:  # every later read (features, embeddings, examples, gap rows) sees masked text
+            from curate.redact import redacted
+
+            for name in srcs:
+                found[name] = Counter()
+                srcs[name] = stack.enter_context(redacted(srcs[name], redactor, found[name], BATCH, **PARQUET_READ))
         for name, src in srcs.items():
             inputs[name] = _describe(src)
             sample = embedded_rows(src.rows, cfg.embed_sample, cfg.seed, list(sources).index(name))
@@ -129,6 +142,8 @@ def report(
         "coverage": cov.section if cov else None,
         "gaps": _gap_list(cov.section) if cov else [],
         "drift": drift_section,
+        "redaction": None if redactor is None else {
+            **redactor.describe(), "found": {name: dict(sorted(c.items())) for name, c in found.items()}},
     }
     data["metrics"] = _metrics(data)
     data["warnings"] = _warnings(data, emb.fallback_reason, cfg.embed_sample)
