@@ -37,6 +37,10 @@ class DedupeConfig(StageConfig):
     # in a recipe the eval set is the ingest stage's canonical Parquet: no format to name
     against_format: Annotated[Literal["auto", "mixed", InputFormat], Opt(recipe=False)] = Field(
         "auto", description="Format of the eval files (--against) when they are not canonical Parquet.")
+    against_field: Annotated[list[str], Opt(metavar="NAME", recipe=False)] = Field(
+        [], description="Read the eval files (--against) by these text fields (repeatable; e.g. HumanEval's prompt, "
+                        "MMLU's question and choices): each string, or list of strings, is one item. Default: "
+                        "files of a known format by their user turns, others by every string field.")
     # not in run recipes: the index learns every run's rows, so a rerun of a run's dedupe stage (a changed
     # setting, --force) would find its own rows there and remove them as duplicates of themselves
     index: Annotated[str | None, Opt(kind="writes", metavar="DIR", recipe=False)] = Field(

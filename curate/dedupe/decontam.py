@@ -7,18 +7,26 @@ contaminated by an item when
     or embedded in a longer prompt), for items with at least `min_trigrams` of them.
 N-grams found in many training rows (`boilerplate_rows`) are boilerplate -- shared instructions,
 licence headers, common code lines -- and never count as evidence.
+
+An eval file of no known chat format (HumanEval, MMLU, MBPP, ...) is read by its text fields: every
+string field of a record, or a list of strings, is one item (`fields`, `--against-field NAME`, chooses
+them; a named field is read from every file, whatever its format). Its matches name the field.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from curate.dataset import canonical_parquet
 from curate.dedupe.keys import extract
+from curate.errors import InputError
 from curate.dedupe.shingle import Tokens, tokenize, word_shingles
 from curate.dedupe.shingle import ranges as _ranges
 
@@ -34,6 +42,7 @@ class EvalSet:
     item_id: list[str]
     item_turn: list[int]
     item_text: list[str]
+    item_field: list[str | None]  # the field an item was read from (None: a user turn of a chat record)
     tokens: Tokens
     long_ngram: int
     tables: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)  # n -> (hash, item, pos)
@@ -42,28 +51,86 @@ class EvalSet:
         return len(self.item_id)
 
 
-def load_eval(paths: list[str | Path], fmt: str = "auto", long_ngram: int = 13) -> EvalSet:
-    """Read evaluation files in any format curate reads; one item per user turn (or per row without one)."""
-    from curate.inputs import open_input
-
-    files, item_file, item_id, item_turn, texts = [], [], [], [], []
+def load_eval(paths: list[str | Path], fmt: str = "auto", long_ngram: int = 13,
+              fields: list[str] | None = None) -> EvalSet:
+    """Read evaluation files: a file in a format curate reads gives one item per user turn (or per row without
+    one); a file whose records fit no known format, or any file when `fields` are named, one item per text field."""
+    files, item_file, item_id, item_turn, texts, item_field = [], [], [], [], [], []
     for path in paths:
         files.append(str(path))
-        rows = (row for b in open_input(path, fmt, origin="eval").batches(columns=["id", "messages"]) for row in b.to_pylist())
-        for row in rows:
+        for rid, turn, field, text in _items(Path(path), fmt, fields):
+            item_file.append(str(path))
+            item_id.append(rid)
+            item_turn.append(turn)
+            item_field.append(field)
+            texts.append(text)
+    tok = tokenize(pa.array(texts, pa.string()), np.arange(len(texts)), len(texts))
+    ev = EvalSet(files, item_file, item_id, item_turn, texts, item_field, tok, long_ngram)
+    for n in (long_ngram, TRIGRAM):
+        ev.tables[n] = _ngram_table(tok, n)
+    return ev
+
+
+def _items(path: Path, fmt: str, fields: list[str] | None) -> Iterator[tuple[str, int, str | None, str]]:
+    """(record id, turn or field number, field name or None, text) of every item of one eval file."""
+    from curate.ingest.formats import detect
+    from curate.ingest.readers import Reject, iter_raw
+    from curate.inputs import open_input
+
+    if not fields and (fmt != "auto" or canonical_parquet(path)):
+        yield from _chat_items(open_input(path, fmt, origin="eval"))
+        return
+    records = []
+    for rec in iter_raw(path):
+        if isinstance(rec, Reject):
+            raise InputError(f"cannot read the eval file: {rec.reason}", file=rec.file, line=rec.line)
+        records.append(rec)
+    if not fields and records and all(detect(r.obj) is not None for r in records):
+        yield from _chat_items(open_input(path, fmt, origin="eval"))
+        return
+    for r in records:
+        rid = _record_id(r.obj, path, r.row)
+        texts = [(name, text) for name in fields or list(r.obj) for text in _texts(r.obj.get(name))]
+        for k, (name, text) in enumerate(texts):
+            yield rid, k, name, text
+    if fields and records and not any(name in r.obj for r in records for name in fields):
+        raise InputError(f"no record has the field(s) {', '.join(map(repr, fields))} "
+                         f"(the first record has {', '.join(map(repr, records[0].obj))})", file=str(path),
+                         field=fields[0])
+
+
+def _chat_items(src: Any) -> Iterator[tuple[str, int, str | None, str]]:
+    for b in src.batches(columns=["id", "messages"]):
+        for row in b.to_pylist():
             turns = [m["content"] for m in row["messages"] if m["role"] == "user" and m["content"]]
             if not turns:
                 turns = [m["content"] for m in row["messages"] if m["content"]]
             for t, text in enumerate(turns):
-                item_file.append(str(path))
-                item_id.append(row["id"])
-                item_turn.append(t)
-                texts.append(text)
-    tok = tokenize(pa.array(texts, pa.string()), np.arange(len(texts)), len(texts))
-    ev = EvalSet(files, item_file, item_id, item_turn, texts, tok, long_ngram)
-    for n in (long_ngram, TRIGRAM):
-        ev.tables[n] = _ngram_table(tok, n)
-    return ev
+                yield row["id"], t, None, text
+
+
+ID_FIELDS = ("id", "task_id", "question_id", "problem_id", "uid")
+
+
+def _record_id(obj: dict, path: Path, row: int | None) -> str:
+    for key in ID_FIELDS:
+        if isinstance(obj.get(key), (str, int)) and not isinstance(obj.get(key), bool):
+            return str(obj[key])
+    return f"{path.name}#{row}"
+
+
+def _texts(value: Any) -> list[str]:
+    """A field's text: a string, or the strings of a list (MMLU's choices, MT-Bench's turns); nothing else."""
+    if isinstance(value, str):
+        return [value] if value.strip() else []
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str) and v.strip()]
+    return []
+
+
+def where(match: dict) -> str:
+    """Where in its eval record a match's item is: "field 'prompt'" or "turn 0"."""
+    return f"field '{match['eval_field']}'" if match.get("eval_field") else f"turn {match['eval_turn']}"
 
 
 def _ngram_table(tok: Tokens, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -149,6 +216,7 @@ class Matcher:
                     "eval_file": self.evals.item_file[item],
                     "eval_id": self.evals.item_id[item],
                     "eval_turn": self.evals.item_turn[item],
+                    "eval_field": self.evals.item_field[item],
                     "eval_text": self.evals.item_text[item][:300],
                     **m,
                 }
@@ -161,6 +229,7 @@ REPORT_SCHEMA = pa.schema(
         ("eval_file", pa.string()),
         ("eval_id", pa.string()),
         ("eval_turn", pa.int64()),
+        ("eval_field", pa.string()),
         ("eval_text", pa.string()),
         ("train_id", pa.string()),
         ("train_row", pa.int64()),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from curate.console import console
+from curate.dedupe.decontam import where
 from curate.dedupe.result import DedupeOutcome
 
 
@@ -49,7 +50,7 @@ def render_dedupe(result: DedupeOutcome, top: int = 5) -> None:
     if result.decontamination.num_rows:
         table = Table("eval item", "training row", "match", "evidence", title="decontamination", expand=True)
         for d in result.decontamination.slice(0, 10).to_pylist():
-            table.add_row(f"{d['eval_id']} turn {d['eval_turn']}: {d['eval_text'][:80]}", str(d["train_row"]), d["match"],
+            table.add_row(f"{d['eval_id']} {where(d)}: {d['eval_text'][:80]}", str(d["train_row"]), d["match"],
                           d["evidence"][:100])
         console.print(table)
         if result.decontamination.num_rows > 10:

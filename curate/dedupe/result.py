@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curate.dedupe.config import DedupeConfig
-from curate.dedupe.decontam import REPORT_SCHEMA
+from curate.dedupe.decontam import REPORT_SCHEMA, where
 from curate.dedupe.keys import Keys, extract
 from curate.dedupe.plan import Plan
 from curate.dedupe.spill import ShingleSpill
@@ -138,7 +138,7 @@ def finish(src: Input, output: str | Path | None, plan: Plan, rows: RowState, cf
         r = c["row"]
         if reason[r] is None:
             reason[r], dup_of[r] = "contaminated", c["eval_id"]
-            evidence[r] = f"{c['match']} match with {c['eval_file']} item {c['eval_id']} turn {c['eval_turn']}: {c['evidence']}"
+            evidence[r] = f"{c['match']} match with {c['eval_file']} item {c['eval_id']} {where(c)}: {c['evidence']}"
     removed_mask = np.not_equal(reason, None)  # elementwise on the object array
 
     in_cluster = plan.cluster_of_row >= 0

@@ -92,7 +92,7 @@ def _dedupe(src: Input, output: str | Path | None, cfg: DedupeConfig, against: l
     if against:
         from curate.dedupe.decontam import Matcher, load_eval
 
-        matcher = Matcher(load_eval(against, cfg.against_format, cfg.long_ngram))
+        matcher = Matcher(load_eval(against, cfg.against_format, cfg.long_ngram, cfg.against_field or None))
 
     with small_pages() if tune_allocator else nullcontext():  # see curate/dedupe/alloc.py
         # pass 1: exact hashes and band keys of every row
