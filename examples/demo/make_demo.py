@@ -5,7 +5,8 @@
 A support-ticket triage task: the user sends a ticket, the assistant answers with JSON
 {"category", "priority", "summary"}. The files hold the defects real dumps have, which curate
 should find, and which hurt a model trained on the data as it is:
-train.jsonl   84 clean tickets (36 billing, 36 shipping, only 12 account), plus
+train.jsonl   84 clean tickets (36 billing, 36 shipping, only 12 account; 22 intents, each in three
+              wordings), plus
               - a re-run export job that appended 120 more copies of 6 shipping tickets (exact
                 duplicates, and a few with a word changed): a model trained on them answers
                 "shipping" too often;
@@ -17,8 +18,9 @@ train.jsonl   84 clean tickets (36 billing, 36 shipping, only 12 account), plus
               - a prose-only reply, a record with no reply, and a copy of an eval ticket
 production.jsonl  what users really send: a third each of billing, shipping and account tickets
               (account tickets are under-represented in train: the coverage gap)
-eval.jsonl    60 held-out tickets, a third of each category, with reference replies, in wordings
-              that appear nowhere else (so decontamination finds only the one leaked copy)
+eval.jsonl    60 held-out tickets, a third of each category, with reference replies: the intents the
+              training tickets have (each with one priority), each in a fourth wording that
+              appears nowhere else (so decontamination finds only the one leaked copy)
 """
 
 from __future__ import annotations
@@ -30,64 +32,117 @@ from pathlib import Path
 HERE = Path(__file__).parent
 SYSTEM = "You triage customer support tickets. Reply with JSON only: category, priority, summary."
 
-BILLING = [
-    ("I was charged twice for my {plan} subscription this month.", "high", "Double charge on {plan} subscription"),
-    ("Can I get an invoice for my {plan} plan for {month}?", "low", "Invoice request for {month}"),
-    ("My card was declined when renewing the {plan} plan.", "medium", "Card declined at {plan} renewal"),
-    ("Please refund the {plan} upgrade, I clicked it by mistake.", "medium", "Refund for accidental {plan} upgrade"),
-    ("Why did my bill go up in {month}? I am on the {plan} plan.", "low", "Question about higher bill in {month}"),
-    ("You billed me {amount} dollars but the {plan} plan costs less.", "high", "Overbilled {amount} dollars on {plan}"),
-    ("How do I switch from monthly to yearly billing on {plan}?", "low", "Switch {plan} to yearly billing"),
-    ("The discount code {code} was not applied to my invoice.", "medium", "Discount code {code} not applied"),
+# Each kind of request (an intent) has one priority and three training wordings; the eval set asks for
+# the same intents in a fourth wording that appears nowhere else (one eval ticket also leaked into
+# train.jsonl), so a model has to recognise a request it knows in words it was not trained on.
+# (wordings for training, the held-out eval wording, priority, summary)
+BILLING_INTENTS = [
+    (["I was charged twice for my {plan} subscription this month.",
+      "My card shows two identical charges for the {plan} plan.",
+      "You took the {plan} fee from my account two times in {month}."],
+     "Two payments left my account for one {plan} renewal, please fix.", "high", "Double charge on {plan} subscription"),
+    (["Can I get an invoice for my {plan} plan for {month}?",
+      "Please email me the {month} invoice for my {plan} subscription.",
+      "Where can I find the invoice for {month}?"],
+     "I need a copy of the bill for {month} for my records.", "low", "Invoice request for {month}"),
+    (["My card was declined when renewing the {plan} plan.",
+      "The renewal of my {plan} plan failed, the card was refused.",
+      "Payment for the {plan} plan did not go through, card declined."],
+     "Your checkout keeps rejecting my card for the {plan} renewal.", "medium", "Card declined at {plan} renewal"),
+    (["Please refund the {plan} upgrade, I clicked it by mistake.",
+      "I upgraded to {plan} by accident and want my money back.",
+      "Can you reverse the {plan} upgrade charge? It was a mistake."],
+     "I did not mean to buy the {plan} upgrade, please refund it.", "medium", "Refund for accidental {plan} upgrade"),
+    (["Why did my bill go up in {month}? I am on the {plan} plan.",
+      "My {plan} bill for {month} is higher than usual, why?",
+      "Can you explain why I paid more in {month}?"],
+     "The {month} statement is bigger than last month, what changed?", "low", "Question about higher bill in {month}"),
+    (["You billed me {amount} dollars but the {plan} plan costs less.",
+      "I was charged {amount} dollars, which is more than the {plan} price.",
+      "The charge of {amount} dollars is wrong, {plan} is cheaper."],
+     "I paid {amount} dollars for {plan}, that is above your listed price.", "high", "Overbilled {amount} dollars on {plan}"),
+    (["How do I switch from monthly to yearly billing on {plan}?",
+      "Can I pay for {plan} once a year instead of every month?",
+      "I want annual billing for my {plan} plan, how?"],
+     "Is there a way to move my {plan} plan to a yearly payment?", "low", "Switch {plan} to yearly billing"),
+    (["The discount code {code} was not applied to my invoice.",
+      "My invoice ignores the code {code} I entered.",
+      "I used {code} at checkout but got no discount."],
+     "The promo code {code} did not reduce my price.", "medium", "Discount code {code} not applied"),
 ]
-SHIPPING = [
-    ("My order {order} has not arrived after {days} days.", "high", "Order {order} late by {days} days"),
-    ("The package for order {order} arrived damaged.", "high", "Damaged package, order {order}"),
-    ("Can I change the delivery address for order {order}?", "medium", "Change address for order {order}"),
-    ("Tracking for order {order} has not updated in {days} days.", "medium", "Tracking stuck for order {order}"),
-    ("I received the wrong item in order {order}.", "high", "Wrong item in order {order}"),
-    ("Do you ship to {country}? I want to order a {product}.", "low", "Shipping to {country} for {product}"),
-    ("Half of order {order} is missing, only the {product} came.", "high", "Partial delivery of order {order}"),
-    ("Can I pick up order {order} at a store instead?", "low", "Store pickup for order {order}"),
+SHIPPING_INTENTS = [
+    (["My order {order} has not arrived after {days} days.",
+      "Order {order} is {days} days late and still not here.",
+      "It has been {days} days and order {order} never came."],
+     "I am still waiting for order {order}, it has been {days} days.", "high", "Order {order} late by {days} days"),
+    (["The package for order {order} arrived damaged.",
+      "Order {order} came with a crushed box and broken contents.",
+      "My {product} from order {order} arrived broken."],
+     "Everything in order {order} was smashed when it arrived.", "high", "Damaged package, order {order}"),
+    (["Can I change the delivery address for order {order}?",
+      "I moved, please send order {order} to my new address.",
+      "Order {order} needs to go to a different address."],
+     "Please update where order {order} is being delivered.", "medium", "Change address for order {order}"),
+    (["Tracking for order {order} has not updated in {days} days.",
+      "The tracking page for order {order} shows no movement.",
+      "Order {order} tracking is stuck at the same step."],
+     "No tracking updates on order {order} for {days} days now.", "medium", "Tracking stuck for order {order}"),
+    (["I received the wrong item in order {order}.",
+      "Order {order} contained a {product} I never ordered.",
+      "You sent me the wrong product in order {order}."],
+     "The parcel for order {order} had someone else's item in it.", "high", "Wrong item in order {order}"),
+    (["Do you ship to {country}? I want to order a {product}.",
+      "Can I get a {product} delivered to {country}?",
+      "Is delivery to {country} possible?"],
+     "Would you send a {product} to an address in {country}?", "low", "Shipping to {country} for {product}"),
+    (["Half of order {order} is missing, only the {product} came.",
+      "Order {order} arrived incomplete, items are missing.",
+      "I only got part of order {order}."],
+     "Some items from order {order} never showed up, only the {product}.", "high", "Partial delivery of order {order}"),
+    (["Can I pick up order {order} at a store instead?",
+      "Is in-store pickup possible for order {order}?",
+      "I would rather collect order {order} from a shop."],
+     "Could I collect order {order} myself at one of your stores?", "low", "Store pickup for order {order}"),
 ]
-# Held-out wordings, used only in eval.jsonl (one eval ticket is also leaked into train.jsonl): a model
-# has to carry the category and priority over to words it was not trained on.
-BILLING_EVAL = [
-    ("Two payments left my account for one {plan} renewal, please fix.", "high", "Duplicate payment for {plan} renewal"),
-    ("Where do I download last month's receipt?", "low", "Receipt download"),
-    ("My credit card statement shows a {plan} charge I never made.", "high", "Unknown {plan} charge on card"),
-    ("Can you explain the tax line on my latest invoice?", "low", "Question about invoice tax"),
-    ("I cancelled the {plan} plan but was still billed in {month}.", "high", "Billed after cancelling {plan}"),
-    ("Is there a student discount on the {plan} subscription?", "low", "Student discount on {plan}"),
-    ("The payment failed but my bank says the money left.", "medium", "Failed payment, money debited"),
-    ("Please send a corrected invoice with my company name.", "medium", "Corrected invoice with company name"),
+ACCOUNT_INTENTS = [
+    (["I cannot log in, the password reset email never arrives.",
+      "The password reset link is not coming to my inbox.",
+      "I requested a password reset three times and got no email."],
+     "No reset email shows up, so I am stuck outside my account.", "high", "Password reset email not received"),
+    (["My account was locked after too many login attempts.",
+      "I am locked out after entering the wrong password.",
+      "The site blocked my account after failed sign-ins."],
+     "After a few wrong passwords my account got blocked.", "high", "Account locked after failed logins"),
+    (["How do I turn on two-factor authentication for my account?",
+      "Where is the setting for two-step verification?",
+      "I want to add 2FA to my login, how?"],
+     "Can you tell me how to enable extra login security codes?", "low", "How to enable two-factor authentication"),
+    (["I want to change the email address on my account to {email}.",
+      "Please update my account email to {email}.",
+      "My login email should now be {email}."],
+     "Switch the email on my profile to {email}, please.", "medium", "Change account email to {email}"),
+    (["Please delete my account and all my data.",
+      "I want my account removed permanently.",
+      "Close my account and erase my information."],
+     "Remove my account and everything you store about me.", "medium", "Account deletion request"),
+    (["Someone logged into my account from {city}, it was not me.",
+      "I got an alert about a login from {city} that I did not make.",
+      "There is a sign-in from {city} on my account, not mine."],
+     "My account shows activity from {city}, I have never been there.", "high", "Suspicious login from {city}"),
 ]
-SHIPPING_EVAL = [
-    ("The courier marked order {order} delivered but nothing is at my door.", "high", "Order {order} marked delivered, not received"),
-    ("Is express delivery available for a {product}?", "low", "Express delivery for {product}"),
-    ("Order {order} shipped to my old address, can you redirect it?", "medium", "Redirect order {order}"),
-    ("How long does delivery to {country} usually take?", "low", "Delivery time to {country}"),
-    ("The box for order {order} was open and the {product} is missing.", "high", "{product} missing from order {order}"),
-    ("Can you split order {order} into two shipments?", "low", "Split order {order}"),
-    ("My {product} from order {order} came broken in the parcel.", "high", "Broken {product} in order {order}"),
-    ("The delivery driver left order {order} with a neighbour I don't know.", "medium", "Order {order} left with neighbour"),
-]
-ACCOUNT = [
-    ("I cannot log in, the password reset email never arrives.", "high", "Password reset email not received"),
-    ("My account was locked after too many login attempts.", "high", "Account locked after failed logins"),
-    ("How do I turn on two-factor authentication for my account?", "low", "How to enable two-factor authentication"),
-    ("I want to change the email address on my account to {email}.", "medium", "Change account email to {email}"),
-    ("Please delete my account and all my data.", "medium", "Account deletion request"),
-    ("Someone logged into my account from {city}, it was not me.", "high", "Suspicious login from {city}"),
-]
-ACCOUNT_EVAL = [
-    ("I am not getting the verification code to sign in.", "high", "Verification code not received"),
-    ("How can I rename my username?", "low", "Rename username"),
-    ("My profile shows someone else's name, I think I was hacked.", "high", "Profile changed, possible hack"),
-    ("I forgot which email I used to register.", "medium", "Forgotten registration email"),
-    ("Please close my profile, I no longer use the service.", "medium", "Close profile"),
-    ("Can I add a second person to my login?", "low", "Add a second user to login"),
-]
+
+
+def training_specs(intents: list) -> list[tuple[str, str, str]]:
+    """(wording, priority, summary) of every training wording, the first wording of each intent first."""
+    return [(w[k], pri, summ) for k in range(3) for w, _, pri, summ in intents]
+
+
+def eval_specs(intents: list) -> list[tuple[str, str, str]]:
+    return [(held_out, pri, summ) for _, held_out, pri, summ in intents]
+
+
+BILLING, SHIPPING, ACCOUNT = map(training_specs, (BILLING_INTENTS, SHIPPING_INTENTS, ACCOUNT_INTENTS))
+BILLING_EVAL, SHIPPING_EVAL, ACCOUNT_EVAL = map(eval_specs, (BILLING_INTENTS, SHIPPING_INTENTS, ACCOUNT_INTENTS))
 PLANS = ["Basic", "Pro", "Team", "Enterprise"]
 MONTHS = ["January", "February", "March", "April", "May", "June"]
 CITIES = ["Lisbon", "Oslo", "Denver", "Nairobi", "Osaka"]
