@@ -231,3 +231,13 @@ class ParquetSink:
             self.close()
         else:
             self.abort()
+
+
+def umask_modes(folder: str | Path) -> None:
+    """Give every file under `folder` the mode the user's umask asks for (0o666 & ~umask), as `open()` would:
+    some libraries write their files 0600 (safetensors does), which a shared run folder should not keep."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~mask)

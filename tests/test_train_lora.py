@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -122,6 +123,9 @@ def test_adapter_and_run_card(run):
     assert cfg["r"] == 16 and cfg["lora_alpha"] == 32 and cfg["peft_type"] == "LORA"
     assert set(cfg["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj"}
     assert (out / "adapter" / "adapter_model.safetensors").stat().st_size > 100_000
+    mask = os.umask(0)
+    os.umask(mask)  # safetensors writes 0600; the adapter's files follow the umask like every other output
+    assert {f.stat().st_mode & 0o777 for f in (out / "adapter").iterdir()} == {0o666 & ~mask}
     card = json.loads((out / "run_card.json").read_text())
     assert card["data"] == {"path": str(run["data"]), "sha256": content_hash_file(run["data"]),
                             "val_path": str(run["val"]), "val_sha256": content_hash_file(run["val"])}
@@ -192,6 +196,9 @@ def test_merged_model_equals_base_plus_adapter(run, tmp_path):
 
     done = merge(run["out"], tmp_path / "merged")
     merged_dir = Path(done.outputs["model"])
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {f.stat().st_mode & 0o777 for f in merged_dir.iterdir() if f.is_file()} == {0o666 & ~mask}
     assert merged_dir == tmp_path / "merged" and done.summary["base"] == "embedded"
     assert done.summary["adapter"] == str(run["out"] / "adapter") and done.summary["config"] == {"base": None}
     merged = AutoModelForCausalLM.from_pretrained(str(merged_dir))

@@ -26,9 +26,9 @@ import pyarrow as pa
 
 from curate.dataset import canonical_parquet
 from curate.dedupe.keys import extract
-from curate.errors import InputError
 from curate.dedupe.shingle import Tokens, tokenize, word_shingles
 from curate.dedupe.shingle import ranges as _ranges
+from curate.errors import InputError
 
 TRIGRAM = 3
 
@@ -58,11 +58,11 @@ def load_eval(paths: list[str | Path], fmt: str = "auto", long_ngram: int = 13,
     files, item_file, item_id, item_turn, texts, item_field = [], [], [], [], [], []
     for path in paths:
         files.append(str(path))
-        for rid, turn, field, text in _items(Path(path), fmt, fields):
+        for rid, turn, name, text in _items(Path(path), fmt, fields):
             item_file.append(str(path))
             item_id.append(rid)
             item_turn.append(turn)
-            item_field.append(field)
+            item_field.append(name)
             texts.append(text)
     tok = tokenize(pa.array(texts, pa.string()), np.arange(len(texts)), len(texts))
     ev = EvalSet(files, item_file, item_id, item_turn, texts, item_field, tok, long_ngram)

@@ -102,9 +102,9 @@ def report(
         if redactor is not None:  # every later read (features, embeddings, examples, gap rows) sees masked text
             from curate.redact import redacted
 
-            for name in srcs:
+            for name, src in list(srcs.items()):
                 found[name] = Counter()
-                srcs[name] = stack.enter_context(redacted(srcs[name], redactor, found[name], BATCH, **PARQUET_READ))
+                srcs[name] = stack.enter_context(redacted(src, redactor, found[name], BATCH, **PARQUET_READ))
         for name, src in srcs.items():
             inputs[name] = _describe(src)
             sample = embedded_rows(src.rows, cfg.embed_sample, cfg.seed, list(sources).index(name))

@@ -10,6 +10,7 @@ from typing import Any
 
 from curate.errors import UsageError
 from curate.outcome import StageOutcome
+from curate.outputs import umask_modes
 from curate.train.config import MergeConfig
 from curate.train.threads import torch_threads
 
@@ -59,6 +60,7 @@ def merge(run_dir: str | Path, output: str | Path, config: MergeConfig | Mapping
         shutil.rmtree(tmp, ignore_errors=True)
         merged.save_pretrained(str(tmp), safe_serialization=True)
     load_tokenizer(model_path).save_pretrained(str(tmp))
+    umask_modes(tmp)
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)

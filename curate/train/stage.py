@@ -28,6 +28,7 @@ from curate.dataset import content_hash_file
 from curate.errors import MissingDependency, UsageError
 from curate.inputs import Source
 from curate.outcome import StageOutcome
+from curate.outputs import umask_modes
 from curate.train.config import TrainConfig
 from curate.train.data import IGNORE, TokenizedData, prepare
 from curate.train.threads import Threads, torch_threads
@@ -358,6 +359,7 @@ def _run(td: TokenizedData, cfg: TrainConfig, model_path: str, run_dir: Path, fp
     tmp = run_dir / ".adapter.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     trainer.model.save_pretrained(str(tmp))
+    umask_modes(tmp)
     shutil.rmtree(adapter_dir, ignore_errors=True)
     tmp.replace(adapter_dir)
     card = {
