@@ -33,13 +33,29 @@ class CurateGroup(click.Group):
     """Turns CurateError into `Error: ...` and its exit code; --debug keeps the traceback."""
 
     def invoke(self, ctx: click.Context):
+        wants_json = "--json" in [*getattr(ctx, "_protected_args", ()), *ctx.args]
         try:
             return super().invoke(ctx)
         except (CurateError, OSError) as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            _error(str(exc) if isinstance(exc, CurateError) else _os_error(exc))
-            sys.exit(exc.exit_code if isinstance(exc, CurateError) else _os_exit(exc))
+            message = str(exc) if isinstance(exc, CurateError) else _os_error(exc)
+            code = exc.exit_code if isinstance(exc, CurateError) else _os_exit(exc)
+            _error(message)
+            if wants_json:
+                _json_error(message, code)
+            sys.exit(code)
+        except click.UsageError as exc:  # a bad option or argument: click's own message, as JSON too when asked
+            if not wants_json:
+                raise
+            exc.show()
+            _json_error(exc.format_message(), exc.exit_code)
+            sys.exit(exc.exit_code)
+
+
+def _json_error(message: str, code: int) -> None:
+    """With --json, a failed command still prints one JSON document on stdout: what went wrong and the exit code."""
+    print_json({"error": message, "exit_code": code, "kind": "usage" if code == EXIT_USAGE else "data"})
 
 
 def _error(message: str) -> None:

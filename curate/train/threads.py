@@ -18,6 +18,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -133,7 +134,8 @@ def choose(setting: str | int = "auto", *, env: Mapping[str, str] | None = None,
 def torch_threads(setting: str | int = "auto") -> Iterator[Threads]:
     """Run torch with the chosen thread count inside the block; the caller's intra-op count comes back after it.
 
-    Inter-op threads are set once per process (torch refuses later changes), to the same count.
+    Inter-op threads are set once per process (torch refuses later changes), to the same count. Inside the block
+    the libraries' known FutureWarning about `is_gradient_checkpointing` is silenced.
     """
     import torch
 
@@ -144,6 +146,11 @@ def torch_threads(setting: str | int = "auto") -> Iterator[Threads]:
         with contextlib.suppress(RuntimeError):  # already set, or inter-op work already started
             torch.set_num_interop_threads(chosen.count)
     try:
-        yield chosen
+        with warnings.catch_warnings():
+            # peft reads `model.is_gradient_checkpointing`, which transformers 5 deprecated: a FutureWarning on
+            # every train and eval that says nothing about the user's run
+            warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated",
+                                    category=FutureWarning)
+            yield chosen
     finally:
         torch.set_num_threads(before)
