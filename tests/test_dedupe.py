@@ -321,7 +321,8 @@ def test_settings_have_one_name_in_python_cli_and_recipe():
     assert choices.pop("engine") == ["local", "ray"]  # where batches run, not a DedupeConfig setting
     assert choices == {"on": ["user", "assistant", "conversation", "first-user"], "shingle": ["word", "char"],
                        "keep": ["first", "longest", "origin"], "hash": ["curate", "sha1"]}
-    assert set(section_schema(DedupeConfig)["properties"]) == set(fields) - {"format", "against_format", "index"}
+    assert set(section_schema(DedupeConfig)["properties"]) == set(fields) - {"format", "against_format", "against_field",
+                                                                             "index"}
 
 
 def test_cli_settings_reach_the_config(shared_data, tmp_path):

@@ -286,3 +286,27 @@ def test_drift_names_what_moved(files, tmp_path):
                for m in dr["moved"]), dr["moved"]
     same = run("--production", str(old), "--baseline", str(old), "--embedder", "tfidf", "--json")
     assert json.loads(same.stdout)["drift"]["moved"] == []
+
+
+def test_reply_less_production_is_compared_on_what_both_sides_have(files, tmp_path):
+    """Production samples usually hold only the request: no false alarm from the missing replies."""
+    import pyarrow as pa
+
+    rows = planted({"cooking": 80, "travel": 80, "code": 90}, seed=2)
+    table = rows_to_table(rows)  # validated without an output format: the compliance column is all null
+    train = write_table(table.append_column("validate_compliant", pa.nulls(table.num_rows, pa.bool_())),
+                        tmp_path / "train.parquet")
+    for row in rows:  # the same requests, without the replies
+        row["messages"] = [m for m in row["messages"] if m["role"] != "assistant"]
+    bare = write_table(rows_to_table(rows), tmp_path / "bare.parquet")
+    d = doc(report(train, bare, embedder="tfidf"))
+    compared = {f["feature"] for f in d["comparison"]["features"]}
+    skipped = {s["feature"]: s["why"] for s in d["comparison"]["skipped"]}
+    assert "assistant_tokens" not in compared and "total_tokens" not in compared and "prompt_tokens" in compared
+    assert skipped["assistant_tokens"] == "production has no assistant messages"
+    assert skipped["total_tokens"].startswith("production has no assistant replies")
+    assert skipped["system_tokens"] == "train has no system messages"
+    assert d["metrics"]["max_ks"] == 0.0 and d["metrics"]["max_psi"] == 0.0  # the requests are the same
+    assert d["metrics"]["p95_ratio_total"] is None
+    # never validated for format: "not checked", not 0%
+    assert d["structure"]["train"]["format_compliance"] is None

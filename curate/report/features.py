@@ -94,7 +94,7 @@ class _Tally:
         # system prompt -> [rows, its first 200 characters], keyed by a hash: the top list shows only those
         # characters, and ordering by them (then count) shows the same entries as ordering by the whole text
         self.systems: dict[int, list] = {}
-        self.records_with_system = self.with_tools = self.synthetic = self.passed = 0
+        self.records_with_system = self.with_tools = self.synthetic = self.passed = self.checked = 0
         self.id_hashes: list[np.ndarray] = []  # duplicates are counted from 8 bytes a row, not the ids
         self.synth_cols = [c for c in columns if c.startswith("synth_")]
         self.validate_cols = [c for c in columns if c.startswith("validate_")]
@@ -120,13 +120,18 @@ class _Tally:
         self.synthetic += int(synthetic.sum())
         if self.validate_cols:
             passed = np.ones(n, dtype=bool)
+            checked = np.zeros(n, dtype=bool)
             for c in self.validate_cols:
                 values = batch.column(c).to_pylist()
                 if pa.types.is_boolean(batch.schema.field(c).type):
-                    passed &= np.array([bool(v) for v in values], dtype=bool)
+                    # null: the check did not run on the row (no --output-schema), which is neither pass nor fail
+                    passed &= np.array([v is not False for v in values], dtype=bool)
+                    checked |= np.array([v is not None for v in values], dtype=bool)
                 elif c.endswith(("_errors", "_issues", "_reason", "_reasons")):
                     passed &= np.array([not v for v in values], dtype=bool)
-            self.passed += int(passed.sum())
+                    checked[:] = True
+            self.passed += int((passed & checked).sum())
+            self.checked += int(checked.sum())
 
     def distinct_ids(self) -> int:
         return len(np.unique(np.concatenate(self.id_hashes))) if self.id_hashes else 0
@@ -225,8 +230,9 @@ def structure(rec: Records, tally: _Tally) -> dict[str, Any]:
         "unrenderable": rec.unrenderable,
         "duplicate_share": round((n - tally.distinct_ids()) / n, 4) if n else 0.0,
         "synthetic_share": round(tally.synthetic / n, 4) if n else 0.0,
-        "format_compliance": ({"columns": tally.validate_cols, "pass_share": round(tally.passed / n, 4)}
-                              if tally.validate_cols and n else None),
+        # None when no row was checked: data validated without an output format is "not checked", not 0%
+        "format_compliance": ({"columns": tally.validate_cols, "pass_share": round(tally.passed / tally.checked, 4),
+                               "checked": tally.checked} if tally.validate_cols and tally.checked else None),
     }
 
 
@@ -246,11 +252,16 @@ def compare(reference: Records, target: Records) -> dict[str, Any]:
     """KS statistic, PSI and quantiles of every per-record feature, reference vs target."""
     from scipy.stats import ks_2samp
 
-    rows = []
+    rows, skipped = [], []
+    replies = {side.name: bool((side.features["assistant_tokens"] > 0).any()) for side in (reference, target)}
     for f in FEATURES:
         a, b = reference.features[f], target.features[f]
         a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-        if a.size == 0 or b.size == 0:
+        if f in PRESENCE:  # lengths of a role are compared where both sides have it, not against its absence
+            a, b = a[a > 0], b[b > 0]
+        why = _skip_reason(f, a, b, reference.name, target.name, replies)
+        if why:
+            skipped.append({"feature": f, "why": why})
             continue
         ks = ks_2samp(a, b, method="asymp")  # exact p-values are slow and fail on ties
         qa, qb = _quantiles(a), _quantiles(b)
@@ -268,4 +279,22 @@ def compare(reference: Records, target: Records) -> dict[str, Any]:
     langs_a, langs_b = reference.languages, target.languages
     na, nb = max(reference.rows, 1), max(target.rows, 1)
     lang = {k: {"reference": round(langs_a[k] / na, 4), "target": round(langs_b[k] / nb, 4)} for k in sorted(langs_a | langs_b)}
-    return {"features": rows, "languages": lang}
+    return {"features": rows, "languages": lang, "skipped": skipped}
+
+
+# features compared over the records that have the role: production samples usually carry no assistant reply
+# and many records no system prompt, and comparing a length with its absence raised false alarms (KS 1.0)
+PRESENCE = ("assistant_tokens", "system_tokens")
+
+
+def _skip_reason(f: str, a: np.ndarray, b: np.ndarray, ref: str, tgt: str, replies: dict[str, bool]) -> str | None:
+    """Why feature `f` is not compared (None: it is)."""
+    without = [name for name, has in replies.items() if not has]
+    if f == "total_tokens" and len(without) == 1:
+        return (f"{without[0]} has no assistant replies: the totals would compare prompts with whole "
+                "conversations (prompt_tokens compares what both have)")
+    for values, name in ((a, ref), (b, tgt)):
+        if values.size == 0:
+            role = f.removesuffix("_tokens")
+            return f"{name} has no {role} messages" if f in PRESENCE else f"{name} has no renderable records"
+    return None

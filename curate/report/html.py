@@ -142,14 +142,18 @@ def _structure(d: dict[str, Any]) -> str:
     rows.append(["duplicate share"] + [f"{s[n]['duplicate_share']:.2%}" for n in sets])
     rows.append(["synthetic share"] + [f"{s[n]['synthetic_share']:.2%}" for n in sets])
     rows.append(["format compliance (curate validate)"] + [
-        f"{s[n]['format_compliance']['pass_share']:.1%}" if s[n]["format_compliance"] else "not validated" for n in sets])
+        f"{s[n]['format_compliance']['pass_share']:.1%} of {s[n]['format_compliance']['checked']:,} checked"
+        if s[n]["format_compliance"] else "not checked" for n in sets])
     return _table([""] + sets, rows)
 
 
 def _features(cmp: dict[str, Any], ref: str, tgt: str) -> str:
     rows = [[f["feature"], f["reference"]["p50"], f["target"]["p50"], f["reference"]["p95"], f["target"]["p95"],
              f["p95_ratio"] if f["p95_ratio"] is not None else "-", f["ks"], f["psi"]] for f in cmp["features"]]
-    return _table(["feature", f"{ref} P50", f"{tgt} P50", f"{ref} P95", f"{tgt} P95", "P95 ratio", "KS", "PSI"], rows)
+    skipped = "".join(f"<div class='muted'>not compared: {escape(sk['feature'])}: {escape(sk['why'])}</div>"
+                      for sk in cmp.get("skipped", []))
+    return _table(["feature", f"{ref} P50", f"{tgt} P50", f"{ref} P95", f"{tgt} P95", "P95 ratio", "KS", "PSI"], rows) \
+        + skipped
 
 
 def _clusters(clusters: list[dict[str, Any]], tgt: str, ref: str) -> str:

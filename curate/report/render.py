@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from curate.console import console, print_json
@@ -35,6 +36,8 @@ def render_report(out: StageOutcome) -> None:
             c.add_row(f["feature"], f"{f['reference']['p95']:g}", f"{f['target']['p95']:g}",
                       "-" if f["p95_ratio"] is None else f"{f['p95_ratio']:.2f}", f"{f['ks']:.3f}", f"{f['psi']:.3f}")
         console.print(c)
+        for sk in d["comparison"].get("skipped", []):
+            console.print(f"[dim]not compared: {escape(sk['feature'])}: {escape(sk['why'])}[/]")
     cov = d["coverage"]
     if cov:
         ct = Table("cluster", "top terms", "prod share", "train share", "ratio", "NN dist", title=(
