@@ -7,7 +7,8 @@ the compiled schemas, the MinHash settings) and then fn(state, item) for the ite
 round-robin with at most `window` in flight and come back in input order, so the outputs are the same
 functions' results in the same order as on the local engine: equal, byte for byte.
 
-What crosses the network: each item (a JSONL block's bytes, a batch's rows) and its result. Reading
+What crosses the network: each item (a JSONL block's bytes, a batch's rows) and its result (with `map_held`,
+only its small part: dedupe's blocks of signatures and shingles stay in the object store). Reading
 the input and writing the outputs stay in the driver (the `curate` process), which is what keeps them
 one output set that a killed run never leaves half-written.
 
@@ -83,6 +84,10 @@ class _Worker:
     def call(self, fn: Callable[[Any, Any], Any], item: Any) -> Any:
         return fn(self.state, item)
 
+    def call_held(self, fn: Callable[[Any, Any], tuple[Any, Any]], item: Any) -> tuple[Any, Any]:
+        """fn's (small, large) result as two return values (the caller asks for num_returns=2)."""
+        return fn(self.state, item)
+
 
 class RayEngine:
     """Runs fn(state, item) over items, in order, on `workers` Ray actors (at most the cluster's CPUs)."""
@@ -118,6 +123,24 @@ class RayEngine:
                 yield self._get(pending.popleft())
         while pending:
             yield self._get(pending.popleft())
+
+    def map_held(self, fn: Callable[[Any, Any], tuple[Any, Any]], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+        """For every item, in input order: fn(state, item) = (small, large) on the actors, the small part fetched
+        here and the large part left in the cluster's object store (a reference this process owns, so the object
+        outlives the actor that made it)."""
+        pending: deque[Any] = deque()
+
+        def call(i: int, item: Any) -> Any:
+            return self._actors[i % len(self._actors)].call_held.options(num_returns=2).remote(fn, item)
+
+        for i, item in enumerate(items):
+            pending.append(call(i, item))
+            if len(pending) >= self.window:
+                small, large = pending.popleft()
+                yield self._get(small), large
+        while pending:
+            small, large = pending.popleft()
+            yield self._get(small), large
 
     def _get(self, ref: Any) -> Any:
         from ray.exceptions import RayActorError, RayTaskError

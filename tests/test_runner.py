@@ -32,6 +32,7 @@ dedupe:
   threshold: 0.8
 report:
   embedder: tfidf
+  gap_ratio: 0.5  # as the demo recipe: the account tickets are a gap at half their production share
 synth:
   teacher: fake
   base_url: {url}
@@ -139,9 +140,9 @@ def test_every_recipe_error_is_reported_before_the_first_stage(project):
     lines = str(err.value).splitlines()[1:]
     assert [line.strip() for line in lines] == [
         "dedupe.treshold (line 11): unknown key; did you mean 'threshold'?",
-        "train.batchsize (line 21): unknown key; did you mean 'batch_size'?",
-        "train.max_steps (line 22): input should be a valid integer, unable to parse string as an integer (got 'four')",
-        "eval.max_new_tokens (line 24): input should be greater than or equal to 1 (got 0)",
+        "train.batchsize (line 22): unknown key; did you mean 'batch_size'?",
+        "train.max_steps (line 23): input should be a valid integer, unable to parse string as an integer (got 'four')",
+        "eval.max_new_tokens (line 25): input should be greater than or equal to 1 (got 0)",
     ]
     assert not (root / "runs").exists()  # nothing ran
 

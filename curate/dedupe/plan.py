@@ -54,6 +54,20 @@ def _known_or_new(query: np.ndarray, pairs: np.ndarray, values: np.ndarray, comp
     return out
 
 
+def estimates(sets: lsh.ShingleSets, pairs: np.ndarray, num_perm: int, seed: int, chunk: int = 1 << 16) -> np.ndarray:
+    """MinHash estimates of pairs, from signatures of just the documents in them, a chunk of pairs at a
+    time (signatures of every document at once would take num_perm * 4 bytes each: ~1 GB at 10M rows)."""
+    out = np.zeros(len(pairs))
+    a, b = permutations(num_perm, seed)
+    for lo in range(0, len(pairs), chunk):
+        q = pairs[lo : lo + chunk]
+        docs = np.unique(q)
+        k = np.searchsorted(sets.docs, docs)
+        sig = kernels.signatures_at(sets.values, sets.offsets[k], sets.offsets[k + 1], a, b)
+        out[lo : lo + len(q)] = kernels.equal_fraction(sig, np.searchsorted(docs, q[:, 0]), np.searchsorted(docs, q[:, 1]))
+    return out
+
+
 @dataclass
 class Rows:
     """What pass 1 learned about every row of the input that deciding needs."""
@@ -96,18 +110,8 @@ def decide(rows: Rows, cfg: DedupeConfig, load_sets: Callable[[np.ndarray], lsh.
     new_sets.docs = new_sets.docs + m
     sets = lsh.concat_sets(parts + [new_sets])
 
-    def est(p: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-        """MinHash estimates of pairs, from signatures of just the documents in them, a chunk of pairs at a
-        time (signatures of every document at once would take num_perm * 4 bytes each: ~1 GB at 10M rows)."""
-        out = np.zeros(len(p))
-        a, b = permutations(num_perm, seed)
-        for lo in range(0, len(p), chunk):
-            q = p[lo : lo + chunk]
-            docs = np.unique(q)
-            k = np.searchsorted(sets.docs, docs)
-            sig = kernels.signatures_at(sets.values, sets.offsets[k], sets.offsets[k + 1], a, b)
-            out[lo : lo + len(q)] = kernels.equal_fraction(sig, np.searchsorted(docs, q[:, 0]), np.searchsorted(docs, q[:, 1]))
-        return out
+    def est(p: np.ndarray) -> np.ndarray:
+        return estimates(sets, p, num_perm, seed)
 
     # verified: estimates are only reported, for the removed rows' pairs below (a fraction of the candidates)
     pair_j = lsh.jaccard(sets, pairs) if verify else est(pairs)

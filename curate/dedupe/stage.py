@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curate.dedupe import distributed
 from curate.dedupe.alloc import reuse_freed_memory, small_pages
 from curate.dedupe.config import DedupeConfig
 from curate.dedupe.keys import shared_system_prompts, system_prompts
@@ -93,6 +94,10 @@ def _dedupe(src: Input, output: str | Path | None, cfg: DedupeConfig, against: l
         from curate.dedupe.decontam import Matcher, load_eval
 
         matcher = Matcher(load_eval(against, cfg.against_format, cfg.long_ngram, cfg.against_field or None))
+
+    if distributed.wanted(cfg):  # --engine ray: deciding runs on the cluster too (curate/dedupe/distributed.py)
+        with small_pages() if tune_allocator else nullcontext():
+            return distributed.dedupe_on_cluster(src, output, cfg, shared, matcher, recall, t0, c0)
 
     with small_pages() if tune_allocator else nullcontext():  # see curate/dedupe/alloc.py
         # pass 1: exact hashes and band keys of every row
