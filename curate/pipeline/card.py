@@ -45,8 +45,9 @@ def write_card(work: Path, recipe: RunRecipe, records: list[StageRecord], datase
         "", _table(["source file", "rows"], [[f, n] for f, n in files.most_common()]),
         "", "## Stages", "",
         _table(["stage", "status", "seconds", "counts"],
-               [[r.name, r.status if r.status != "skipped" else f"skipped: {r.reason}", r.seconds,
-                 _inline(r.outcome.get("counts", {}))] for r in records]),
+               [[r.name, r.status if r.status != "skipped" else f"skipped: {r.reason}",
+                 f"{r.seconds:.1f}" if r.status == "ran" else "", _counts(r.outcome.get("counts", {}))]
+                for r in records]),
     ]
     if "ingest" in ran:
         roles = ran["ingest"]["roles"]
@@ -62,7 +63,9 @@ def write_card(work: Path, recipe: RunRecipe, records: list[StageRecord], datase
     if "report" in ran:
         o = ran["report"]
         metrics = o["report"]["metrics"]
-        parts += ["", "## Coverage against production", "", _table(["metric", "value"], [[k, v] for k, v in metrics.items()]),
+        parts += ["", "## Coverage against production", "", *_coverage(o["report"]),
+                  "", _table(["metric", "value"], [[COVERAGE_METRICS.get(k, k), v] for k, v in metrics.items()
+                                                   if v is not None]),
                   f"\nGap rows: {o['counts'].get('gap_rows')}. Report: `{o['outputs'].get('html')}`."]
     if "synth" in ran:
         o, c = ran["synth"], ran["synth"]["counts"]
@@ -76,8 +79,10 @@ def write_card(work: Path, recipe: RunRecipe, records: list[StageRecord], datase
     if "train" in ran:
         o = ran["train"]
         parts += ["", "## Training", "", f"Adapter: `{o['outputs'].get('adapter')}`. Rows {o['counts']['in']}: "
-                  f"{o['counts']['kept']} used, {o['counts']['rejected']} dropped ({_inline(o.get('reasons') or {})}).",
-                  "", _table(["metric", "value"], [[k, v] for k, v in (o.get("metrics") or {}).items()])]
+                  f"{o['counts']['kept']} used, {o['counts']['rejected']} dropped"
+                  + (f" ({_counts(o.get('reasons') or {})})." if o['counts']['rejected'] else "."),
+                  "", _table(["metric", "value"], [[TRAIN_METRICS.get(k, k), v] for k, v in (o.get("metrics") or {}).items()
+                                                   if v is not None and k in TRAIN_METRICS])]
     path = work / "DATASET_CARD.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(parts) + "\n")
@@ -93,10 +98,12 @@ def _evaluation(evals: list[StageRecord]) -> list[str]:
     fields = list((variants[0].get("fields") or {}).keys()) if variants else []
     out = [f"## Does curation help? Evaluation on {last['counts'].get('in')} held-out prompts"
            + (f" (round {variants[0].get('round')})" if len(evals) > 1 and variants else ""), ""]
-    rows = [[v["model"], v.get("data"), v.get(metric), *[(v["fields"].get(f) or {}).get("accuracy") for f in fields],
-             v.get("format_rate"), ", ".join(f"{k}: {lab}" for k, lab in (v.get("collapsed") or {}).items())]
+    names = {"base": "base model", "raw": "adapter on the raw data", "curated": "adapter on the curated data"}
+    rows = [[names.get(v.get("data"), v["model"]) if v["model"] in ("base", "raw", "curated", "train")
+             else v["model"], v.get(metric), *[(v["fields"].get(f) or {}).get("accuracy") for f in fields],
+             v.get("format_rate"), ", ".join(f"{k}: {lab}" for k, lab in (v.get("collapsed") or {}).items()) or "no"]
             for v in variants]
-    out.append(_table(["model", "data", metric.replace("_", " "), *fields, "format rate", "collapsed on"], rows))
+    out.append(_table(["model", metric.replace("_", " "), *fields, "format rate", "collapsed"], rows))
     for c in last.get("comparisons") or []:
         lo, hi = c["ci95"]
         verdict = "a real difference" if lo > 0 or hi < 0 else "within the noise"
@@ -133,20 +140,54 @@ def _validation(o: dict[str, Any]) -> list[str]:
     codes += [[k, "warning", v] for k, v in (o.get("warnings") or {}).items()]
     if codes:
         out += ["", _table(["code", "severity", "records"], sorted(codes, key=lambda x: -x[2]))]
-    if o.get("compliance"):
-        out += ["", f"Output-format compliance: {_inline(o['compliance'])}."]
+    comp = o.get("compliance")
+    if comp and comp.get("records_checked"):
+        what = {"schema": "the output schema", "regex": "the output pattern"}.get(comp.get("mode"), "the output format")
+        out += ["", f"Output format: {comp['records_compliant']} of {comp['records_checked']} records with a reply "
+                    f"comply with {what} ({comp['records_compliant'] / comp['records_checked']:.1%})."]
     return out
 
 
 def _dedupe(o: dict[str, Any]) -> list[str]:
     c = o["counts"]
-    out = [f"Rows in {c['in']}, kept {c['kept']}, removed {c['rejected']} ({_inline(o.get('reasons') or {})}); "
+    out = [f"Rows in {c['in']}, kept {c['kept']}, removed {c['rejected']} ({_counts(o.get('reasons') or {}) or 'none'}); "
            f"{o.get('clusters')} clusters."]
     if o["outputs"].get("clusters"):
         out.append(f"\nClusters: `{o['outputs']['clusters']}`.")
     if o["outputs"].get("decontamination"):
         out.append(f"Decontamination evidence per eval item: `{o['outputs']['decontamination']}`.")
     return out
+
+
+COVERAGE_METRICS = {
+    "train_count": "training rows", "production_count": "production rows", "baseline_count": "baseline rows",
+    "p95_ratio": "P95 prompt tokens, production / training", "p95_ratio_total": "P95 total tokens, production / training",
+    "max_ks": "largest KS statistic of a length feature", "max_psi": "largest PSI of a length feature",
+    "uncovered_share": "share of production in gap clusters", "gap_clusters": "gap clusters",
+    "domain_auc": "domain-classifier AUC (0.5: indistinguishable)", "nn_distance_p95": "P95 distance to training",
+    "duplicate_share": "duplicate share (training)", "synthetic_share": "synthetic share (training)",
+}
+TRAIN_METRICS = {
+    "global_step": "steps", "epochs": "epochs", "train_loss": "training loss", "eval_loss_before": "validation loss before",
+    "eval_loss_best": "validation loss, best checkpoint", "tokens_seen": "tokens seen", "train_seconds": "seconds",
+}
+
+
+def _coverage(doc: dict[str, Any]) -> list[str]:
+    """The gaps in words, and which length features were left out of the comparison and why."""
+    out = []
+    for g in doc.get("gaps") or []:
+        out.append(f"- gap: cluster {g['cluster']} ({g['label']}): {g['production_share']:.1%} of production, "
+                   f"{g['train_share']:.1%} of training")
+    skipped = (doc.get("comparison") or {}).get("skipped") or []
+    if skipped:
+        out += [f"- not compared: {s['feature']}: {s['why']}" for s in skipped]
+    return out or ["No gap: every production cluster is covered by training."]
+
+
+def _counts(d: dict[str, Any]) -> str:
+    """Counts inline, zeros left out: 'in 287, kept 205, rejected 82'."""
+    return ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in d.items() if v not in (0, None))
 
 
 def _num(v: Any) -> Any:
