@@ -208,6 +208,12 @@ _NO_MESSAGES: list = []
 
 def _table(file: str, kept: list[tuple]) -> pa.Table:
     """The canonical table of the rows the fast path kept: (messages, tools, origin, meta, line, row) each."""
+    return table_columns(file, kept)[0]
+
+
+def table_columns(file: str, kept: list[tuple]) -> tuple[pa.Table, list[str], list[str], list[str], list[int]]:
+    """_table's table, with its ids, its messages' roles and contents (all rows' messages in a row) and each row's
+    first message's index among them (one more at the end): what validate's checks read."""
     msgs, tools, origins, metas, lines, rows = (list(c) for c in zip(*kept))
     flat = list(itertools.chain.from_iterable(msgs))
     roles, contents = list(map(_ROLE, flat)), list(map(_CONTENT, flat))
@@ -237,7 +243,8 @@ def _table(file: str, kept: list[tuple]) -> pa.Table:
         _same(origins),
         _maybe(metas),
     ]
-    return pa.Table.from_batches([pa.RecordBatch.from_arrays(columns, schema=SCHEMA)])
+    table = pa.Table.from_batches([pa.RecordBatch.from_arrays(columns, schema=SCHEMA)])
+    return table, ids, roles, contents, offsets.tolist()
 
 
 _ROLE, _CONTENT, _NAME, _CALL_ID = (attrgetter(a) for a in ("role", "content", "name", "tool_call_id"))
@@ -322,6 +329,8 @@ def convert_lines(conv: Conversion, lines: list[bytes], line: int, whole_last: b
                 mine = conv.origin or (values.pop("origin") if isinstance(values.get("origin"), str) else None) or "seed"
                 meta = json.dumps(values, ensure_ascii=False, sort_keys=True) if values else None
                 msgs, tools = SHAPES[use].convert(rec)
+            if _tool_tags(msgs):
+                raise _Slow
         except (_Slow, msgspec.DecodeError, RecursionError):  # msgspec gives up on deep nesting before Python does
             pass
         else:
@@ -375,6 +384,8 @@ def convert_records(conv: Conversion, items: list[Record | Reject]) -> tuple[pa.
                 mine = conv.origin or (values.pop("origin") if isinstance(values.get("origin"), str) else None) or "seed"
                 meta = json.dumps(values, ensure_ascii=False, sort_keys=True) if values else None
             msgs, tools = shape.convert(rec)
+            if _tool_tags(msgs):
+                raise _Slow
         except (_Slow, msgspec.ValidationError):
             got = canonical(conv.convert(item))
             if isinstance(got, Reject):
@@ -386,6 +397,12 @@ def convert_records(conv: Conversion, items: list[Record | Reject]) -> tuple[pa.
         conv.per_format[use] += 1
         kept.append((msgs, tools, mine, meta, item.line, item.row))
     return _merge(file, kept, slow, slow_at), rejects
+
+
+def _tool_tags(msgs: list) -> bool:
+    """Whether a message's text holds Hermes-style tool tags, which the record path turns into tool calls
+    (curate.ingest.formats._hermes)."""
+    return any(isinstance(c, str) and "<tool" in c for c in map(_CONTENT, msgs))
 
 
 def _merge(file: str, kept: list[tuple], slow: list[dict], slow_at: list[int]) -> pa.Table | None:

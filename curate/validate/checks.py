@@ -225,9 +225,12 @@ def check_block(checker: Checker, job: BlockJob) -> tuple[list[tuple], BatchResu
     from curate.ingest.blocks import _lines, _texts
     from curate.ingest.convert import Conversion, raw_text
     from curate.ingest.readers import Reject, file_problem, jsonl_items
+    from curate.validate import fastpath
     from curate.validate.codes import is_error
     from curate.validate.structure import reject_code
 
+    if fastpath.applies(checker, job):
+        return fastpath.check_block(checker, job)
     conv = Conversion(Path(job.file), job.fmt, job.origin)
     conv.format = job.format
     block = job.block

@@ -15,6 +15,7 @@ workers. Errors quarantine a row, warnings are counted and kept; counts balance:
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import json
 import os
@@ -117,7 +118,7 @@ def validate(source: str | Path | pa.Table, output: str | Path | None = None,
     tally = Tally(cfg.max_tokens, out_check)
     kept = 0
     with _Sinks(output, quarantine, valid_schema, keep) as sinks, progress("validate") as advance, \
-            _restored("TOKENIZERS_PARALLELISM"):
+            _restored("TOKENIZERS_PARALLELISM"), _rare_collections():
         for held, result in _blocks_done(_checked(batches, src.raw, spec, pool_spec, cfg.workers), notes):
             verdicts = tally.merge(result, _where(held, result, src.raw))
             kept += _write(sinks, held, result, verdicts, tally.rows - len(verdicts), src.raw)
@@ -144,6 +145,22 @@ def _restored(name: str) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = before
+
+
+@contextlib.contextmanager
+def _rare_collections() -> Iterator[None]:
+    """Python's cyclic garbage collector run less often during the checks, as before afterwards.
+
+    A batch keeps a few small containers a row until it is written (findings, verdicts, where each row came
+    from); at the default threshold they set off full collections, each walking every object of the process
+    (pyarrow's and jsonschema's included), many times a file. Nothing here makes cycles: memory stays the same.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], 50_000), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def _tokenizer(cfg: ValidateConfig, loaded: Any, notes: list[str]) -> Any:
@@ -305,28 +322,47 @@ class _RawReader:
             yield mine, theirs
 
 
-def _where(held: Any, result: BatchResult, raw: bool) -> list[tuple[str | None, int | None]]:
-    return [(file, line) for file, line, _, _ in held] if raw else result.where
+def _where(held: Any, result: BatchResult, raw: bool) -> Any:
+    """(file, line) of row i at [i]: a raw batch's from what this process holds of it, looked up when asked."""
+    return _HeldWhere(held) if raw else result.where
+
+
+class _HeldWhere:
+    """(file, line) of a raw batch's rows, from the tuples this process holds of them."""
+
+    __slots__ = ("held",)
+
+    def __init__(self, held: list[tuple]):
+        self.held = held
+
+    def __getitem__(self, i: int) -> tuple[str | None, int | None]:
+        file, line, _, _ = self.held[i]
+        return file, line
 
 
 def _write(sinks: _Sinks, held: Any, res: BatchResult, verdicts: list[tuple[bool, list[Finding]]], first_row: int,
            raw: bool) -> int:
     """Write one batch's valid rows (with the validate_ columns) and quarantine; the number of valid rows."""
-    added: dict[str, list] = {k: [] for k in ADDED_COLUMNS}
     quarantined: list[int] = []
     mask: list[bool] = []  # over the rows of `rows` below
+    kept: list[int] = []
+    codes: dict[int, tuple[list[Finding], list[str]]] = {}  # by the findings list's id: rows share lists (Tally.merge)
     for i, (ok, findings) in enumerate(verdicts):
         if res.checked[i] or not raw:
             mask.append(ok)
-        if not ok:
+        if ok:
+            kept.append(i)
+            if id(findings) not in codes:
+                codes[id(findings)] = (findings, [f.code for f in findings])
+        else:
             quarantined.append(i)
-            continue
-        c = res.tokens[i]
-        for k, v in zip(ADDED_COLUMNS, ([f.code for f in findings], c and c.tokens, c and c.trainable,
-                                        res.compliant[i])):
-            added[k].append(v)
+    tokens = [res.tokens[i] for i in kept]
+    added = {"validate_codes": [codes[id(verdicts[i][1])][1] for i in kept],
+             "validate_tokens": [c and c.tokens for c in tokens],
+             "validate_assistant_tokens": [c and c.trainable for c in tokens],
+             "validate_compliant": [res.compliant[i] for i in kept]}
     rows = res.rows if raw else held
-    valid = rows.filter(pa.array(mask, type=pa.bool_()))
+    valid = rows if len(mask) == len(kept) == rows.num_rows else rows.filter(pa.array(mask, type=pa.bool_()))
     valid = valid.drop_columns([c for c in valid.schema.names if c in ADDED_COLUMNS])
     for name, typ in ADDED_COLUMNS.items():
         valid = valid.append_column(pa.field(name, typ), pa.array(added[name], type=typ))

@@ -38,24 +38,33 @@ class Tally:
         self.profile = FormatProfile()
         self.rows = 0
 
-    def merge(self, res: BatchResult, where: list[tuple[str | None, int | None]]) -> list[tuple[bool, list[Finding]]]:
-        """Take one batch's results in order; per row (valid, its findings: one per code)."""
+    def merge(self, res: BatchResult, where: Any) -> list[tuple[bool, list[Finding]]]:
+        """Take one batch's results in order; per row (valid, its findings: one per code). `where[i]`: row i's
+        (file, line)."""
         out = []
+        # rows of a batch often share one findings list (curate.validate.fastpath): each distinct list is reduced
+        # to one finding per code once, by its id (`seen` holds the lists, so no id is reused meanwhile)
+        seen: dict[int, _Seen] = {}
         for i in range(len(res.first)):
             self.rows += 1
             findings = res.first[i]
-            if res.checked[i]:
-                findings = findings + self._duplicates(res.ids[i], res.declared[i]) + res.after[i]
+            checked = res.checked[i]
+            if checked:
+                extra = self._duplicates(res.ids[i], res.declared[i])
+                if extra or res.after[i]:
+                    findings = findings + extra + res.after[i]
                 if res.tokens[i] is not None:
                     self.tokens.add(res.tokens[i])
-            findings = _first_per_code(findings)
-            for f in findings:
-                self.counts[f.code] += 1
-                ex = self.examples.setdefault(f.code, [])
-                if len(ex) < EXAMPLES_PER_CODE:
-                    ex.append({"row": self.rows, "file": where[i][0], "line": where[i][1], "message": f.message})
-            ok = res.checked[i] and not any(is_error(f.code) for f in findings)
-            out.append((ok, findings))
+            known = seen.get(id(findings))
+            if known is None:
+                known = seen[id(findings)] = _Seen(findings)
+            known.rows += 1
+            if known.examples_open:
+                known.examples_open = self._examples(known.findings, where[i])
+            out.append((checked and not known.error, known.findings))
+        for known in seen.values():
+            for f in known.findings:
+                self.counts[f.code] += known.rows
         p = self.profile
         p.records += res.profiled
         p.styles.update(res.styles)
@@ -66,6 +75,16 @@ class Tally:
         c.records, c.compliant, c.replies, c.replies_ok = (c.records + records, c.compliant + compliant,
                                                            c.replies + replies, c.replies_ok + replies_ok)
         return out
+
+    def _examples(self, findings: list[Finding], where: tuple[str | None, int | None]) -> bool:
+        """Keep this row as an example of its codes that have fewer than EXAMPLES_PER_CODE; whether any still has."""
+        more = False
+        for f in findings:
+            ex = self.examples.setdefault(f.code, [])
+            if len(ex) < EXAMPLES_PER_CODE:
+                ex.append({"row": self.rows, "file": where[0], "line": where[1], "message": f.message})
+                more = more or len(ex) < EXAMPLES_PER_CODE
+        return more
 
     def _duplicates(self, cid: str | None, declared: str | None) -> list[Finding]:
         out = []
@@ -92,6 +111,19 @@ class Tally:
         return {"errors": {c["code"]: c["count"] for c in codes if c["severity"] == "error"},
                 "warnings": {c["code"]: c["count"] for c in codes if c["severity"] == "warning"},
                 "codes": codes}
+
+
+class _Seen:
+    """One findings list of a batch: its one finding per code, whether one is an error, the rows that have it."""
+
+    __slots__ = ("error", "examples_open", "findings", "rows", "source")
+
+    def __init__(self, findings: list[Finding]):
+        self.source = findings  # held, so that its id stays its own while the batch is merged
+        self.findings = _first_per_code(findings)
+        self.error = any(is_error(f.code) for f in self.findings)
+        self.rows = 0
+        self.examples_open = bool(self.findings)
 
 
 def _first_per_code(findings: list[Finding]) -> list[Finding]:
