@@ -12,7 +12,7 @@ from curate.config import Opt, StageConfig
 InputFormat = Literal["openai", "sharegpt", "alpaca", "prompt-completion", "preference", "qa", "mtbench",
                       "self-instruct", "canonical"]
 INPUT_FORMATS: tuple[str, ...] = typing.get_args(InputFormat)
-ExportFormat = Literal["openai", "sharegpt", "alpaca"]
+ExportFormat = Literal["openai", "sharegpt", "alpaca", "hermes"]
 
 
 class IngestConfig(StageConfig):
@@ -35,4 +35,5 @@ class ExportConfig(StageConfig):
     """How the canonical dataset is written out."""
 
     stage: ClassVar[str] = "export"
-    to: ExportFormat = Field("openai", description="The format to write: openai (JSONL), sharegpt or alpaca (JSON).")
+    to: ExportFormat = Field("openai", description="The format to write: openai (JSONL), sharegpt or alpaca (JSON), hermes "
+                                                       "(OpenAI messages with tool use written as Hermes tags, JSONL).")

@@ -25,7 +25,7 @@ def export(input: str | Path, output: str | Path, config: ExportConfig | dict | 
     read = written = 0
     rejects_path = Path(rejects) if rejects else output.with_name(output.name + ".rejects.jsonl")
     sink = _RejectsSink(rejects_path)
-    as_array = to != "openai" and output.suffix != ".jsonl"
+    as_array = to not in ("openai", "hermes") and output.suffix != ".jsonl"
     with OutputSet(output, [rejects_path]) as outputs:
         with open(outputs.tmp(output), "w", encoding="utf-8") as f:
             if as_array:

@@ -10,6 +10,7 @@ Output formats: openai, sharegpt, alpaca.
 from __future__ import annotations
 
 import json
+import re
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -172,6 +173,48 @@ def _sharegpt_messages(raw: Any, field: str) -> list[dict]:
     return out
 
 
+HERMES_CALL = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
+HERMES_RESPONSE = re.compile(r"\A\s*<tool_response>\s*(.*?)\s*</tool_response>\s*\Z", re.DOTALL)
+HERMES_TOOLS = re.compile(r"<tools>\s*(.*?)\s*</tools>", re.DOTALL)
+
+
+def _hermes(msgs: list[dict], tools: str | None, field: str) -> tuple[list[dict], str | None]:
+    """Hermes-style tool use written into the text, as OpenAI's fields: `<tool_call>{"name", "arguments"}
+    </tool_call>` in an assistant turn becomes its tool_calls (the text around the blocks stays its content),
+    a tool turn that is one `<tool_response>` block loses the tags, and a system prompt's `<tools>[...]</tools>`
+    becomes the record's tools when it has none (the block leaves the system text)."""
+    for i, m in enumerate(msgs):
+        text = m.get("content")
+        if not isinstance(text, str):
+            continue
+        if m["role"] == "assistant" and not m.get("tool_calls") and "<tool_call>" in text:
+            calls = []
+            for k, block in enumerate(HERMES_CALL.findall(text)):
+                try:
+                    call = json.loads(block)
+                except json.JSONDecodeError as exc:
+                    raise RecordError(f"<tool_call> block {k + 1} is not JSON ({exc.msg})", f"{field}[{i}].content") \
+                        from exc
+                calls.append(call if isinstance(call, dict) else {})
+            if calls:
+                m["tool_calls"] = _tool_calls(calls, f"{field}[{i}].content")
+                m["content"] = HERMES_CALL.sub("", text).strip() or None
+        elif m["role"] == "tool" and (hit := HERMES_RESPONSE.match(text)):
+            m["content"] = hit.group(1)
+        elif m["role"] == "system" and tools is None and (hit := HERMES_TOOLS.search(text)):
+            try:
+                declared = json.loads(hit.group(1))
+            except json.JSONDecodeError:
+                continue  # not a JSON list of tools: the system prompt stays as written
+            if isinstance(declared, dict):
+                declared = [declared]
+            if isinstance(declared, list) and all(isinstance(t, dict) for t in declared):
+                tools = json.dumps([t if "function" in t else {"type": "function", "function": t} for t in declared],
+                                   ensure_ascii=False)
+                m["content"] = HERMES_TOOLS.sub("", text).strip()
+    return msgs, tools
+
+
 def _alpaca_messages(obj: dict) -> list[dict]:
     msgs = []
     if obj.get("system"):
@@ -236,6 +279,7 @@ def to_messages(obj: dict[str, Any], fmt: str) -> tuple[list[dict], str | None, 
         msgs = _openai_messages(obj.get("messages"), "messages")
         if obj.get("tools") is not None:
             tools = obj["tools"] if isinstance(obj["tools"], str) else json.dumps(obj["tools"], ensure_ascii=False)
+        msgs, tools = _hermes(msgs, tools, "messages")
         used = FIELDS["openai"]
     elif fmt == "sharegpt":
         key = "conversations" if "conversations" in obj else "conversation"
@@ -244,6 +288,7 @@ def to_messages(obj: dict[str, Any], fmt: str) -> tuple[list[dict], str | None, 
             msgs.insert(0, message("system", _text(obj["system"], "system")))
         if obj.get("tools"):
             tools = obj["tools"] if isinstance(obj["tools"], str) else json.dumps(obj["tools"], ensure_ascii=False)
+        msgs, tools = _hermes(msgs, tools, key)
         used = {key, "system", "tools"}
     elif fmt == "alpaca":
         msgs = _alpaca_messages(obj)
@@ -305,6 +350,38 @@ def _openai_out(row: dict) -> dict:
     return rec
 
 
+def _hermes_out(row: dict) -> dict:
+    """OpenAI messages with tool use in Hermes tags (what `_hermes` reads back): the tools in a `<tools>` block at the
+    end of the system prompt (a system message is added when there is none), each call as `<tool_call>{"name",
+    "arguments"}</tool_call>` after the turn's text, and a tool result inside `<tool_response>`."""
+    msgs = []
+    for m in row["messages"]:
+        text = m["content"] or ""
+        if m.get("tool_calls"):
+            calls = [f"<tool_call>\n{json.dumps({'name': c['function']['name'], 'arguments': _arguments(c)}, ensure_ascii=False)}"
+                     "\n</tool_call>" for c in m["tool_calls"]]
+            text = "\n".join(([text] if text else []) + calls)
+        elif m["role"] == "tool":
+            text = f"<tool_response>\n{text}\n</tool_response>"
+        msgs.append({"role": m["role"], "content": text})
+    if row.get("tools"):
+        block = f"<tools>\n{json.dumps(json.loads(row['tools']), ensure_ascii=False)}\n</tools>"
+        if msgs and msgs[0]["role"] == "system":
+            msgs[0]["content"] = f"{msgs[0]['content']}\n\n{block}" if msgs[0]["content"] else block
+        else:
+            msgs.insert(0, {"role": "system", "content": block})
+    return {"messages": msgs}
+
+
+def _arguments(call: dict) -> Any:
+    """A call's arguments as JSON, as Hermes writes them (the text as it is when it is not JSON)."""
+    args = call["function"].get("arguments") or "{}"
+    try:
+        return json.loads(args)
+    except json.JSONDecodeError:
+        return args
+
+
 _SHAREGPT_FROM = {"user": "human", "assistant": "gpt", "system": "system", "tool": "observation"}
 
 
@@ -349,4 +426,5 @@ def _alpaca_out(row: dict) -> dict:
     return rec
 
 
-EXPORTERS: dict[str, Callable[[dict], dict]] = {"openai": _openai_out, "sharegpt": _sharegpt_out, "alpaca": _alpaca_out}
+EXPORTERS: dict[str, Callable[[dict], dict]] = {"openai": _openai_out, "sharegpt": _sharegpt_out, "alpaca": _alpaca_out,
+                                                "hermes": _hermes_out}
