@@ -64,6 +64,9 @@ def test_usage_errors_exit_2(shared_data: Path, tmp_path: Path) -> None:
     toy = shared_data / TOY
     res = run(toy, "--schema", "nonesuch", "--no-tokens")
     assert res.exit_code == 2 and "unknown schema 'nonesuch'" in res.output
+    res = run(toy, "--schema", "report", "--no-tokens")  # a schema of curate's own documents describes no record
+    assert res.exit_code == 2 and "one of the input formats' schemas: alpaca, openai-chat, preference" in res.output
+    assert "run-recipe" not in res.output
     res = run(toy, "--output-regex", "x", "--output-schema", ROOT / "examples/validate/task.schema.json", "--no-tokens")
     assert res.exit_code == 2 and "not both" in res.output
     res = run(toy, "--no-tokens", "--max-tokens", 100)

@@ -246,6 +246,10 @@ def _load_schema(schema: str | dict) -> tuple[dict, str]:
     if isinstance(schema, dict):
         doc, name = schema, schema.get("title", "(given schema)")
     else:
+        named = str(schema).removesuffix(".json").removesuffix(".schema")
+        if not Path(schema).is_file() and named not in SCHEMA_FORMATS:  # report, run-recipe, ... describe no record
+            raise UsageError(f"unknown schema '{schema}'; give a path or one of the input formats' schemas: "
+                             f"{', '.join(sorted(SCHEMA_FORMATS))}")
         try:
             doc = load_schema(str(schema))
         except json.JSONDecodeError as exc:
