@@ -166,10 +166,13 @@ def export(dataset, output, as_json, **settings):
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Deduplicated Parquet to write (removed rows and clusters go beside it).")
 @click.option("--against", multiple=True, type=click.Path(path_type=Path), help="Evaluation file(s) to decontaminate against (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Estimate time and memory; write nothing.")
+@click.option("--show-clusters", "show_clusters", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Print the N largest clusters with their kept and removed text side by side (default: one line "
+                   "each for the 5 largest).")
 @cli_options(DedupeConfig)
 @engine_options
 @json_option
-def dedupe(input_path, output, against, dry_run, engine, ray_address, as_json, **settings):
+def dedupe(input_path, output, against, dry_run, show_clusters, engine, ray_address, as_json, **settings):
     """Remove exact and near-duplicate rows of INPUT, and rows that contain --against eval items."""
     from curate.dedupe import dedupe as run
     from curate.dedupe.render import render_dedupe
@@ -180,7 +183,7 @@ def dedupe(input_path, output, against, dry_run, engine, ray_address, as_json, *
     # the CLI owns its process: the allocator settings that make a run faster are chosen here (README: Memory and speed)
     with engine_of(engine, ray_address):
         finish(run(input_path, output, from_cli(DedupeConfig, settings), against=against, dry_run=dry_run,
-                   tune_allocator=True), as_json, render_dedupe)
+                   tune_allocator=True), as_json, lambda out: render_dedupe(out, show=show_clusters))
 
 
 # ---- validate

@@ -307,7 +307,8 @@ def test_settings_have_one_name_in_python_cli_and_recipe():
     params = {p.name: p for p in cli.commands["dedupe"].params}
     shown = CliRunner().invoke(cli, ["dedupe", "--help"], terminal_width=200).output
     fields = DedupeConfig.model_fields
-    assert set(params) == {*fields, "input_path", "output", "against", "dry_run", "as_json", "engine", "ray_address"}
+    assert set(params) == {*fields, "input_path", "output", "against", "dry_run", "as_json", "engine", "ray_address",
+                           "show_clusters"}
     for name in fields:
         flag = "--" + name.replace("_", "-")
         assert params[name].opts == [flag] and f"  {flag}" in shown, name
@@ -341,3 +342,16 @@ def test_cli_settings_reach_the_config(shared_data, tmp_path):
                           (["--num-perm", "1"], "x>=2"), (["--keep", "oldest"], "'oldest' is not one of")):
         res = runner.invoke(cli, ["dedupe", src, "--dry-run", *args])
         assert res.exit_code == 2 and message in res.output, (args, res.output)
+
+
+def test_terminal_output_fits_80_columns(shared_data, tmp_path):
+    """One line a cluster by default (previews cut with an ellipsis); --show-clusters N for the side-by-side text."""
+    src = str(shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json")
+    env = {"COLUMNS": "80"}
+    short = CliRunner().invoke(cli, ["dedupe", src, "-o", str(tmp_path / "a.parquet")], env=env)
+    assert short.exit_code == 0
+    table = [line for line in short.stderr.splitlines() if line.startswith("│")]
+    assert len(table) == 5 and all(len(line) <= 80 for line in table) and "…" in short.stderr
+    assert "removed" not in " ".join(table)
+    full = CliRunner().invoke(cli, ["dedupe", src, "-o", str(tmp_path / "b.parquet"), "--show-clusters", "2"], env=env)
+    assert full.exit_code == 0 and full.stderr.count("cluster 7: 3 rows") == 1 and "removed" in full.stderr

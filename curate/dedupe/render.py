@@ -10,8 +10,9 @@ from curate.dedupe.decontam import where
 from curate.dedupe.result import DedupeOutcome
 
 
-def render_dedupe(result: DedupeOutcome, top: int = 5) -> None:
-    """Print the counts, the largest clusters side by side, and the decontamination matches."""
+def render_dedupe(result: DedupeOutcome, top: int = 5, show: int = 0) -> None:
+    """Print the counts, one line for each of the `top` largest clusters, the `show` largest side by side (kept
+    and removed text), and the decontamination matches."""
     s, c = result.summary, result.counts
     if s.get("dry_run"):
         console.print(
@@ -31,8 +32,17 @@ def render_dedupe(result: DedupeOutcome, top: int = 5) -> None:
         f"{s['candidate_pairs']} candidate pairs, {s['verified_pairs']} verified"
         + (f"; {s['index_rows_before']} rows already in the index" if s["index_rows_before"] else "")
     )
-    clusters = result.clusters.slice(0, top).to_pylist()
-    for cl in clusters:
+    clusters = result.clusters.slice(0, max(top, show)).to_pylist()
+    if clusters[:top]:
+        lines = Table("cluster", "rows", "kept", title="largest clusters", expand=True)
+        lines.add_column("kept text", ratio=1, no_wrap=True, overflow="ellipsis")
+        for cl in clusters[:top]:
+            kept = f"row {cl['kept_row']}" if cl["kept_row"] is not None else "index"
+            lines.add_row(str(cl["cluster_id"]), str(cl["size"]), kept, " ".join((cl["kept_preview"] or "").split()))
+        console.print(lines)
+        if not show:
+            console.print("[dim]--show-clusters N prints the N largest with their removed rows side by side[/]")
+    for cl in clusters[:show]:
         table = Table(title=f"cluster {cl['cluster_id']}: {cl['size']} rows", show_lines=True, expand=True)
         kept_where = f"row {cl['kept_row']}" if cl["kept_row"] is not None else "index"
         table.add_column(f"kept ({kept_where}, {cl['kept_id']})", ratio=1, overflow="fold")
@@ -45,8 +55,8 @@ def render_dedupe(result: DedupeOutcome, top: int = 5) -> None:
                     table.add_row("", f"[dim]... {len(cl['member_rows']) - 3} more[/]")
                 break
         console.print(table)
-    if s["clusters"] > top:
-        console.print(f"[dim]{s['clusters'] - top} more clusters in the clusters table[/]")
+    if s["clusters"] > max(top, show):
+        console.print(f"[dim]{s['clusters'] - max(top, show)} more clusters in the clusters table[/]")
     if result.decontamination.num_rows:
         table = Table("eval item", "training row", "match", "evidence", title="decontamination", expand=True)
         for d in result.decontamination.slice(0, 10).to_pylist():
