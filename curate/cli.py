@@ -200,6 +200,8 @@ def validate(input, output, quarantine, engine, ray_address, as_json, **settings
     from curate.validate import validate as run
     from curate.validate.render import render_validate
 
+    if output is not None and quarantine is None:  # the rows with errors go beside the valid rows, never nowhere
+        quarantine = output.with_name(f"{output.name.removesuffix('.parquet')}.quarantine.parquet")
     # keep=False: rows that go to no file are not held in memory (the command prints the summary only)
     with engine_of(engine, ray_address):
         finish(run(input, output, from_cli(ValidateConfig, settings), quarantine=quarantine, keep=False), as_json,

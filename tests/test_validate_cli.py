@@ -42,6 +42,9 @@ def test_errors_over_the_rate_exit_1_and_go_to_the_quarantine(shared_data: Path,
     assert [r["source"]["line"] for r in table] == [1187, 9297]
     assert table[0]["validate_codes"] == ["empty_content", "no_system_message"]
     assert run(src, "--no-tokens", "--max-error-rate", 0.01).exit_code == 0
+    # with -o and no --quarantine, the rows with errors go beside the valid rows
+    assert run(src, "--no-tokens", "-o", tmp_path / "valid.parquet").exit_code == 1
+    assert pq.read_table(tmp_path / "valid.quarantine.parquet").num_rows == 2
 
 
 def test_output_schema_compliance_on_the_example(tmp_path: Path) -> None:
