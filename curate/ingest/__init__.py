@@ -4,6 +4,7 @@
     jsonstream.py  JSON arrays and streams, element by element, resynchronising after damage
     readers.py     raw records (or rejects) out of JSONL, JSON, CSV and Parquet files
     formats.py     detecting input formats and converting records to canonical messages
+    traces.py      production traces: OpenAI Batch files, stored completions, Langfuse, LangSmith
     stage.py       ingest(): files -> one canonical Parquet + rejects
     blocks.py      files -> canonical rows in parts, in order: JSONL in blocks of lines on worker processes
     fast.py        the fast path: JSONL lines of the common shapes -> Arrow columns and ids (msgspec)

@@ -32,9 +32,9 @@ import pyarrow.ipc
 
 from curate.dataset import SCHEMA, SOURCE_TYPE
 from curate.engine import current, default_workers, make
-from curate.ingest import fast
+from curate.ingest import fast, formats, traces
 from curate.ingest.containers import Opened
-from curate.ingest.convert import SNIFF_RECORDS, Conversion, canonical
+from curate.ingest.convert import SNIFF_RECORDS, Conversion, batch_replies, canonical
 from curate.ingest.readers import Layout, Record, Reject, inspect, jsonl_items
 
 BLOCK_BYTES = 4 << 20
@@ -176,7 +176,8 @@ def _convert_block(job: _Job) -> Part:
 
 
 def _sniffed(conv: Conversion, blocks: Iterator[Block]) -> list[Block]:
-    """Decide an auto file's format from its first records, as the record path does; the blocks read for it."""
+    """Decide an auto file's format from its first records, as the record path does (a mixed file's is left
+    undecided, unless trace records are among them: then it is one of those); the blocks read for it."""
     read: list[Block] = []
     head: list[Record | Reject] = []
     for block in blocks:
@@ -187,7 +188,10 @@ def _sniffed(conv: Conversion, blocks: Iterator[Block]) -> list[Block]:
                                                  end=block.last), SNIFF_RECORDS - len(head)))
         if len(head) >= SNIFF_RECORDS:
             break
-    conv.decide(head)
+    if conv.fmt != "mixed":
+        conv.decide(head)
+    elif found := [f for r in head if isinstance(r, Record) and (f := formats.detect(r.obj)) in traces.FORMATS]:
+        conv.format = found[0]
     return read
 
 
@@ -249,6 +253,7 @@ def _by_record(conv: Conversion, index: int) -> Iterator[Part]:
             table = pa.Table.from_pylist(rows, schema=SCHEMA) if rows else None
             rejects = [x for x in got if isinstance(x, Reject)]
         yield Part(str(conv.path), table, rejects, len(chunk), input=index)
+    conv.finish()
 
 
 def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str | None = None,
@@ -265,19 +270,27 @@ def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str 
     remote = count >= POOL_BLOCKS and current() == "ray"  # Ray actors, maybe elsewhere: blocks carry their bytes
     if n > 1 and not remote:  # workers forked from a server that holds this module start without importing it again
         multiprocessing.set_forkserver_preload(["__main__", __name__])
+    replies = batch_replies(paths, fmt)
     with make(n, worth=n > 1 or remote) as engine, _spill_folder(1 if remote else n) as spill:
         for index, path in enumerate(paths):
-            conv = Conversion(path, fmt, origin)
+            conv = Conversion(path, fmt, origin, replies=replies)
             if conversions is not None:
                 conversions.append(conv)
+            if replies is not None and path in replies.files:
+                continue  # its lines are taken by the requests they answer; what is left comes last
             layout = _jsonl(path)
-            if layout is None:
+            if layout is None or fmt in traces.FORMATS:
                 yield from _by_record(conv, index)
                 continue
             conv.format = None if fmt in ("auto", "mixed") else fmt
-            blocks = read_blocks(path, layout, block_bytes)
-            if fmt == "auto":
-                blocks = itertools.chain(_sniffed(conv, blocks), blocks)
+            read = read_blocks(path, layout, block_bytes)
+            blocks: Iterator[Block] = read
+            if fmt in ("auto", "mixed"):
+                blocks = itertools.chain(_sniffed(conv, read), read)
+                if conv.format in traces.FORMATS:  # trace records may hold others, or pair with replies
+                    read.close()
+                    yield from _by_record(conv, index)
+                    continue
             where = os.path.abspath(path)
             jobs = (_Job(str(path), fmt, conv.format, origin, b.without_data() if n > 1 and not remote else b, FAST,
                          spill, where)
@@ -289,6 +302,14 @@ def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str 
                 part.input = index
                 yield _shift(part, base)
                 base += part.rows
+    for index, path in enumerate(paths):
+        if replies is not None and path in replies.files:
+            left = replies.left(path)
+            yield Part(str(path), None, left, len(left), input=index)
+            if conversions is not None:
+                conversions[index].warnings.append(
+                    f"{path}: OpenAI Batch output; its replies are paired by custom_id with the requests of the "
+                    "batch input files (rows are counted there)")
 
 
 def canonical_batches(path: str | Path, fmt: str = "auto", origin: str | None = None, batch_size: int = BATCH,

@@ -10,7 +10,7 @@ from pydantic import Field
 from curate.config import Opt, StageConfig
 
 InputFormat = Literal["openai", "sharegpt", "alpaca", "prompt-completion", "preference", "qa", "mtbench",
-                      "self-instruct", "canonical"]
+                      "self-instruct", "canonical", "openai-batch", "openai-completion", "langfuse", "langsmith"]
 INPUT_FORMATS: tuple[str, ...] = typing.get_args(InputFormat)
 ExportFormat = Literal["openai", "sharegpt", "alpaca", "hermes"]
 

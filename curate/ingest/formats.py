@@ -3,7 +3,8 @@
 Input formats: openai (messages, with tool calls), sharegpt (conversations of from/value),
 alpaca (instruction/input/output, optional system and history), prompt-completion,
 preference (chosen/rejected, several dialects), qa (question/answer), mtbench (turns),
-self-instruct (instruction + instances), and canonical (rows curate wrote itself).
+self-instruct (instruction + instances), canonical (rows curate wrote itself), and production traces
+(openai-batch, openai-completion, langfuse, langsmith: curate.ingest.traces).
 Output formats: openai, sharegpt, alpaca.
 """
 
@@ -34,6 +35,9 @@ def detect(obj: dict[str, Any]) -> str | None:
     keys = obj.keys()
     if {"id", "messages", "source", "origin", "meta"} <= keys:
         return "canonical"
+    trace = traces.detect(obj)  # before `messages`: a stored completion may carry its request messages
+    if trace is not None:
+        return trace
     if "chosen" in keys and "rejected" in keys:
         return "preference"
     if "messages" in keys:
@@ -325,6 +329,9 @@ def to_messages(obj: dict[str, Any], fmt: str) -> tuple[list[dict], str | None, 
             raise RecordError("expected a list of {input, output}", "instances")
         msgs = _alpaca_messages({"instruction": obj.get("instruction"), **instances[0]})
         used = {"instruction"} | ({"instances"} if len(instances) == 1 else set())
+    elif fmt in traces.FORMATS:
+        msgs, tools, meta = traces.convert(obj, fmt)
+        return msgs, tools, None, meta
     else:
         raise RecordError(f"unknown format '{fmt}' (known: {', '.join(INPUT_FORMATS)})")
     meta = {k: v for k, v in obj.items() if k not in used}
@@ -428,3 +435,6 @@ def _alpaca_out(row: dict) -> dict:
 
 EXPORTERS: dict[str, Callable[[dict], dict]] = {"openai": _openai_out, "sharegpt": _sharegpt_out, "alpaca": _alpaca_out,
                                                 "hermes": _hermes_out}
+
+# production traces (curate.ingest.traces) build on the converters above, so they are imported last
+from curate.ingest import traces

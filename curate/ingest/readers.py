@@ -41,6 +41,7 @@ class Record:
     line: int | None
     row: int
     obj: dict[str, Any]
+    raw: str | None = None  # its JSON text, kept for a pretty-printed JSON document (traces find nested lines in it)
 
 
 @dataclass
@@ -228,7 +229,10 @@ def _iter_json_stream(file: str, o: Opened, codec: str) -> Iterator[Record | Rej
             continue
         line, value, raw = item
         row += 1
-        yield _check_obj(file, line, row, value, raw)
+        rec = _check_obj(file, line, row, value, raw)
+        if isinstance(rec, Record):
+            rec.raw = raw
+        yield rec
     cut = None if said_cut else _cut(o, file, w.line)
     if cut:
         yield cut
