@@ -21,6 +21,7 @@ from curate.dedupe.config import DedupeConfig
 from curate.errors import CurateError
 from curate.evaluation.config import EvalConfig
 from curate.ingest.config import ExportConfig, IngestConfig
+from curate.pickbase import PickBaseConfig
 from curate.report.config import ReportConfig
 from curate.synth.config import SynthConfig
 from curate.train.config import MergeConfig, TrainConfig
@@ -249,6 +250,25 @@ def synth(output, cache_path, trust_recipe, output_schema, reference, as_json, *
     finish(synthesize(output, from_cli(SynthConfig, settings), trust=trust_recipe, cache_path=cache_path,
                       output_schema=output_schema, reference=reference, show_progress=not as_json), as_json,
            render_synth)
+
+
+# ---- pick-base
+
+
+@cli.command("pick-base")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--candidate", "candidates", multiple=True, metavar="MODEL",
+              help="A model to rank: 'embedded', 'gemma3-270m', a model folder or a .gguf file (repeatable; "
+                   "default: the shipped bases that are installed).")
+@cli_options(PickBaseConfig)
+@json_option
+def pick_base(data, candidates, as_json, **settings):
+    """Rank candidate base models by perplexity and tokens per word on a sample of DATA; print the choice."""
+    from curate.pickbase import pick_base as run
+    from curate.pickbase import render_pick_base
+
+    cfg = from_cli(PickBaseConfig, settings)
+    finish(run(data, cfg, candidates=list(candidates) or None), as_json, render_pick_base)
 
 
 # ---- train / merge / eval

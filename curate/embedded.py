@@ -44,7 +44,7 @@ def _require(module: str, package: str, extra: str, purpose: str) -> None:
         raise MissingDependency(package, extra, purpose)
 
 
-def _build_once(target: Path, build) -> Path:
+def build_once(target: Path, build) -> Path:
     """Build a cache folder in a temporary sibling and rename it in place (safe against kills and races)."""
     if (target / ".complete").exists():
         return target
@@ -72,7 +72,22 @@ def embedded_tokenizer_dir() -> Path:
         gguf = embedded_gguf_path()
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
-    return _build_once(cache_dir() / "smollm2-135m-instruct-tokenizer", build)
+    return build_once(cache_dir() / "smollm2-135m-instruct-tokenizer", build)
+
+
+def save_gguf_model(gguf: Path, target: Path) -> None:
+    """Save a GGUF model, dequantised, as a plain fp32 safetensors model in the folder `target`."""
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # save_pretrained refuses GGUF-loaded models; a fresh model from the same config does not.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    fresh = type(loaded)(config)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.generation_config = loaded.generation_config
+    fresh.save_pretrained(target, safe_serialization=True)
 
 
 def embedded_model_dir() -> Path:
@@ -81,24 +96,13 @@ def embedded_model_dir() -> Path:
     _require("gguf", "gguf", "local", "reading the embedded GGUF")
 
     def build(tmp: Path) -> None:
-        from transformers import AutoModelForCausalLM
-
-        gguf = embedded_gguf_path()
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        # save_pretrained refuses GGUF-loaded models; a fresh model from the same config does not.
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        fresh = type(loaded)(config)
-        fresh.load_state_dict(loaded.state_dict())
-        fresh.generation_config = loaded.generation_config
-        fresh.save_pretrained(tmp, safe_serialization=True)
+        save_gguf_model(embedded_gguf_path(), tmp)
         tokenizer_dir = embedded_tokenizer_dir()
         for f in tokenizer_dir.iterdir():
             if f.is_file() and f.name != ".complete":
                 shutil.copy(f, tmp / f.name)
 
-    return _build_once(cache_dir() / "smollm2-135m-instruct", build)
+    return build_once(cache_dir() / "smollm2-135m-instruct", build)
 
 
 def resolve_model(name: str | None) -> str:
@@ -106,9 +110,17 @@ def resolve_model(name: str | None) -> str:
     if name in (None, EMBEDDED, EMBEDDED_ID):
         return str(embedded_model_dir())
     if not Path(name).exists():
+        from curate.bases import shipped_dir
+
+        shipped = shipped_dir(name)  # another base curate ships (`gemma3-270m`), or None
+        if shipped is not None:
+            return str(shipped)
+        if name == "auto":
+            raise UsageError("base 'auto' is resolved by `curate run` (train.base); here, run `curate pick-base "
+                             "DATA` and pass the model it chooses")
         raise UsageError(
             f"model '{name}' is not a local folder; curate runs offline: give a folder with a Hugging Face "
-            "model (config.json + weights) or 'embedded'"
+            "model (config.json + weights), 'embedded' or 'gemma3-270m'"
         )
     return name
 

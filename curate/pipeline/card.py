@@ -83,6 +83,12 @@ def write_card(work: Path, recipe: RunRecipe, records: list[StageRecord], datase
                   + (f" ({_counts(o.get('reasons') or {})})." if o['counts']['rejected'] else "."),
                   "", _table(["metric", "value"], [[TRAIN_METRICS.get(k, k), v] for k, v in (o.get("metrics") or {}).items()
                                                    if v is not None and k in TRAIN_METRICS])]
+        if o.get("mix"):
+            parts += ["", "Mix of the training rows (`data.train` weights; validation rows set aside first):", "",
+                      _table(["file", "asked", "available", "drawn", "repeats", "share"],
+                             [[m["file"], f"weight {m['weight']:g}" if "weight" in m else
+                               f"count {m['count']}" if "count" in m else "whole", m["available"], m["drawn"],
+                               m["repeats"], f"{m['share']:.1%}"] for m in o["mix"]])]
     path = work / "DATASET_CARD.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(parts) + "\n")

@@ -50,6 +50,10 @@ def preflight(recipe: dict[str, Any], path: Path, *, stages: tuple[str, ...], tr
     work = Path(workdir) if workdir else _recipe_workdir(c, recipe)
     for role in ("train", "production", "eval"):
         for i, f in enumerate((recipe.get("data") or {}).get(role) or []):
+            if isinstance(f, dict):  # {path, weight} / {path, count}; a malformed entry is the model's to report
+                if isinstance(f.get("path"), str):
+                    c.path(["data", role, i, "path"], f["path"], rdir, must_exist="file")
+                continue
             c.path(["data", role, i], f, rdir, must_exist="file")
     for section, config in SECTIONS.items():
         values = recipe.get(section) or {}

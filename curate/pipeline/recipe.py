@@ -16,7 +16,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from curate.config import Opt, StageConfig, describe, option_of, section_schema
@@ -36,14 +36,50 @@ SECTIONS: dict[str, type[StageConfig]] = {"validate": ValidateConfig, "dedupe": 
                                           "synth": SynthConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
+class TrainSource(BaseModel):
+    """A training file with its share of the mix: a relative `weight`, or an exact `count` of rows."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str = Field(description="The file, relative to the recipe.")
+    weight: float | None = Field(None, gt=0, description="Relative share of the training rows drawn from this file.")
+    count: int | None = Field(None, ge=1, description="Exactly this many training rows drawn from this file (with "
+                                                     "repeats when it has fewer).")
+
+    @model_validator(mode="after")
+    def _one(self) -> TrainSource:
+        if self.weight is not None and self.count is not None:
+            raise ValueError("give weight or count, not both")
+        return self
+
+
 class DataConfig(BaseModel):
     """The files a run starts from, in any format `curate ingest` reads; paths relative to the recipe."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    train: Annotated[list[str], Opt(kind="files")] = Field(min_length=1, description="Training data.")
+    train: Annotated[list[str | TrainSource], Opt(kind="files")] = Field(
+        min_length=1, description="Training data: paths, or {path, weight} / {path, count} to mix the files in given "
+                                  "shares (README: Mixing).")
     production: Annotated[list[str], Opt(kind="files")] = Field([], description="Samples of production requests.")
     eval: Annotated[list[str], Opt(kind="files")] = Field([], description="Held-out evaluation data.")
     train_origin: str = Field("seed", description="The origin recorded on training rows.")
+
+    @model_validator(mode="after")
+    def _mix_kinds(self) -> DataConfig:
+        kinds = {("weight" if s.weight is not None else "count" if s.count is not None else None)
+                 for s in self.train if isinstance(s, TrainSource)} - {None}
+        if len(kinds) > 1:
+            raise ValueError("data.train: give every file a weight or every file a count, not some of each")
+        return self
+
+    def files(self, role: str) -> list[str]:
+        """The paths of a role's files."""
+        return [s.path if isinstance(s, TrainSource) else s for s in getattr(self, role)]
+
+    def mix(self) -> dict[str, dict[str, float]] | None:
+        """{path: {"weight": w} or {"count": n}} of the training files a recipe gives a share, or None."""
+        out = {s.path: ({"weight": s.weight} if s.weight is not None else {"count": s.count})
+               for s in self.train if isinstance(s, TrainSource) and (s.weight is not None or s.count is not None)}
+        return out or None
 
 
 TargetMetric = Literal["task_accuracy", "format_rate", "similarity"]

@@ -113,8 +113,10 @@ def _run_stage(run: Run, runner: Runner, spec: Any, name: str) -> None:
         run.key = key
         return spec.run(run, call, folder, fresh)
 
-    rec = runner.stage(name, cfg.to_dict() if cfg is not None else run.recipe.data.model_dump(), inputs,
-                       spec.reads(run, cfg), call_stage, base=spec.name)
+    config = cfg.to_dict() if cfg is not None else run.recipe.data.model_dump()
+    if spec.section == "train" and run.recipe.data.mix():  # the mix is part of what a train stage's key says
+        config = {**config, "mix": run.recipe.data.mix()}
+    rec = runner.stage(name, config, inputs, spec.reads(run, cfg), call_stage, base=spec.name)
     run.artifacts = {a: p for a, p in run.artifacts.items() if a not in spec.makes}  # made anew, or not at all
     run.artifacts |= inputs  # what it read stays (a spec may make an artifact it also reads)
     if spec.made(rec.outcome):

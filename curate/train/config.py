@@ -30,7 +30,9 @@ class TrainConfig(StageConfig):
 
     stage: ClassVar[str] = "train"
     base: Annotated[str, Opt(kind="model")] = Field(
-        "embedded", description="Base model folder, or 'embedded' (SmolLM2-135M-Instruct).")
+        "embedded", description="Base model folder, 'embedded' (SmolLM2-135M-Instruct), 'gemma3-270m' (Gemma 3 270M "
+                                "base; extra 'bases'), or in a `curate run` recipe 'auto' (`curate pick-base`'s "
+                                "choice on the training data).")
     qlora: bool = Field(False, description="Load the base in 4-bit NF4 (bitsandbytes; needs CUDA).")
     # LoRA adapter
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
