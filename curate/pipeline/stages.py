@@ -91,7 +91,7 @@ class Spec:
         out: dict[str, tuple[Path, bool]] = {}
         if self.name == "ingest":
             for role in ("train", "production", "eval"):
-                for i, f in enumerate(getattr(run.recipe.data, role)):
+                for i, f in enumerate(run.recipe.data.files(role)):
                     out[f"data.{role}[{i}]"] = (run.rel(f), False)
             return out
         if cfg is None:
@@ -128,7 +128,7 @@ def _ingest(run: Run, cfg: None, out: Path, fresh: bool) -> StageOutcome:
     per_role: dict[str, Any] = {}
     counts = {"in": 0, "kept": 0, "rejected": 0}
     for role, origin in (("train", data.train_origin), ("production", "production"), ("eval", "eval")):
-        files = getattr(data, role)
+        files = data.files(role)
         if not files:
             continue
         # the run keeps going past rejects (they are listed in ROLE.rejects.jsonl); an empty training set stops it
@@ -223,7 +223,19 @@ def _train(run: Run, cfg: Any, out: Path, fresh: bool, data: str = "train") -> S
     # the run folder lives in the stage cache, one per key, so a killed run resumes from its last
     # checkpoint and changed data or settings start a new one; --force train starts it from scratch
     runs = run.cache("train")
-    res = train(run.artifacts[data], runs / run.key, cfg, resume=not fresh)
+    pick = None
+    if cfg.base == "auto":
+        pick = _picked_base(run)
+        cfg = cfg.build(cfg, base=pick["chosen"])
+    mix = run.recipe.data.mix()
+    if mix:  # the validation rows are drawn first, then the training rows are mixed: no repeat reaches validation
+        rows, val, mixed = _mixed(run, run.artifacts[data], cfg, mix, out)
+        res = train(rows, runs / run.key, cfg, val=val, resume=not fresh)
+        res.summary["mix"] = mixed
+    else:
+        res = train(run.artifacts[data], runs / run.key, cfg, resume=not fresh)
+    if pick is not None:
+        res.summary["base_pick"] = pick
     keep = {run.key, *run.train_keys}
     for old in runs.iterdir():  # runs of other keys will not resume any more
         if old.name not in keep and old.is_dir():
@@ -239,12 +251,82 @@ def _train(run: Run, cfg: Any, out: Path, fresh: bool, data: str = "train") -> S
     return res
 
 
+def _mixed(run: Run, data: Path, cfg: Any, mix: dict[str, dict[str, float]], out: Path
+           ) -> tuple[Path, Path, list[dict[str, Any]]]:
+    """data.train's weights or counts applied to a training set: the validation share (cfg.val_fraction, drawn from
+    cfg.seed) is set aside first; then each weighted file gets its share of the remaining rows of weighted files
+    (count: exactly that many), drawn without repeats while it has rows enough and with repeats beyond; files
+    without a weight (and synthetic rows) stay whole. Writes OUT/mix.parquet and OUT/val.parquet."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from curate.outputs import write_table
+
+    table = pq.read_table(data)
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(table.num_rows)
+    n_val = round(table.num_rows * cfg.val_fraction)
+    val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])
+    where = {run.rel(p).resolve(): p for p in mix}
+    files = [where.get(Path(s["file"]).resolve()) if s and s.get("file") else None
+             for s in table.column("source").to_pylist()]
+    by_file: dict[str, list[int]] = {p: [] for p in mix}
+    others: list[int] = []
+    for r in train_rows.tolist():
+        (by_file[files[r]] if files[r] is not None else others).append(r)
+    pool = sum(len(v) for v in by_file.values())
+    weights = sum(m.get("weight", 0) for m in mix.values())
+    picked, report = list(others), []
+    for p, m in mix.items():
+        have = by_file[p]
+        want = m["count"] if "count" in m else round(pool * m["weight"] / weights)
+        if not have:
+            take: list[int] = []
+        elif want <= len(have):
+            take = sorted(rng.choice(have, want, replace=False).tolist())
+        else:
+            take = have + sorted(rng.choice(have, want - len(have), replace=True).tolist())
+        picked += take
+        report.append({"file": p, **m, "available": len(have), "drawn": len(take),
+                       "repeats": max(0, len(take) - len(have))})
+    total = max(len(picked), 1)
+    for r in report:
+        r["share"] = round(r["drawn"] / total, 4)
+    report.append({"file": "(files without a weight, and synthetic rows)", "available": len(others),
+                   "drawn": len(others), "repeats": 0, "share": round(len(others) / total, 4)})
+    rows_path, val_path = out / "mix.parquet", out / "val.parquet"
+    write_table(table.take(np.asarray(sorted(picked), dtype=np.int64)), rows_path)
+    write_table(table.take(val_rows), val_path)
+    return rows_path, val_path, report
+
+
+def _picked_base(run: Run) -> dict[str, Any]:
+    """train.base: auto: `curate pick-base` on the curated training data of the first round, once per run, so the
+    raw and curated adapters, eval and later rounds share one base (saved: a resumed run does not pick again)."""
+    from curate.dataset import content_hash_file
+    from curate.pickbase import pick_base
+
+    saved = run.cache("pick_base") / "pick.json"
+    data = run.artifacts["train"]
+    sha = content_hash_file(data)
+    if saved.is_file():
+        pick = json.loads(saved.read_text())
+        if run.round > 1 or pick["data_sha256"] == sha:
+            return pick
+    out = pick_base(data)
+    pick = {"chosen": out.summary["chosen"], "data_sha256": sha, "candidates": out.summary["candidates"],
+            "notes": out.summary["notes"]}
+    saved.write_text(json.dumps(pick, indent=2))
+    return pick
+
+
 def _eval(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
     from curate.evaluation import evaluate
 
     train_cfg = run.recipe.train
     if train_cfg is not None and "base" not in cfg.model_fields_set:
-        cfg = cfg.build(cfg, base=train_cfg.base)  # evaluate the base the adapter was trained on
+        base = _picked_base(run)["chosen"] if train_cfg.base == "auto" else train_cfg.base
+        cfg = cfg.build(cfg, base=base)  # evaluate the base the adapter was trained on
     adapters = {name: run.artifacts[a] for name, a in (("raw", "adapter_raw"), ("curated", "adapter"))
                 if a in run.artifacts}
     pairs = [("curated", "raw")] if {"curated", "raw"} <= adapters.keys() else []
