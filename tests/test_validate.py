@@ -31,8 +31,9 @@ def tok():
 def test_cookbook_toy_file_gives_the_cookbooks_findings(shared_data: Path, tok) -> None:
     r = validate(shared_data / TOY, tokenizer_object=tok, max_tokens=512)
     # the cookbook: one record without a user message (line 4), one 2000x "Eat a banana!" reply too long;
-    # line 3 also has no system message, which the cookbook counts as a warning too
-    assert codes(r) == {"no_user_message": 1, "no_system_message": 1, "token_limit_exceeded": 1}
+    # line 3 also has no system message, which the cookbook counts as a warning too; truncated to 512 tokens the
+    # long reply would lose its <|im_end|> (cut_before_eos)
+    assert codes(r) == {"no_user_message": 1, "no_system_message": 1, "token_limit_exceeded": 1, "cut_before_eos": 1}
     assert examples(r, "no_user_message")[0]["line"] == 4
     assert examples(r, "no_system_message")[0]["line"] == 3
     assert examples(r, "token_limit_exceeded")[0]["line"] == 5
@@ -40,7 +41,7 @@ def test_cookbook_toy_file_gives_the_cookbooks_findings(shared_data: Path, tok) 
     assert r.kept.num_rows == 5 and r.rejected.num_rows == 0 and r.failure is None
     long_row = r.kept.slice(4, 1).to_pylist()[0]
     assert long_row["messages"][-1]["content"].count("Eat a banana!") == 2000
-    assert long_row["validate_codes"] == ["token_limit_exceeded"]
+    assert long_row["validate_codes"] == ["token_limit_exceeded", "cut_before_eos"]
     assert long_row["validate_tokens"] > 512
     assert 0 < long_row["validate_assistant_tokens"] <= 512  # flagged, its loss mask not emptied
     assert r.summary["tokens"]["over_limit"] == 1
@@ -122,7 +123,8 @@ def test_code_alpaca_quarantines_the_two_empty_outputs_with_their_lines(shared_d
 
 def test_dpo_demo_has_one_mojibake_record_and_mixed_system_prompts(shared_data: Path) -> None:
     r = validate(shared_data / "hiyouga__LLaMA-Factory__dpo_en_demo.json", tokens=False)
-    assert codes(r) == {"mojibake": 1, "no_system_message": 220, "duplicate_record": 5}
+    # preference_prompt_leak: line 3394's rejected reply repeats its prompt (tests/test_validate_tools_prefs.py)
+    assert codes(r) == {"mojibake": 1, "no_system_message": 220, "duplicate_record": 5, "preference_prompt_leak": 1}
     assert examples(r, "mojibake")[0]["line"] == 286
     assert "fiancÃ©" in json.loads(r.rejected.column("validate_raw")[0].as_py())["conversations"][1]["value"]
     kinds = {m["kind"]: m for m in r.summary["mixed_formats"]}

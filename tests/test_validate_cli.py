@@ -22,10 +22,11 @@ def test_cookbook_toy_file_passes_with_warnings_and_tokens(shared_data: Path, tm
     res = run(shared_data / TOY, "--max-tokens", 512, "--json", "-o", tmp_path / "v.parquet")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert doc["warnings"] == {"no_system_message": 1, "no_user_message": 1, "token_limit_exceeded": 1}
+    assert doc["warnings"] == {"no_system_message": 1, "no_user_message": 1, "token_limit_exceeded": 1,
+                               "cut_before_eos": 1}
     assert doc["errors"] == {} and doc["counts"] == {"in": 5, "kept": 5, "rejected": 0}
     assert (doc["stage"], doc["balanced"], doc["passed"], doc["failure"]) == ("validate", True, True, None)
-    assert doc["outputs"] == {"valid": str(tmp_path / "v.parquet")}
+    assert doc["outputs"] == {"valid": str(tmp_path / "v.parquet"), "quarantine": str(tmp_path / "v.quarantine.parquet")}
     assert doc["config"]["tokenizer"] == "auto" and doc["config"]["max_tokens"] == 512
     assert doc["tokens"]["over_limit"] == 1 and doc["tokens"]["tokens"]["max"] == 8033
     assert pq.read_table(tmp_path / "v.parquet").num_rows == 5
@@ -123,7 +124,8 @@ def test_every_setting_is_a_flag_with_the_configs_range_and_help() -> None:
         if info.annotation is bool:
             assert p.secondary_opts == ["--no-" + flag[2:]], name
     ranges = {n: (p.type.min, p.type.max) for n, p in params.items() if isinstance(p.type, click.types._NumberRangeBase)}
-    assert ranges == {"max_tokens": (1, None), "max_error_rate": (0, 1), "batch_size": (1, None), "workers": (1, None)}
+    assert ranges == {"max_tokens": (1, None), "show_mask": (0, None), "max_error_rate": (0, 1), "batch_size": (1, None),
+                      "workers": (1, None)}
     for name, (low, high) in ranges.items():
         meta = settings[name].metadata
         assert [m.ge for m in meta if isinstance(m, at.Ge)] == [low]
@@ -139,7 +141,7 @@ def test_flags_reach_the_config(shared_data: Path, tmp_path: Path) -> None:
     assert json.loads(res.stdout)["config"] == {
         "schema": "openai-chat", "tokens": False, "tokenizer": "auto", "max_tokens": None, "output_schema": None,
         "output_regex": ".*", "allow_consecutive_user": True, "max_error_rate": 0.5, "origin": "production",
-        "batch_size": 2, "workers": 3}
+        "batch_size": 2, "workers": 3, "show_mask": 0}
 
 
 def test_workers_default_to_the_usable_cores(shared_data: Path) -> None:

@@ -40,6 +40,19 @@ def tool_chat(name: str = "get_weather", args: str = '{"city": "Oslo"}', answer_
                          {"role": "assistant", "content": "12C in Oslo."}], "tools": TOOLS}
 
 
+def with_params(chat: dict, parameters: dict) -> dict:
+    return {**chat, "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": parameters}}]}
+
+
+def pair(chosen: str, rejected: str, prompt: str = "Name a prime number.") -> dict:
+    return {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": prompt}],
+            "chosen": {"from": "gpt", "value": chosen}, "rejected": {"from": "gpt", "value": rejected}}
+
+
+PAIR = pair("7 is a prime number.", "Eight.")
+LEAKY = "Summarise the causes of the French Revolution in three sentences."
+
+
 def sharegpt(id_: str, text: str) -> dict:
     return {"id": id_, "system": "Be brief.", "conversations": [{"from": "human", "value": text}, {"from": "gpt", "value": "ok"}]}
 
@@ -65,6 +78,13 @@ CASES: dict[str, tuple[list, dict]] = {
     "unknown_tool": ([GOOD, tool_chat(name="get_time")], {}),
     "orphan_tool_result": ([GOOD, tool_chat(answer_id="c9")], {}),
     "invalid_tool_arguments": ([GOOD, tool_chat(args='{"city": Oslo}')], {}),
+    "tool_arguments_schema_violation": ([GOOD, with_params(tool_chat(), {"properties": {"city": {"type": "integer"}}})],
+                                        {}),
+    "invalid_tool_schema": ([GOOD, with_params(tool_chat(), {"type": "strin"})], {}),
+    "preference_identical": ([PAIR, pair("Seven.", "Seven.")], {}),
+    "preference_near_identical": ([PAIR, pair("Seven is prime.", "seven  is prime.")], {}),
+    "preference_empty_side": ([PAIR, pair("Seven.", " ")], {}),
+    "preference_prompt_leak": ([PAIR, pair("Debt and bread.", f"{LEAKY} Debt.", prompt=LEAKY)], {}),
     "last_turn_not_assistant": ([GOOD, msgs(SYS, ("user", "Hi"), ("assistant", "x"), ("user", "and?"))], {}),
     "consecutive_user_turns": ([GOOD, msgs(SYS, ("user", "Hi"), ("user", "there"), ("assistant", "x"))], {}),
     "empty_content": ([GOOD, msgs(SYS, ("user", "Hi"), ("assistant", "  \n"))], {}),
@@ -75,6 +95,13 @@ CASES: dict[str, tuple[list, dict]] = {
     "token_limit_exceeded": ([GOOD, msgs(SYS, ("user", "Hi"), ("assistant", "word " * 40))], {"max_tokens": 30}),
     "template_error": ([GOOD], {"tokenizer": "raising"}),
     "assistant_truncated": ([GOOD, msgs(SYS, ("user", "word " * 40), ("assistant", "x"))], {"max_tokens": 30}),
+    # the trained-token audit (more cases, and templates that cause them, in tests/test_validate_mask.py)
+    "cut_before_eos": ([GOOD, msgs(SYS, ("user", "Hi"), ("assistant", "word " * 40))], {"max_tokens": 30}),
+    "eos_not_trained": ([GOOD], {"tokenizer": "template",
+                                 "template": "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"}),
+    "template_drift": ([GOOD], {"tokenizer": "template", "template": (
+        "{% for m in messages %}{% if m['role'] != 'system' %}{{ m['role'] }}: {{ m['content'] }}{{ eos_token }}\n"
+        "{% endif %}{% endfor %}")}),
     "output_not_json": ([GOOD], {"output_schema": EXAMPLES / "task.schema.json"}),
     "output_schema_violation": ([msgs(SYS, ("user", "Hi"), ("assistant", '{"label": "happy", "confidence": 1}'))],
                                 {"output_schema": EXAMPLES / "task.schema.json"}),
@@ -124,6 +151,11 @@ def test_bad_record_gets_its_code(code: str, tmp_path: Path, tok) -> None:
         broken.chat_template = "{{ raise_exception('roles must alternate user/assistant') }}"
         del kwargs["tokenizer"]
         kwargs["tokenizer_object"] = broken
+    elif kwargs.get("tokenizer") == "template":  # the embedded tokenizer with another chat template
+        other = copy.copy(tok)
+        other.chat_template = kwargs.pop("template")
+        del kwargs["tokenizer"]
+        kwargs["tokenizer_object"] = other
     elif "max_tokens" in kwargs:
         kwargs["tokenizer_object"] = tok
     else:

@@ -198,7 +198,8 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
         return {"mean": 0.0, "p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
     out = {"mean": round(float(v.mean()), 2)}
     for q in QUANTILES:
-        out[f"p{q}"] = round(float(np.percentile(v, q)), 2)
+        # nearest rank, as validate and train count it: a percentile of lengths is a length some record has
+        out[f"p{q}"] = round(float(np.percentile(v, q, method="inverted_cdf")), 2)
     out["max"] = float(v.max())
     return out
 

@@ -59,7 +59,7 @@ def length_histograms(rep: ReportOutcome) -> str:
             ax.hist(v + 1, bins=bins, alpha=0.45, weights=np.full(v.size, 1 / max(v.size, 1)),
                     label=f"{name} (n={v.size})", color=COLORS[name])
             if v.size:
-                ax.axvline(np.percentile(v, 95) + 1, color=COLORS[name], ls="--", lw=1.5)
+                ax.axvline(np.percentile(v, 95, method="inverted_cdf") + 1, color=COLORS[name], ls="--", lw=1.5)
         ax.set_xscale("log")
         ax.set_title(f"{title}; dashed: P95")
         ax.set_xlabel("tokens (log scale)")

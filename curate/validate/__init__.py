@@ -4,6 +4,8 @@
     stage.py       validate(): a raw file, canonical Parquet or table -> valid rows + quarantine (a StageOutcome)
     codes.py       the named codes (the OpenAI cookbook's nine first) and their severities
     structure.py   JSON Schema findings mapped to codes; semantic checks of canonical messages
+    toolschema.py  tool calls against the parameters JSON Schema of their declared tool
+    pairs.py       preference-pair lint, pairs per prompt, length bias, KTO label balance
     tokens.py      the token check with a chat template
     compliance.py  output-format compliance (curate.replies.ReplyCheck) and mixed-format detection
     render.py      what the command prints for people

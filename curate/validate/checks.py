@@ -21,6 +21,7 @@ import pyarrow as pa
 from curate.dataset import SCHEMA
 from curate.validate.codes import Finding
 from curate.validate.compliance import OutputCheck, replies, reply_style
+from curate.validate.pairs import PairFacts, pair_findings
 from curate.validate.structure import message_findings, schema_findings, text_findings
 from curate.validate.tokens import Counted, TokenCheck
 
@@ -40,6 +41,7 @@ class Spec:
     # False: the tokenizer runs on one thread, so that --workers N is N cores (the workers share them; the
     # tokenizer's own threads on top of them only contend). validate() restores the variable in its own process.
     tokenizer_threads: bool = False
+    show_mask: int = 0  # records whose loss mask a worker keeps as text for --show-mask (the first of each batch)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class BatchResult:
     input_formats: Counter = field(default_factory=Counter)
     profiled: int = 0
     compliance: tuple[int, int, int, int] = (0, 0, 0, 0)  # records, compliant, replies, replies compliant
+    pairs: list[PairFacts | None] | None = None  # per row, where the batch has preference pairs
 
 
 class Checker:
@@ -92,7 +95,7 @@ class Checker:
                 from curate.embedded import load_tokenizer
 
                 tok = load_tokenizer(tok)
-            self.tokens = TokenCheck(tok, spec.max_tokens)
+            self.tokens = TokenCheck(tok, spec.max_tokens, spec.show_mask)
         self.out_check = OutputCheck(spec.output_schema, spec.output_regex)
         self.validator = self.fast = None
         if spec.schema is not None:
@@ -177,6 +180,11 @@ def _check_rows(checker: Checker, first: list[list[Finding]], rows: list[dict | 
         msgs = row["messages"]
         first[i] = first[i] + message_findings(msgs, row.get("tools"), checker.spec.allow_consecutive_user)
         first[i] += text_findings(msgs + (row.get("rejected") or []))
+        if row.get("rejected") is not None:
+            if res.pairs is None:
+                res.pairs = [None] * n
+            found, res.pairs[i] = pair_findings(msgs, row["rejected"])
+            first[i] += found
         res.ids[i] = row["id"]
         d = declared[i]
         if d is not None and not isinstance(d, (dict, list)):

@@ -43,6 +43,8 @@ _ALL = [
     Code("unknown_tool", "error", "an assistant calls a tool the record's tools list does not define"),
     Code("orphan_tool_result", "error", "a tool result answers no earlier tool call"),
     Code("invalid_tool_arguments", "error", "a tool call's arguments are not a JSON object"),
+    Code("tool_arguments_schema_violation", "error", "a tool call's arguments break the parameters JSON Schema of the tool"),
+    Code("invalid_tool_schema", "error", "a declared tool's parameters are not a valid JSON Schema"),
     # role order and content
     Code("last_turn_not_assistant", "error", "the conversation does not end with an assistant message"),
     Code("consecutive_user_turns", "error", "two user messages in a row (allow with --allow-consecutive-user)"),
@@ -54,11 +56,24 @@ _ALL = [
     # tokens
     Code("token_limit_exceeded", "warning", "the rendered record is longer than --max-tokens (flagged, never truncated)"),
     Code("template_error", "error", "the tokenizer's chat template cannot render the record"),
-    Code("assistant_truncated", "error", "after truncation to --max-tokens no assistant token is left to train on"),
+    Code("assistant_truncated", "error", "no assistant token is left to train on (all labels -100): truncation to "
+                                         "--max-tokens cuts every one, or the chat template renders none"),
+    # the trained-token audit (the loss mask training uses)
+    Code("eos_not_trained", "error", "an assistant turn's end-of-turn token is not on the loss mask (the model never "
+                                     "learns to stop)"),
+    Code("cut_before_eos", "warning", "--max-tokens cuts an assistant turn before its end-of-turn token (a trainer "
+                                      "that truncates trains the reply without its end)"),
+    Code("template_drift", "warning", "a message's content is not in its own span of the rendered text (the chat "
+                                      "template drops it or merges it into another turn)"),
     # output-format compliance
     Code("output_not_json", "error", "an assistant reply is not JSON, but --output-schema asks for JSON"),
     Code("output_schema_violation", "error", "an assistant reply is JSON that breaks --output-schema"),
     Code("output_regex_mismatch", "error", "an assistant reply does not fully match --output-regex"),
+    # preference pairs (rows with a rejected reply)
+    Code("preference_identical", "error", "the chosen and the rejected reply are the same text"),
+    Code("preference_near_identical", "warning", "the chosen and the rejected reply differ only in case, spacing or a few words"),
+    Code("preference_empty_side", "error", "the chosen or the rejected reply is missing or blank"),
+    Code("preference_prompt_leak", "warning", "a reply contains the prompt's last user turn word for word"),
 ]
 
 CODES: dict[str, Code] = {c.name: c for c in _ALL}

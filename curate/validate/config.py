@@ -26,6 +26,9 @@ with warnings.catch_warnings():
                                 "else the token check is skipped with a note.")
         max_tokens: int | None = Field(None, ge=1, description="Flag (never truncate) records longer than this many "
                                                                "tokens.")
+        show_mask: Annotated[int, Opt(recipe=False, metavar="N")] = Field(
+            0, ge=0, description="Print N rendered records with their trained tokens (the loss mask) highlighted: "
+                                 "records with a token finding first, then the first records.")
         output_schema: Annotated[str | dict[str, Any] | None, Opt(kind="file")] = Field(
             None, description="JSON Schema every assistant reply must satisfy.")
         output_regex: str | None = Field(None, description="Regular expression every assistant reply must fully match.")
@@ -51,4 +54,6 @@ with warnings.catch_warnings():
                 raise ValueError("give output_schema or output_regex, not both")
             if self.max_tokens is not None and not self.tokens:
                 raise ValueError("max_tokens needs a tokenizer, but tokens is off (the token check is skipped)")
+            if self.show_mask and not self.tokens:
+                raise ValueError("show_mask needs a tokenizer, but tokens is off (the token check is skipped)")
             return self

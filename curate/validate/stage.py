@@ -111,16 +111,18 @@ def validate(source: str | Path | pa.Table, output: str | Path | None = None,
         batches = ((b, b.select([c for c in CANONICAL_READ if c in b.schema.names])) for b in src.batches(cfg.batch_size))
         base = pa.schema([f for f in src.schema if f.name not in ADDED_COLUMNS])
     valid_schema = pa.schema(list(base) + [pa.field(k, t) for k, t in ADDED_COLUMNS.items()])
-    spec = Spec(tok, cfg.max_tokens, cfg.output_schema, cfg.output_regex, cfg.allow_consecutive_user, schema_doc)
+    spec = Spec(tok, cfg.max_tokens, cfg.output_schema, cfg.output_regex, cfg.allow_consecutive_user, schema_doc,
+                show_mask=cfg.show_mask)
     # a worker loads the tokenizer by name (or unpickles the one given) in its setup, once
     pool_tok = tokenizer_object if tokenizer_object is not None else _tokenizer_name(cfg)
     pool_spec = replace(spec, tokenizer=pool_tok) if tok is not None else spec
-    tally = Tally(cfg.max_tokens, out_check)
+    tally = Tally(cfg.max_tokens, out_check, cfg.show_mask)
     kept = 0
     with _Sinks(output, quarantine, valid_schema, keep) as sinks, progress("validate") as advance, \
             _restored("TOKENIZERS_PARALLELISM"), _rare_collections():
         for held, result in _blocks_done(_checked(batches, src.raw, spec, pool_spec, cfg.workers), notes):
             verdicts = tally.merge(result, _where(held, result, src.raw))
+            tally.pairs.add_labels(result.rows if src.raw else held)  # the rows that reached the checks
             kept += _write(sinks, held, result, verdicts, tally.rows - len(verdicts), src.raw)
             advance(len(verdicts))
     total = tally.rows
@@ -129,7 +131,8 @@ def validate(source: str | Path | pa.Table, output: str | Path | None = None,
     summary = {"config": cfg.to_dict(), "input": src.name, "format": info["format"], "schema": info["schema"],
                "error_rate": rejected / total if total else 0.0,
                **tally.codes(), "tokens": tally.tokens.stats() if tok is not None else None,
-               "compliance": out_check.summary(), "mixed_formats": tally.profile.findings(), "notes": notes}
+               "compliance": out_check.summary(), "mixed_formats": tally.profile.findings(),
+               "preferences": tally.pairs.summary(), "kto": tally.pairs.kto(), "notes": notes}
     return StageOutcome("validate", {"in": total, "kept": kept, "rejected": rejected}, sinks.outputs, summary,
                         kept=sinks.kept_table(), rejected=sinks.rejected_table(), failure=failure)
 

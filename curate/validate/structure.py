@@ -8,6 +8,7 @@ from typing import Any
 
 from curate.dataset import ROLES
 from curate.validate.codes import Finding
+from curate.validate.toolschema import tool_schemas
 
 # the format's JSON Schema under schemas/, by curate's input-format name
 FORMAT_SCHEMAS = {
@@ -82,6 +83,9 @@ def message_findings(messages: list[dict], tools: str | None, allow_consecutive_
     out: list[Finding] = []
     roles = [m.get("role") for m in messages]
     declared = _tool_names(tools)
+    schemas = tool_schemas(tools) if declared else None
+    if schemas is not None:
+        out.extend(schemas.findings)
     call_ids: set[str] = set()
     open_calls = 0  # calls without an id can only be answered positionally
     for i, m in enumerate(messages):
@@ -101,7 +105,11 @@ def message_findings(messages: list[dict], tools: str | None, allow_consecutive_
                 out.append(Finding("unknown_tool", f"{where}.tool_calls[{j}]: '{name}' is not in tools ({known})"))
             elif declared is None:
                 out.append(Finding("unknown_tool", f"{where}.tool_calls[{j}]: calls '{name}' but the record defines no tools"))
-            out.extend(_argument_findings(fn.get("arguments"), f"{where}.tool_calls[{j}].function.arguments"))
+            args_where = f"{where}.tool_calls[{j}].function.arguments"
+            bad_args = _argument_findings(fn.get("arguments"), args_where)
+            out.extend(bad_args)
+            if schemas is not None and not bad_args:
+                out.extend(schemas.call_findings(name, fn.get("arguments"), args_where))
             if call.get("id"):
                 call_ids.add(call["id"])
             else:

@@ -3,7 +3,8 @@
 Duplicates are tracked by an 8-byte digest of each row's id (and of its declared id, where it has one),
 with the row number of its first occurrence: about 100 bytes a row in Python dicts, never the text.
 The token counts are 8 bytes a record and role (curate.validate.tokens.TokenStats); the mixed-format
-profile keeps a count per reply style and per distinct system prompt.
+profile keeps a count per reply style and per distinct system prompt; preference pairs an 8-byte prompt digest
+and a length ratio a pair (curate.validate.pairs.PairStats).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from curate.validate.checks import BatchResult
 from curate.validate.codes import CODES, Finding, is_error
 from curate.validate.compliance import FormatProfile, OutputCheck
+from curate.validate.pairs import PairStats
 from curate.validate.tokens import TokenStats
 
 EXAMPLES_PER_CODE = 3
@@ -28,14 +30,15 @@ def digest(text: str) -> int:
 class Tally:
     """Per-code counts and first examples, duplicate tracking, token stats, compliance and mixed-format tallies."""
 
-    def __init__(self, max_tokens: int | None, out_check: OutputCheck):
+    def __init__(self, max_tokens: int | None, out_check: OutputCheck, show_mask: int = 0):
         self.counts: Counter[str] = Counter()
         self.examples: dict[str, list[dict]] = {}
         self.by_content: dict[int | None, int] = {}
         self.by_declared: dict[int, tuple[int | None, int]] = {}
-        self.tokens = TokenStats(max_tokens)
+        self.tokens = TokenStats(max_tokens, show_mask)
         self.out_check = out_check
         self.profile = FormatProfile()
+        self.pairs = PairStats()  # pairs per prompt, length bias, KTO labels
         self.rows = 0
 
     def merge(self, res: BatchResult, where: Any) -> list[tuple[bool, list[Finding]]]:
@@ -54,7 +57,9 @@ class Tally:
                 if extra or res.after[i]:
                     findings = findings + extra + res.after[i]
                 if res.tokens[i] is not None:
-                    self.tokens.add(res.tokens[i])
+                    self.tokens.add(res.tokens[i], self.rows, where[i])
+                if res.pairs is not None and res.pairs[i] is not None:
+                    self.pairs.add(res.pairs[i], self.rows, where[i])
             known = seen.get(id(findings))
             if known is None:
                 known = seen[id(findings)] = _Seen(findings)

@@ -8,6 +8,13 @@ chat template directly where that is exactly what `apply_chat_template` renders 
 tools; checked on probe conversations when the check starts), and remembers one-message prefixes (a
 dataset has few system prompts).
 
+The same pass audits what training would learn, from the spans and offsets already computed (no second
+tokenization): the loss mask is curate.embedded.render's `assistant_mask` (curate.train.data turns it into the
+labels), so each record gets its share of trained tokens; each assistant turn's end-of-turn token (the first
+special token the template writes after a reply, else the tokenizer's eos_token) must be on the mask; a turn
+cut by --max-tokens before that token, and a message whose content is not in its own span of the rendered
+text (dropped, or merged into another message's), are named.
+
 `TokenCheck` counts (in a worker, say); `TokenStats` adds the counts up in input order.
 """
 
@@ -27,7 +34,9 @@ from curate.errors import InputError
 from curate.validate.codes import Finding
 
 PERCENTILES = (50, 95, 99)
+SHARE_PERCENTILES = (5, 50, 95)
 PREFIX_CACHE = 1024  # one-message renders remembered (system prompts); cleared when full
+VIEW_HEAD, VIEW_TAIL, VIEW_AROUND = 160, 48, 16  # --show-mask: tokens shown at the start, the end, around the cut
 _first = itemgetter(0)
 
 
@@ -36,7 +45,7 @@ def percentiles(values: Sequence[int]) -> dict[str, int]:
     if not len(values):
         return {"p50": 0, "p95": 0, "p99": 0, "max": 0}
     arr = np.asarray(values)
-    out = {f"p{p}": int(np.percentile(arr, p, method="nearest")) for p in PERCENTILES}
+    out = {f"p{p}": int(np.percentile(arr, p, method="inverted_cdf")) for p in PERCENTILES}
     out["max"] = int(arr.max())
     return out
 
@@ -49,6 +58,7 @@ class Counted:
     tokens: int | None = None
     trainable: int | None = None
     roles: dict[str, int] | None = None  # roles that own at least one token; None when the record did not render
+    view: list[list] | None = None  # --show-mask: the rendered text as [text, kind] runs (trained, other, gap, cut)
 
 
 class _Renderer:
@@ -102,13 +112,45 @@ class _Renderer:
         return text
 
 
+def end_of_turn(tokenizer: Any, renderer: _Renderer | None = None) -> tuple[str | None, str]:
+    """The token that ends an assistant turn, and where it comes from: the first special token the chat template
+    writes after a reply's content (a probe conversation shows it), else the tokenizer's eos_token."""
+    from jinja2 import TemplateError
+
+    renderer = renderer or _Renderer(tokenizer)
+    special = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    special |= {t.content for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values()
+                if getattr(t, "special", False)}
+    special.discard("")
+    reply = "Probe reply 7f3a."
+    for probe in ([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": reply}],
+                  [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi"},
+                   {"role": "assistant", "content": reply}]):
+        try:
+            text = renderer.text_of(probe, None)
+        except (TemplateError, TypeError, KeyError, ValueError):
+            continue  # a template that refuses this probe (one that needs a system message, say): the next one
+        at = text.rfind(reply)
+        if at < 0:
+            continue
+        after = text[at + len(reply):]
+        found = [(after.find(t), -len(t), t) for t in special if t in after]
+        if found:
+            return min(found)[2], "chat template"
+        break
+    eos = getattr(tokenizer, "eos_token", None)
+    return (eos or None), "eos_token"
+
+
 class TokenCheck:
     """Counts tokens of rendered records, a batch at a time; never truncates, only reports."""
 
-    def __init__(self, tokenizer: Any, max_tokens: int | None = None):
+    def __init__(self, tokenizer: Any, max_tokens: int | None = None, show_mask: int = 0):
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
+        self.show_mask = show_mask
         self.renderer = _Renderer(tokenizer)
+        self.eot, self.eot_source = end_of_turn(tokenizer, self.renderer)
         self.stats_ = TokenStats(max_tokens)
 
     def count(self, records: Sequence[tuple[list[dict], str | None]]) -> list[Counted]:
@@ -119,20 +161,21 @@ class TokenCheck:
 
         out: list[Counted | None] = [None] * len(records)
         texts: list[str] = []
-        layouts: list[tuple[int, list]] = []
+        layouts: list[tuple[int, list, list[dict]]] = []
         for i, (messages, tools) in enumerate(records):
             try:
                 msgs = template_messages(messages)
                 tool_list = json.loads(tools) if isinstance(tools, str) else tools
-                full, bounds = chat_layout(lambda ms: self.renderer.text_of(ms, tool_list), msgs)
+                full, bounds = chat_layout(lambda ms, tl=tool_list: self.renderer.text_of(ms, tl), msgs)
             except (InputError, TemplateError, TypeError, KeyError) as exc:
                 # the template itself rejects the record (e.g. roles that must alternate)
                 out[i] = Counted([Finding("template_error", f"the chat template cannot render this record: {exc}")])
                 continue
             texts.append(full)
-            layouts.append((i, bounds))
-        for (i, bounds), enc in zip(layouts, self._encode(texts)):
-            out[i] = self._counted(bounds, enc)
+            layouts.append((i, bounds, msgs))
+        views = [0, 0]  # --show-mask: views made for records with a finding, and for any records (the first of each)
+        for (i, bounds, msgs), full, enc in zip(layouts, texts, self._encode(texts)):
+            out[i] = self._counted(full, msgs, bounds, enc, views)
         return out  # type: ignore[return-value]
 
     def _encode(self, texts: list[str]) -> list[Any]:
@@ -147,14 +190,17 @@ class TokenCheck:
             return backend.encode_batch(texts, add_special_tokens=False)
         return tok(texts, add_special_tokens=False, return_offsets_mapping=True).encodings
 
-    def _counted(self, bounds: list[tuple[int, int, str, int]], enc: Any) -> Counted:
+    def _counted(self, full: str, msgs: list[dict], bounds: list[tuple[int, int, str, int]], enc: Any,
+                 views: list[int]) -> Counted:
         offsets = enc.offsets
         n = len(offsets)
         starts = list(map(_first, offsets))
         ends = [b[1] for b in bounds]
         roles: dict[str, int] = {}
         masked: list[tuple[int, int]] = []  # token index ranges on the assistant mask
-        if bounds and starts == sorted(starts) and ends == sorted(ends):
+        mask = None  # per token, where offsets are out of order
+        ordered = bool(bounds) and starts == sorted(starts) and ends == sorted(ends)
+        if ordered:
             # a token belongs to the first span that ends after its start (as curate.embedded.token_roles walks them)
             owned = 0
             for j, (start, end, role, body) in enumerate(bounds):
@@ -182,7 +228,107 @@ class TokenCheck:
             findings.append(Finding("token_limit_exceeded", f"{n} tokens > --max-tokens {limit} ({counts_text(roles)})"))
             if trainable == 0 and assistant:
                 findings.append(Finding("assistant_truncated", f"the first {limit} tokens hold no assistant reply token"))
-        return Counted(findings, n, trainable, roles)
+        if assistant == 0 and any(b[2] == "assistant" for b in bounds):
+            findings.append(Finding("assistant_truncated", "no token of the assistant replies is on the loss mask (all "
+                                                           "labels would be -100): the chat template renders none"))
+        findings += self._audit(full, msgs, bounds, starts, mask)
+        c = Counted(findings, n, trainable, roles)
+        if self.show_mask and (views[1] < self.show_mask or (findings and views[0] < self.show_mask)):
+            views[0] += bool(findings)
+            views[1] += 1
+            c.view = self._view(full, offsets, starts if ordered else None, masked)
+        return c
+
+    def _audit(self, full: str, msgs: list[dict], bounds: list[tuple[int, int, str, int]], starts: list[int],
+               mask: list[int] | None) -> list[Finding]:
+        """template_drift per message whose content is not in its own span; per assistant turn, eos_not_trained
+        (its end-of-turn token is not on the mask) or cut_before_eos (--max-tokens cuts the turn before that token).
+
+        `mask`: the per-token mask where the offsets are out of order (else the spans and `starts` give it).
+        """
+        out: list[Finding] = []
+        limit, eot = self.max_tokens, self.eot
+        n = len(starts)
+        for j, (start, end, role, body) in enumerate(bounds):
+            content = msgs[j]["content"]
+            stop = start  # where the content ends in the rendered text (its span's start when it is not there)
+            if content:
+                if body != start or full.startswith(content, start, end):
+                    stop = body + len(content)
+                else:
+                    trimmed = content.strip()  # a template that trims replies still renders them
+                    at = full.find(trimmed, start, end) if trimmed and trimmed != content else -1
+                    if at >= 0:
+                        stop = at + len(trimmed)
+                    else:
+                        out.append(Finding("template_drift", _drift(full, bounds, j, role, content)))
+            if role != "assistant":
+                continue
+            # the turn's first token on the mask (its content, or the span's first token when that is not found)
+            first = bisect_left(starts, body) if mask is None else next(
+                (k for k, s in enumerate(starts) if mask[k] and start <= s < end), n)
+            if first >= n or starts[first] >= end:
+                continue  # nothing of this turn is trained: assistant_truncated / template_drift say why
+            at = full.find(eot, stop, end) if eot else -1
+            k = _token_at(starts, at, mask is None) if at >= 0 else None
+            if k is None or (mask is not None and not mask[k]):
+                out.append(Finding("eos_not_trained", self._untrained_eos(full, j, stop, end, at)))
+            elif limit and k >= limit > first:
+                out.append(Finding("cut_before_eos", f"messages[{j}] (assistant) is cut by --max-tokens {limit}: its "
+                                   f"end-of-turn {eot!r} is token {k + 1}, so {limit - first} of its reply tokens "
+                                   "would be trained without it"))
+        return out
+
+    def _untrained_eos(self, full: str, j: int, stop: int, end: int, at: int) -> str:
+        eot = self.eot
+        if not eot:
+            return (f"messages[{j}] (assistant): the chat template writes no special token after a reply and the "
+                    "tokenizer has no eos_token, so training never teaches the reply to stop")
+        if at >= 0:
+            where = "follows the reply but not as a trained token of its own"
+        elif full.find(eot, end) >= 0:
+            where = "is written only later, in another message's span, off this turn's loss mask"
+        else:
+            where = "is not written after the reply"
+        return (f"messages[{j}] (assistant): the end-of-turn token {eot!r} ({self.eot_source}) {where}, so "
+                "training never teaches the reply to stop")
+
+    def _view(self, full: str, offsets: Any, starts: list[int] | None, masked: list[tuple[int, int]]) -> list[list]:
+        """The rendered text as runs of [text, kind]: trained / other tokens, `gap` for tokens left out of a long
+        record (its start, its end and the --max-tokens cut are shown), `cut` where --max-tokens cuts."""
+        n = len(offsets)
+        trained = bytearray(n)
+        for lo, hi in masked:
+            trained[lo:hi] = b"\x01" * (hi - lo)
+        limit = self.max_tokens if self.max_tokens and self.max_tokens < n else None
+        shown = [(0, VIEW_HEAD), (n - VIEW_TAIL, n)] + ([(limit - VIEW_AROUND, limit + VIEW_AROUND)] if limit else [])
+        runs: list[list] = []
+
+        def add(text: str, kind: str) -> None:
+            if runs and runs[-1][1] == kind and kind in ("trained", "other"):
+                runs[-1][0] += text
+            else:
+                runs.append([text, kind])
+
+        done = 0
+        for lo, hi in sorted((max(0, a), min(n, b)) for a, b in shown):
+            lo = max(lo, done)
+            if lo >= hi:
+                continue
+            if lo > done:
+                add(f"… {lo - done} tokens …", "gap")
+            for k in range(lo, hi):
+                if k == limit:
+                    add(f"✂ --max-tokens {limit}", "cut")
+                if starts is None:
+                    text = full[offsets[k][0]:offsets[k][1]]
+                else:
+                    text = full[0 if k == 0 else starts[k]:starts[k + 1] if k + 1 < n else len(full)]
+                add(text, "trained" if trained[k] else "other")
+            done = hi
+        if done < n:
+            add(f"… {n - done} tokens …", "gap")
+        return runs
 
     def check(self, messages: list[dict], tools: str | None) -> tuple[list[Finding], int | None, int | None]:
         """One record: (findings, tokens in the rendered record, assistant tokens kept within max_tokens); counted in stats()."""
@@ -195,20 +341,34 @@ class TokenCheck:
 
 
 class TokenStats:
-    """Token counts of every rendered record in input order: totals and per role (8 bytes a record and role)."""
+    """Token counts of every rendered record in input order: totals and per role (8 bytes a record and role),
+    trained tokens (8 more), and the first --show-mask views (records with a finding first)."""
 
-    def __init__(self, max_tokens: int | None = None):
+    def __init__(self, max_tokens: int | None = None, show_mask: int = 0):
         self.max_tokens = max_tokens
         self.totals = array("q")
+        self.trained = array("q")
         self.per_role: dict[str, array] = {}
         self.over_limit = 0
+        self.show_mask = show_mask
+        self.flagged: list[dict] = []  # views of the first records with a token finding
+        self.first: list[dict] = []  # views of the first records
 
-    def add(self, c: Counted) -> None:
+    def add(self, c: Counted, row: int | None = None, where: tuple[str | None, int | None] = (None, None)) -> None:
+        """Count one record (`row`, 1-based, and its (file, line) name it in a --show-mask view)."""
         if c.roles is None:
             return
         self.totals.append(c.tokens)
+        self.trained.append(c.trainable)
+        if c.view is not None:
+            entry = {"row": row, "file": where[0], "line": where[1], "tokens": c.tokens, "trained": c.trainable,
+                     "codes": [f.code for f in c.findings], "text": c.view}
+            if c.findings and len(self.flagged) < self.show_mask:
+                self.flagged.append(entry)
+            if len(self.first) < self.show_mask:
+                self.first.append(entry)
         n = len(self.totals)
-        for role, k in c.roles.items():
+        for role in c.roles:
             if role not in self.per_role:
                 self.per_role[role] = array("q", bytes(8 * (n - 1)))  # zeros for the records before its first
         for role, values in self.per_role.items():
@@ -227,7 +387,46 @@ class TokenStats:
             "per_role": {
                 role: {"sum": int(sum(v)), **percentiles(v)} for role, v in sorted(self.per_role.items())
             },
+            "trained_share": self.trained_share(),
+            "masks": self.masks(),
         }
+
+    def trained_share(self) -> dict[str, float]:
+        """Trained tokens (on the loss mask, within max_tokens) per record's tokens (within max_tokens): P5/P50/P95
+        over records (nearest rank) and over all tokens together."""
+        tokens = np.asarray(self.totals, dtype=np.int64)
+        if self.max_tokens:
+            tokens = np.minimum(tokens, self.max_tokens)
+        trained = np.asarray(self.trained, dtype=np.int64)
+        if not len(tokens):
+            return {**{f"p{p}": 0.0 for p in SHARE_PERCENTILES}, "all": 0.0}
+        share = trained / np.maximum(tokens, 1)
+        out = {f"p{p}": round(float(np.percentile(share, p, method="inverted_cdf")), 4) for p in SHARE_PERCENTILES}
+        out["all"] = round(float(trained.sum() / max(int(tokens.sum()), 1)), 4)
+        return out
+
+    def masks(self) -> list[dict]:
+        """The --show-mask views: the first records with a token finding, then the first records, show_mask in all."""
+        rows = {e["row"] for e in self.flagged}
+        return (self.flagged + [e for e in self.first if e["row"] not in rows])[: self.show_mask]
+
+
+def _token_at(starts: list[int], at: int, ordered: bool) -> int | None:
+    """The index of the token that starts at character `at`, if one does."""
+    if ordered:
+        k = bisect_left(starts, at)
+        return k if k < len(starts) and starts[k] == at else None
+    return next((k for k, s in enumerate(starts) if s == at), None)
+
+
+def _drift(full: str, bounds: list[tuple[int, int, str, int]], j: int, role: str, content: str) -> str:
+    """Where a message's content went, when it is not in its own span of the rendered text."""
+    at = full.find(content)
+    owner = next((i for i, b in enumerate(bounds) if b[0] <= at < b[1]), None) if at >= 0 else None
+    if owner is not None:
+        return (f"messages[{j}] ({role}): the chat template renders its content inside messages[{owner}] "
+                f"({bounds[owner][2]}), not in a turn of its own (turns merged)")
+    return f"messages[{j}] ({role}): its content is not in the rendered text (the chat template drops it)"
 
 
 def counts_text(counts: dict[str, int]) -> str:
