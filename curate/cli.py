@@ -364,6 +364,43 @@ def run_cmd(recipe, skip, only, force, workdir, base_url, trust_recipe, engine, 
         print_json(manifest)
 
 
+# ---- review
+
+from curate.review.config import ReviewExportConfig, ReviewImportConfig
+
+
+@cli.group()
+def review() -> None:
+    """People decide the edge cases: export the rows that need a person, import their decisions."""
+
+
+@review.command("export")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN_OR_FILES...")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Tasks (JSON; .jsonl for Argilla).")
+@cli_options(ReviewExportConfig)
+@json_option
+def review_export(sources, output, as_json, **settings):
+    """Write the rows of a `curate run` folder (or stage outputs) that need a person, as review tasks."""
+    from curate.review import export_review
+    from curate.review.render import render_export
+
+    finish(export_review(sources, output, from_cli(ReviewExportConfig, settings)), as_json, render_export)
+
+
+@review.command("import")
+@click.argument("decisions", type=click.Path(path_type=Path))
+@click.option("-d", "--dataset", required=True, type=click.Path(path_type=Path), help="Canonical Parquet the decisions apply to.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Reviewed Parquet to write.")
+@cli_options(ReviewImportConfig)
+@json_option
+def review_import(decisions, dataset, output, as_json, **settings):
+    """Apply the keep / drop / edit decisions of an annotated Label Studio or Argilla export to DATASET."""
+    from curate.review import import_review
+    from curate.review.render import render_import
+
+    finish(import_review(decisions, dataset, output, from_cli(ReviewImportConfig, settings)), as_json, render_import)
+
+
 def main() -> None:
     cli(obj={})
 
