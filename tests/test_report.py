@@ -310,3 +310,18 @@ def test_reply_less_production_is_compared_on_what_both_sides_have(files, tmp_pa
     assert d["metrics"]["p95_ratio_total"] is None
     # never validated for format: "not checked", not 0%
     assert d["structure"]["train"]["format_compliance"] is None
+
+
+def test_preference_pairs_length_bias(shared_data, tmp_path):
+    """LLaMA-Factory's DPO demo: the chosen reply is the longer one in 43.7% of 300 pairs (validate agrees)."""
+    out = report(shared_data / "hiyouga__LLaMA-Factory__dpo_en_demo.json", embedder="tfidf", html=tmp_path / "r.html")
+    pref = doc(out)["structure"]["train"]["preference"]
+    assert (pref["pairs"], pref["chosen_longer_share"], pref["rejected_longer_share"]) == (300, 0.4367, 0.56)
+    assert pref["median_length_ratio"] == 0.9114 and pref["ratio_histogram"]["pairs"] == [36, 26, 69, 78, 52, 20, 19]
+    assert "Length bias of preference pairs" not in (tmp_path / "r.html").read_text()  # a plot: its title is drawn
+    assert (tmp_path / "r.html").read_text().count("data:image/png") == 2  # lengths, then the pairs' length bias
+    assert doc(report(files_rows(tmp_path), embedder="tfidf"))["structure"]["train"]["preference"] is None
+
+
+def files_rows(tmp_path):
+    return write_table(rows_to_table(planted({"cooking": 10}, seed=4)), tmp_path / "plain.parquet")

@@ -97,6 +97,9 @@ class _Tally:
         self.records_with_system = self.with_tools = self.synthetic = self.passed = self.checked = 0
         self.id_hashes: list[np.ndarray] = []  # duplicates are counted from 8 bytes a row, not the ids
         self.synth_cols = [c for c in columns if c.startswith("synth_")]
+        self.pairs = "rejected" in columns
+        self.chosen_len: list[int] = []  # characters of the chosen and the rejected reply of each preference pair
+        self.rejected_len: list[int] = []
         self.validate_cols = [c for c in columns if c.startswith("validate_")]
 
     def add(self, batch: pa.RecordBatch, msgs: list[list[dict]], tools: list, texts: list[str]) -> None:
@@ -118,6 +121,13 @@ class _Tally:
         for c in self.synth_cols:
             synthetic |= np.asarray(batch.column(c).is_valid(), dtype=bool)
         self.synthetic += int(synthetic.sum())
+        if self.pairs:
+            for ms, rej in zip(msgs, batch.column("rejected").to_pylist()):
+                if rej:
+                    self.chosen_len.append(len(next((m.get("content") or "" for m in reversed(ms)
+                                                     if m["role"] == "assistant"), "")))
+                    self.rejected_len.append(len("".join(m.get("content") or "" for m in rej
+                                                         if m["role"] == "assistant")))
         if self.validate_cols:
             passed = np.ones(n, dtype=bool)
             checked = np.zeros(n, dtype=bool)
@@ -139,7 +149,8 @@ class _Tally:
 
 def _reading(columns: list[str]) -> list[str]:
     """The columns structure and token lengths read (not `rejected`, `source`, `meta`: decoding them is waste)."""
-    return [c for c in columns if c in ("id", "messages", "tools", "origin") or c.startswith(("synth_", "validate_"))]
+    return [c for c in columns if c in ("id", "messages", "tools", "origin", "rejected")
+            or c.startswith(("synth_", "validate_"))]
 
 
 def extract(name: str, src: Input, tokenizer: Any, *, sample: np.ndarray | None = None,
@@ -204,6 +215,22 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
     return out
 
 
+def _preference(tally: _Tally) -> dict[str, Any] | None:
+    """Length bias of preference pairs (chosen vs rejected reply, characters), None for a set without pairs."""
+    if not tally.chosen_len:
+        return None
+    c, r = np.asarray(tally.chosen_len, dtype=float), np.asarray(tally.rejected_len, dtype=float)
+    ratio = (c + 1) / (r + 1)
+    counts = np.histogram(ratio, bins=[0, *RATIO_EDGES, np.inf])[0]
+    return {"pairs": int(c.size), "chosen_longer_share": round(float((c > r).mean()), 4),
+            "rejected_longer_share": round(float((c < r).mean()), 4),
+            "median_length_ratio": round(float(np.median(ratio)), 4),
+            "ratio_histogram": {"edges": list(RATIO_EDGES), "pairs": counts.astype(int).tolist()}}
+
+
+RATIO_EDGES = (0.25, 0.5, 0.8, 1.25, 2.0, 4.0)  # chosen / rejected length; the bins validate's summary uses
+
+
 def _shares(counter: Counter, total: int, top: int = 10) -> dict[str, float]:
     return {k: round(v / total, 4) for k, v in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:top]} if total else {}
 
@@ -232,6 +259,7 @@ def structure(rec: Records, tally: _Tally) -> dict[str, Any]:
         "duplicate_share": round((n - tally.distinct_ids()) / n, 4) if n else 0.0,
         "synthetic_share": round(tally.synthetic / n, 4) if n else 0.0,
         # None when no row was checked: data validated without an output format is "not checked", not 0%
+        "preference": _preference(tally),
         "format_compliance": ({"columns": tally.validate_cols, "pass_share": round(tally.passed / tally.checked, 4),
                                "checked": tally.checked} if tally.validate_cols and tally.checked else None),
     }

@@ -68,6 +68,29 @@ def length_histograms(rep: ReportOutcome) -> str:
     return _png(fig)
 
 
+def preference_plot(rep: ReportOutcome) -> str:
+    """Chosen / rejected reply length of each set's preference pairs: how often the longer reply was chosen."""
+    sets = {n: r.stats.get("preference") for n, r in rep.records.items() if r.stats.get("preference")}
+    if not sets:
+        return ""
+    fig, ax = _figure(figsize=(11, 3.6))
+    width = 0.8 / len(sets)
+    for k, (name, pref) in enumerate(sets.items()):
+        hist = pref["ratio_histogram"]
+        x = np.arange(len(hist["pairs"]))
+        share = np.asarray(hist["pairs"]) / max(pref["pairs"], 1)
+        ax.bar(x + k * width, share, width, label=f"{name} ({pref['pairs']} pairs, chosen longer in "
+                                                 f"{pref['chosen_longer_share']:.0%})", color=COLORS.get(name))
+    edges = sets[next(iter(sets))]["ratio_histogram"]["edges"]
+    labels = [f"< {edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">= {edges[-1]:g}"]
+    ax.set_xticks(np.arange(len(labels)) + width * (len(sets) - 1) / 2, labels)
+    ax.set_xlabel("chosen / rejected reply length (characters)")
+    ax.set_ylabel("share of pairs")
+    ax.set_title("Length bias of preference pairs (a bias towards longer replies teaches length, not quality)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def coverage_bars(clusters: list[dict[str, Any]], target: str, reference: str) -> str:
     """Per-cluster share of the target set next to the reference's share; gaps in red."""
     order = sorted(clusters, key=lambda c: -c["target_share"])
@@ -187,7 +210,7 @@ def render_html(rep: ReportOutcome) -> str:
                         if kinds else "<p>Nothing found.</p>"))
     metrics = [[k, v] for k, v in d["metrics"].items() if v is not None]
     parts.append("<h2>Summary</h2>" + _table(["metric", "value"], metrics))
-    parts.append("<h2>Structure</h2>" + _structure(d) + length_histograms(rep))
+    parts.append("<h2>Structure</h2>" + _structure(d) + length_histograms(rep) + preference_plot(rep))
     if d["comparison"]:
         parts.append("<h2>Training vs production, per record</h2>" + _features(d["comparison"], "train", "production"))
     if d["coverage"] and rep.coverage is not None:
