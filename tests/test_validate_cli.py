@@ -149,3 +149,14 @@ def test_workers_default_to_the_usable_cores(shared_data: Path) -> None:
 
     res = run(shared_data / TOY, "--no-tokens", "--json")
     assert json.loads(res.stdout)["config"]["workers"] == usable_cores()
+
+
+def test_findings_table_fits_80_columns(shared_data: Path) -> None:
+    """A narrow terminal gets code, records and a where-and-example cell; a wide one a column each."""
+    src = shared_data / "hiyouga__LLaMA-Factory__dpo_en_demo.json"
+    narrow = CliRunner().invoke(cli, ["validate", str(src), "--no-tokens"], env={"COLUMNS": "80"})
+    rows = [line for line in narrow.stderr.splitlines() if line.startswith(("┃", "│", "┏", "└"))]
+    assert rows and all(len(line) <= 80 for line in rows)
+    assert "│ mojibake               │       1 │ line 286: messages[1].content: 'Ã©' looks │" in narrow.stderr
+    wide = CliRunner().invoke(cli, ["validate", str(src), "--no-tokens"], env={"COLUMNS": "160"})
+    assert "severity" in wide.stderr and "┃ where" in wide.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -43,6 +44,9 @@ def render_mask(view: dict, input_file: str) -> None:
     console.print(mask_text(view["text"], console.is_terminal), highlight=False)
 
 
+WIDE = 120  # columns from which the findings table has a column each for severity, where and example
+
+
 def render_validate(out: StageOutcome) -> None:
     """Counts per code with one example each, token percentiles, compliance rate, mixed-format warnings."""
     s, c = out.summary, out.counts
@@ -53,7 +57,22 @@ def render_validate(out: StageOutcome) -> None:
         f"({s['error_rate']:.1%} with errors)",
         highlight=False,
     )
-    if s["codes"]:
+    if s["codes"] and console.width < WIDE:
+        # a narrow terminal: severity as the code's colour, where and example in one cell of at most two lines
+        code_w = max(len(c["code"]) for c in s["codes"])
+        room = max(20, console.width - code_w - 7 - 10)  # the records column, borders and padding
+        table = Table(title="findings per code (one example each; red: error, yellow: warning; --json for all)")
+        table.add_column("code", no_wrap=True)
+        table.add_column("records", justify="right")
+        table.add_column("where: example", ratio=1, overflow="fold")
+        for c in s["codes"]:
+            ex = c["examples"][0] if c["examples"] else None
+            style = "red" if c["severity"] == "error" else "yellow"
+            text = f"{_where(ex, s['input'])}: {ex['message']}" if ex else ""
+            text = text if len(text) <= 2 * room else text[: 2 * room - 1] + "…"
+            table.add_row(f"[{style}]{c['code']}[/]", str(c["count"]), escape(text))
+        console.print(table)
+    elif s["codes"]:
         table = Table(title="findings per code (one example each)")
         table.add_column("code", no_wrap=True)
         table.add_column("severity")
