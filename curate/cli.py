@@ -401,6 +401,24 @@ def review_import(decisions, dataset, output, as_json, **settings):
     finish(import_review(decisions, dataset, output, from_cli(ReviewImportConfig, settings)), as_json, render_import)
 
 
+# ---- repair
+
+from curate.repair.config import RepairConfig
+
+
+@cli.command("repair")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Repaired Parquet to write.")
+@cli_options(RepairConfig)
+@json_option
+def repair_command(input_path, output, as_json, **settings):
+    """Apply safe, named fixes to INPUT; every changed row keeps its original in repair_original."""
+    from curate.repair import repair as run
+    from curate.repair.render import render_repair
+
+    finish(run(input_path, output, from_cli(RepairConfig, settings).fix), as_json, render_repair)
+
+
 def main() -> None:
     cli(obj={})
 
