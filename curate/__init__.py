@@ -6,6 +6,8 @@ The public Python API. Each stage is a package named for its command, and its fu
     from curate.validate import validate    from curate.report import report
     from curate.synth import synthesize     from curate.train import train, merge
     from curate.evaluation import evaluate  from curate.pipeline import run_recipe
+    from curate.pickbase import pick_base   from curate.repair import repair
+    from curate.review import export_review, import_review
 
 The names below are importable from `curate` itself. They load their module on first use (PEP 562),
 so `import curate` or the CLI does not pay for importing every stage.
