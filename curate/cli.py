@@ -214,7 +214,9 @@ def validate(input, output, quarantine, engine, ray_address, as_json, **settings
 @cli.command("report")
 @click.argument("train", required=False, type=click.Path(path_type=Path))
 @click.option("--production", type=click.Path(path_type=Path), help="Production samples (or the new snapshot with --baseline).")
-@click.option("--baseline", type=click.Path(path_type=Path), help="An older production snapshot: report drift to --production.")
+@click.option("--baseline", type=click.Path(path_type=Path), multiple=True,
+              help="An older production snapshot: report drift to --production. Repeat it, oldest first, for a "
+                   "history of dated snapshots: drift from each to the next, plotted as a trend.")
 @click.option("-o", "--output", "html", type=click.Path(path_type=Path), help="Self-contained HTML report to write.")
 @click.option("--gaps", type=click.Path(path_type=Path), help="Write under-covered production rows here (canonical Parquet, seeds for `curate synth`).")
 @cli_options(ReportConfig)
@@ -224,7 +226,9 @@ def report_command(train, production, baseline, html, gaps, as_json, **settings)
     from curate.report import report as run
     from curate.report.render import render_report, render_report_json
 
-    out = run(train, production, from_cli(ReportConfig, settings), baseline=baseline, html=html, gaps=gaps)
+    baselines = list(baseline)
+    out = run(train, production, from_cli(ReportConfig, settings),
+              baseline=baselines if len(baselines) > 1 else (baselines[0] if baselines else None), html=html, gaps=gaps)
     # --json prints the report document (schemas/report.schema.json): to_dict()["report"], not the whole outcome
     finish(out, False, render_report_json if as_json else render_report)
 

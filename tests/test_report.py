@@ -325,3 +325,29 @@ def test_preference_pairs_length_bias(shared_data, tmp_path):
 
 def files_rows(tmp_path):
     return write_table(rows_to_table(planted({"cooking": 10}, seed=4)), tmp_path / "plain.parquet")
+
+
+def test_history_of_dated_snapshots(files, tmp_path):
+    """Three monthly snapshots, oldest first, then production: one drift step each, and a trend plot."""
+    from jsonschema import Draft202012Validator
+
+    months = {"2026-09.parquet": {"cooking": 80, "travel": 80}, "2026-10.parquet": {"cooking": 70, "travel": 70, "code": 20},
+              "2026-11.parquet": {"cooking": 50, "travel": 50, "code": 60}}
+    snaps = [write_table(rows_to_table(planted(t, seed=10 + k)), tmp_path / name) for k, (name, t) in enumerate(months.items())]
+    res = CliRunner().invoke(cli, ["report", str(files["train"]), "--production", str(files["prod"]), "--embedder", "tfidf",
+                                   *[a for s in snaps for a in ("--baseline", str(s))], "-o", str(tmp_path / "r.html"),
+                                   "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    Draft202012Validator(load_schema("report")).validate(d)
+    steps = d["history"]
+    assert [(Path(s["from"]).name, Path(s["to"]).name) for s in steps] == [
+        ("2026-09.parquet", "2026-10.parquet"), ("2026-10.parquet", "2026-11.parquet"), ("2026-11.parquet", "prod.parquet")]
+    # code requests appear in October (12%) and grow in November (38%): that step finds them as a new kind of request
+    assert steps[1]["emerged_share"] > 0.15 and steps[1]["emerged_share"] == max(s["emerged_share"] for s in steps)
+    assert steps[0]["moved"] >= 1
+    assert d["inputs"]["baseline"]["path"] == str(snaps[-1]) and d["drift"] is not None  # drift: the last snapshot
+    assert "History: drift from snapshot to snapshot" in (tmp_path / "r.html").read_text()
+    one = json.loads(CliRunner().invoke(cli, ["report", str(files["train"]), "--production", str(files["prod"]),
+                                              "--embedder", "tfidf", "--baseline", str(snaps[0]), "--json"]).stdout)
+    assert one["history"] is None and one["drift"] is not None

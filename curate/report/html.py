@@ -91,6 +91,20 @@ def preference_plot(rep: ReportOutcome) -> str:
     return _png(fig)
 
 
+def history_plot(steps: list[dict[str, Any]]) -> str:
+    """Drift from each snapshot to the next: how far requests moved, step by step."""
+    fig, ax = _figure(figsize=(11, 3.6))
+    x = np.arange(len(steps))
+    for key, label in (("emerged_share", "share in new kinds of request"), ("vanished_share", "share in fading kinds"),
+                       ("domain_auc", "domain-classifier AUC (0.5: alike)")):
+        ax.plot(x, [s[key] if s[key] is not None else np.nan for s in steps], marker="o", label=label)
+    ax.set_xticks(x, [f"-> {Path(s['to']).name}" for s in steps], fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Drift along the snapshots (each point: one snapshot against the one before)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def coverage_bars(clusters: list[dict[str, Any]], target: str, reference: str) -> str:
     """Per-cluster share of the target set next to the reference's share; gaps in red."""
     order = sorted(clusters, key=lambda c: -c["target_share"])
@@ -227,6 +241,11 @@ def render_html(rep: ReportOutcome) -> str:
         moved = "".join(f"<li>{escape(m)}</li>" for m in dr["moved"]) or "<li>nothing moved past the thresholds</li>"
         parts.append(f"<h2>Drift: baseline vs new production</h2><ul>{moved}</ul>" + _features(dr, "baseline", "production"))
         parts.append(coverage_bars(dr["clusters"], "production", "baseline") + cluster_map(rep.drift_maps[0], "production", "baseline"))
+    if d.get("history"):
+        parts.append("<h2>History: drift from snapshot to snapshot</h2>" + history_plot(d["history"]) + _table(
+            ["from", "to", "rows", "max PSI", "domain AUC", "new kinds share", "fading kinds share", "moved"],
+            [[Path(h["from"]).name, Path(h["to"]).name, h["rows"], h["max_psi"], h["domain_auc"], h["emerged_share"],
+              h["vanished_share"], h["moved"]] for h in d["history"]]))
     body = "\n".join(parts)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>curate report</title>"
             f"<style>{CSS}</style></head><body>{body}</body></html>\n")

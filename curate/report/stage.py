@@ -6,6 +6,7 @@ under the key "report"; `curate report --json` prints that document.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -58,12 +59,16 @@ def report(
     production: Source | None = None,
     config: ReportConfig | Mapping[str, Any] | None = None,
     *,
-    baseline: Source | None = None,
+    baseline: Source | list[Source] | None = None,
     html: str | Path | None = None,
     gaps: str | Path | None = None,
     **overrides: Any,
 ) -> ReportOutcome:
     """Structure of every set, coverage of production by training, drift from a baseline; gates checked last.
+
+    `baseline` may be a list of dated snapshots, oldest first: the drift section compares the last with
+    `production`, and the history section each snapshot with the next (the last with production), for the
+    trend plot.
 
     `html` (a self-contained HTML report) and `gaps` (the production rows in gap clusters, canonical
     Parquet) are written as one output set. The outcome fails when a `fail_on` gate holds.
@@ -79,6 +84,10 @@ def report(
         raise UsageError("give a training set, --production, or both")
     if baseline is not None and production is None:
         raise UsageError("--baseline needs --production (the new snapshot to compare with it)")
+    snapshots = list(baseline) if isinstance(baseline, (list, tuple)) else []
+    if snapshots:
+        baseline = snapshots[-1]
+    older = {f"snapshot {k + 1}": src for k, src in enumerate(snapshots[:-1])}
     if gaps is not None and (train is None or production is None):
         raise UsageError("--gaps needs both a training set and --production")
 
@@ -86,6 +95,7 @@ def report(
     sources = {"train": (train, None), "production": (production, "production"), "baseline": (baseline, "production")}
     opened = {name: open_input(src, origin=origin, **PARQUET_READ) for name, (src, origin) in sources.items()
               if src is not None}
+    opened |= {name: open_input(src, origin="production", **PARQUET_READ) for name, src in older.items()}
     redactor = None
     if cfg.redact:
         from curate.redact import Redactor
@@ -105,11 +115,16 @@ def report(
             for name, src in list(srcs.items()):
                 found[name] = Counter()
                 srcs[name] = stack.enter_context(redacted(src, redactor, found[name], BATCH, **PARQUET_READ))
+        snap_paths: dict[str, str] = {}
         for name, src in srcs.items():
-            inputs[name] = _describe(src)
-            sample = embedded_rows(src.rows, cfg.embed_sample, cfg.seed, list(sources).index(name))
+            if name in older:
+                snap_paths[name] = _describe(src)["path"] or name
+            else:
+                inputs[name] = _describe(src)
+            stream = list(sources).index(name) if name in sources else len(sources) + list(older).index(name)
+            sample = embedded_rows(src.rows, cfg.embed_sample, cfg.seed, stream)
             recs[name] = extract(name, src, tok, sample=sample)
-            if sample is not None:
+            if sample is not None and name not in older:
                 inputs[name]["embedding_sample"] = len(sample)
 
         emb = load_embedder(cfg.embedder, seed=cfg.seed)
@@ -118,7 +133,7 @@ def report(
             names = list(recs)
             vecs = dict(zip(names, emb.embed_sets([recs[n].user_texts for n in names])))
 
-        comparison = cov = drift_section = None
+        comparison = cov = drift_section = history = None
         drift_maps = None
         with single_blas_thread():
             if "train" in recs and "production" in recs:
@@ -129,6 +144,13 @@ def report(
                 drift_section, *maps = drift(recs["baseline"], recs["production"], vecs["baseline"],
                                              vecs["production"], seed=cfg.seed, gap_ratio=cfg.gap_ratio)
                 drift_maps = tuple(maps)
+                if older:
+                    names = {**snap_paths, "baseline": inputs["baseline"]["path"] or "baseline",
+                             "production": inputs["production"]["path"] or "production"}
+                    history = _history(recs, vecs, [*older, "baseline", "production"], names, cfg)
+        for name in older:  # the older snapshots live in the history section only
+            recs.pop(name)
+            vecs.pop(name, None)
         gap_table = _gap_rows(srcs["production"], recs["production"], cov) if cov else None
 
     data: dict[str, Any] = {
@@ -142,6 +164,7 @@ def report(
         "coverage": cov.section if cov else None,
         "gaps": _gap_list(cov.section) if cov else [],
         "drift": drift_section,
+        "history": history,
         "redaction": None if redactor is None else {
             **redactor.describe(), "found": {name: dict(sorted(c.items())) for name, c in found.items()}},
     }
@@ -168,6 +191,22 @@ def report(
             if html is not None:
                 write_html(out, html, outs)
     return out
+
+
+def _history(recs: dict[str, Records], vecs: dict[str, np.ndarray], order: list[str], names: dict[str, str],
+             cfg: ReportConfig) -> list[dict[str, Any]]:
+    """Drift from each snapshot to the next, oldest first (the last step ends at production): the trend."""
+    from curate.report.drift import drift
+
+    steps = []
+    for old, new in itertools.pairwise(order):
+        section, *_ = drift(recs[old], recs[new], vecs[old], vecs[new], seed=cfg.seed, gap_ratio=cfg.gap_ratio)
+        steps.append({
+            "from": names[old], "to": names[new],
+            "rows": recs[new].rows, "max_psi": max((f["psi"] for f in section["features"]), default=None),
+            "domain_auc": section["domain_auc"], "emerged_share": section["emerged_share"],
+            "vanished_share": section["vanished_share"], "moved": len(section["moved"])})
+    return steps
 
 
 def _gap_list(section: dict[str, Any]) -> list[dict[str, Any]]:
