@@ -220,15 +220,18 @@ def validate(input, output, quarantine, engine, ray_address, as_json, **settings
 @click.option("-o", "--output", "html", type=click.Path(path_type=Path), help="Self-contained HTML report to write.")
 @click.option("--gaps", type=click.Path(path_type=Path), help="Write under-covered production rows here (canonical Parquet, seeds for `curate synth`).")
 @cli_options(ReportConfig)
+@engine_options
 @json_option
-def report_command(train, production, baseline, html, gaps, as_json, **settings):
+def report_command(train, production, baseline, html, gaps, engine, ray_address, as_json, **settings):
     """Structure, coverage and drift of TRAIN against --production samples; gaps feed `curate synth`."""
     from curate.report import report as run
     from curate.report.render import render_report, render_report_json
 
     baselines = list(baseline)
-    out = run(train, production, from_cli(ReportConfig, settings),
-              baseline=baselines if len(baselines) > 1 else (baselines[0] if baselines else None), html=html, gaps=gaps)
+    with engine_of(engine, ray_address):
+        out = run(train, production, from_cli(ReportConfig, settings),
+                  baseline=baselines if len(baselines) > 1 else (baselines[0] if baselines else None), html=html,
+                  gaps=gaps)
     # --json prints the report document (schemas/report.schema.json): to_dict()["report"], not the whole outcome
     finish(out, False, render_report_json if as_json else render_report)
 

@@ -115,6 +115,30 @@ def test_validate_on_ray_equals_local(cluster, shared_data, tmp_path, small_bloc
             {k: v for k, v in remote.to_dict().items() if k not in drop}, src.name
 
 
+def test_report_feature_pass_on_ray_equals_local(cluster, shared_data, tmp_path, monkeypatch):
+    """The token lengths of report's feature pass counted on the cluster's actors (Code Alpaca's 2,017 records are
+    two batches): the same report document as counted in this process."""
+    from curate.report import report
+
+    train = shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json"
+    prod = shared_data / "sahil280114__codealpaca__code_alpaca_2k.json"
+    local = report(train, prod, embedder="tfidf", workers=1).to_dict()["report"]
+    import curate.engine
+
+    engines = []
+    real_make = curate.engine.make
+
+    def spy(*args, **kwargs):
+        engines.append(real_make(*args, **kwargs))
+        return engines[-1]
+
+    monkeypatch.setattr(curate.engine, "make", spy)
+    with use("ray"):
+        remote = report(train, prod, embedder="tfidf", workers=2).to_dict()["report"]
+    assert [type(e).__name__ for e in engines] == ["RayEngine"]  # production's two batches went to the actors
+    assert remote == local
+
+
 @pytest.mark.slow
 def test_dedupe_on_ray_equals_local_on_200k_planted_records(cluster, tmp_path):
     """200,000 records with planted near-duplicates and an eval set that leaked: kept, removed, clusters and the

@@ -164,7 +164,8 @@ def test_outcome_to_dict(rep, files):
     assert out["counts"] == {"train": 240, "production": 250, "gap_rows": r.gap_table.num_rows}
     assert out["outputs"] == {"html": str(d / "r.html"), "gaps": str(d / "gaps.parquet")}
     assert out["config"] == {"tokenizer": "embedded", "fail_on": [], "embedder": "tfidf", "k": None,
-                             "gap_ratio": 0.25, "seed": 0, "redact": False, "embed_sample": 20_000}
+                             "gap_ratio": 0.25, "seed": 0, "redact": False, "workers": None,
+                             "embed_sample": 20_000}
     assert out["report"]["settings"]["tokenizer"] == "embedded" and out["report"]["settings"]["gap_ratio"] == 0.25
     assert out["report"]["inputs"]["train"] == {"path": str(files["train"]), "sha256": out["report"]["inputs"]["train"]["sha256"],
                                                 "rows": 240}

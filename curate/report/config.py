@@ -37,6 +37,10 @@ class ReportConfig(StageConfig):
                            "names where a trained spaCy pipeline is installed) in every set before rows are embedded, "
                            "clustered, shown or written as gap seeds; counts per kind in the report (the `redact` "
                            "extra: presidio-analyzer).")
+    workers: int | None = Field(
+        None, ge=1, description="Processes that count token lengths, a batch of 2,000 records each (default: the "
+                                "usable cores; a set of one batch is counted here); the report is the same for any "
+                                "number.")
     embed_sample: int = Field(
         20_000, ge=2, description="Coverage and drift embed at most this many rows of each set: a larger set is "
                                   "represented by a sample of this size drawn from the seed (said so in the report).")

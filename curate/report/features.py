@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,53 +156,88 @@ def _reading(columns: list[str]) -> list[str]:
 
 
 def extract(name: str, src: Input, tokenizer: Any, *, sample: np.ndarray | None = None,
-            batch_size: int = BATCH) -> Records:
+            batch_size: int = BATCH, workers: int | None = 1, tokenizer_name: str | None = None) -> Records:
     """Token lengths per role (with the tokenizer's chat template), turns, tool calls and structure of every
-    record, read batch by batch; user texts kept for the rows in `sample` (every row when None)."""
-    from curate.embedded import render
+    record, read batch by batch; user texts kept for the rows in `sample` (every row when None).
+
+    The token lengths (the costly part) of each batch are counted on `workers` processes, or on the actors of
+    a Ray cluster when that engine is in use (curate.engine): each worker loads `tokenizer_name` once (without a
+    name, the batches are counted here with `tokenizer`). The counting is the same function either way, and batches come back in input order, so
+    the records are the same for any engine and number of workers."""
+    from curate.engine import current, make
 
     columns = _reading(src.schema.names)
     tally = _Tally(columns)
     parts: dict[str, list[np.ndarray]] = {f: [] for f in FEATURES}
     texts_kept: list[str] = []
     unrenderable = start = 0
-    for batch in src.batches(batch_size, columns):
-        msgs_col = batch.column("messages").to_pylist()
-        tools_col = batch.column("tools").to_pylist() if "tools" in columns else [None] * len(msgs_col)
-        n = len(msgs_col)
-        feats = {f: np.zeros(n, dtype=np.float64) for f in FEATURES}
-        for i, (messages, tools) in enumerate(zip(msgs_col, tools_col)):
-            feats["turns"][i] = sum(m["role"] == "user" for m in messages)
-            feats["tool_calls"][i] = sum(len(m.get("tool_calls") or []) for m in messages)
-            try:
-                counts = render(tokenizer, messages, tools).counts()
-            except (InputError, ValueError, TypeError, json.JSONDecodeError):
-                # a record the chat template cannot render still counts; its lengths are NaN and it is reported
-                unrenderable += 1
-                for f in FEATURES[1:-1]:
-                    feats[f][i] = np.nan
-                continue
-            total = sum(counts.values())
-            assistant = counts.get("assistant", 0)
-            feats["user_tokens"][i] = counts.get("user", 0)
-            feats["assistant_tokens"][i] = assistant
-            feats["system_tokens"][i] = counts.get("system", 0)
-            feats["total_tokens"][i] = total
-            feats["prompt_tokens"][i] = total - assistant
-        texts = [user_text(m) for m in msgs_col]
-        tally.add(batch, msgs_col, tools_col, texts)
-        if sample is None:
-            texts_kept.extend(texts)
-        else:
-            lo, hi = np.searchsorted(sample, [start, start + n])
-            texts_kept.extend(texts[r - start] for r in sample[lo:hi].tolist())
-        for f in FEATURES:
-            parts[f].append(feats[f])
-        start += n
+    remote = tokenizer_name is not None and (current() == "ray" or (workers or 1) > 1) and (src.rows or 0) > batch_size
+    held: deque[pa.RecordBatch] = deque()
+
+    def feed() -> Iterator[pa.RecordBatch]:
+        for b in src.batches(batch_size, columns):
+            held.append(b)
+            yield b.select([c for c in ("messages", "tools") if c in b.schema.names]) if remote else b
+
+    with make(workers, _load, (tokenizer_name,), worth=remote) if remote else nullcontext() as engine:
+        counted = engine.map(_lengths, feed()) if remote else (_lengths(tokenizer, b) for b in feed())
+        for feats, bad in counted:
+            batch = held.popleft()
+            msgs_col = batch.column("messages").to_pylist()
+            tools_col = batch.column("tools").to_pylist() if "tools" in columns else [None] * len(msgs_col)
+            n = len(msgs_col)
+            unrenderable += bad
+            texts = [user_text(m) for m in msgs_col]
+            tally.add(batch, msgs_col, tools_col, texts)
+            if sample is None:
+                texts_kept.extend(texts)
+            else:
+                lo, hi = np.searchsorted(sample, [start, start + n])
+                texts_kept.extend(texts[r - start] for r in sample[lo:hi].tolist())
+            for f in FEATURES:
+                parts[f].append(feats[f])
+            start += n
     features = {f: np.concatenate(parts[f]) if parts[f] else np.zeros(0) for f in FEATURES}
     rec = Records(name, start, features, texts_kept, tally.languages, sample, unrenderable)
     rec.stats = structure(rec, tally)
     return rec
+
+
+def _load(name: str) -> Any:
+    from curate.embedded import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+def _lengths(tokenizer: Any, batch: pa.RecordBatch) -> tuple[dict[str, np.ndarray], int]:
+    """Turns, tool calls and token lengths per role of a batch's records (NaN lengths for a record the chat
+    template cannot render), and how many could not be rendered."""
+    from curate.embedded import render
+
+    msgs_col = batch.column("messages").to_pylist()
+    tools_col = batch.column("tools").to_pylist() if "tools" in batch.schema.names else [None] * len(msgs_col)
+    n = len(msgs_col)
+    feats = {f: np.zeros(n, dtype=np.float64) for f in FEATURES}
+    unrenderable = 0
+    for i, (messages, tools) in enumerate(zip(msgs_col, tools_col)):
+        feats["turns"][i] = sum(m["role"] == "user" for m in messages)
+        feats["tool_calls"][i] = sum(len(m.get("tool_calls") or []) for m in messages)
+        try:
+            counts = render(tokenizer, messages, tools).counts()
+        except (InputError, ValueError, TypeError, json.JSONDecodeError):
+            # a record the chat template cannot render still counts; its lengths are NaN and it is reported
+            unrenderable += 1
+            for f in FEATURES[1:-1]:
+                feats[f][i] = np.nan
+            continue
+        total = sum(counts.values())
+        assistant = counts.get("assistant", 0)
+        feats["user_tokens"][i] = counts.get("user", 0)
+        feats["assistant_tokens"][i] = assistant
+        feats["system_tokens"][i] = counts.get("system", 0)
+        feats["total_tokens"][i] = total
+        feats["prompt_tokens"][i] = total - assistant
+    return feats, unrenderable
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,7 +83,7 @@ def preference_plot(rep: ReportOutcome) -> str:
         ax.bar(x + k * width, share, width, label=f"{name} ({pref['pairs']} pairs, chosen longer in "
                                                  f"{pref['chosen_longer_share']:.0%})", color=COLORS.get(name))
     edges = sets[next(iter(sets))]["ratio_histogram"]["edges"]
-    labels = [f"< {edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">= {edges[-1]:g}"]
+    labels = [f"< {edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in itertools.pairwise(edges)] + [f">= {edges[-1]:g}"]
     ax.set_xticks(np.arange(len(labels)) + width * (len(sets) - 1) / 2, labels)
     ax.set_xlabel("chosen / rejected reply length (characters)")
     ax.set_ylabel("share of pairs")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from curate.engine import default_workers
 from curate.errors import InputError, UsageError
 from curate.inputs import Input, open_input
 from curate.outcome import StageOutcome
@@ -123,7 +124,8 @@ def report(
                 inputs[name] = _describe(src)
             stream = list(sources).index(name) if name in sources else len(sources) + list(older).index(name)
             sample = embedded_rows(src.rows, cfg.embed_sample, cfg.seed, stream)
-            recs[name] = extract(name, src, tok, sample=sample)
+            recs[name] = extract(name, src, tok, sample=sample, workers=cfg.workers or default_workers(),
+                                 tokenizer_name=cfg.tokenizer)
             if sample is not None and name not in older:
                 inputs[name]["embedding_sample"] = len(sample)
 
