@@ -343,6 +343,27 @@ def eval_(data, adapters, output, failures, train_data, compare, as_json, **sett
                     train_data=train_data, compare=[c.split(":", 1) for c in compare]), as_json, render_eval)
 
 
+# ---- quantize
+
+from curate.quantize.config import QuantizeConfig
+
+
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Folder for the GGUF files (default: RUN/gguf).")
+@click.option("--data", type=click.Path(path_type=Path), help="Held-out prompts: evaluate every file on them.")
+@click.option("--overwrite", is_flag=True, help="Replace the files of an earlier quantize in OUTPUT.")
+@cli_options(QuantizeConfig)
+@json_option
+def quantize(run_dir, output, data, overwrite, as_json, **settings):
+    """Merge RUN's adapter, convert it to GGUF, quantize it with llama.cpp and evaluate each file against f32."""
+    from curate.quantize import quantize as run
+    from curate.quantize.render import render_quantize
+
+    finish(run(run_dir, output, from_cli(QuantizeConfig, settings), data=data, overwrite=overwrite), as_json,
+           render_quantize)
+
+
 # ---- run
 
 

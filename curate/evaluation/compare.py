@@ -39,9 +39,9 @@ def _round(x: float) -> float:
 
 def comparisons(per_prompt: Mapping[str, Sequence[float]], names: Sequence[str], pairs: Sequence[Sequence[str]],
                 metric: str, seed: int) -> list[dict[str, Any]]:
-    """Every adapter against the base, then each named pair (a, b): a - b with its interval."""
+    """Every adapter against the base (when one is evaluated), then each named pair (a, b): a - b with its interval."""
     check_pairs(pairs, names)
-    wanted = [(n, "base") for n in names if n != "base"] + [tuple(p) for p in pairs]
+    wanted = [(n, "base") for n in names if n != "base" and "base" in names] + [tuple(p) for p in pairs]
     out, seen = [], set()
     for a, b in wanted:
         if (a, b) in seen or a == b:

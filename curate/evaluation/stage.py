@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,10 @@ EVAL_COLUMNS = [
     ("eval_failure", pa.string()),
 ]
 
+# Replies from somewhere other than the base model loaded here (a served GGUF, say): given the prompts as the
+# chat template renders them, max_new_tokens and the progress callback, the greedy replies in prompt order.
+ReplySource = Callable[[list[str], int, Callable[[int], Any]], list[str]]
+
 
 def split_prompt(messages: list[dict]) -> tuple[list[dict], str | None]:
     """The conversation up to the last assistant reply, and that reply as the reference (if any)."""
@@ -73,6 +77,7 @@ def evaluate(
     round: int = 1,
     compare: Sequence[Sequence[str]] = (),
     failures_of: Sequence[str] | None = None,
+    sources: Mapping[str, ReplySource] | None = None,
     **overrides: Any,
 ) -> StageOutcome:
     """Reply to each held-out prompt with the base and each adapter; score the task and the format, compare models.
@@ -83,12 +88,18 @@ def evaluate(
     written as one output set. `train_data` adds the training set's label distribution; `round` is
     recorded in each variant; `compare` names pairs (a, b) compared beside every adapter against the base;
     `failures_of` names the models whose failures are seeds (default: every adapter, the base when alone).
+    `sources` (name -> ReplySource) replaces the base and adapters: the models are those names, their replies
+    come from the sources (no model is loaded here), and no reference loss is measured.
     """
     cfg = EvalConfig.build(config, **overrides)
     checker = Checker.build(cfg.output_schema, cfg.output_regex)
     named = _named(adapters)
     dirs = [adapter_dir(path) for _, path in named]
     names = ["base", *(name for name, _ in named)]
+    if sources is not None:
+        if named or not sources:
+            raise UsageError("sources: give one or more reply sources, and no adapters beside them")
+        names = list(sources)
     check_pairs(compare, names)  # before any model loads
     judged = list(failures_of) if failures_of is not None else names[1:] or names
     if not judged or any(n not in names for n in judged):
@@ -106,7 +117,7 @@ def evaluate(
     model_path = resolve_model(cfg.base)
     tokenizer = load_tokenizer(model_path)
     messages, tools = table.column("messages").to_pylist(), table.column("tools").to_pylist()
-    prompts, refs, shown = [], [], []
+    prompts, refs, shown, texts = [], [], [], []
     for i, (msgs, tool) in enumerate(zip(messages, tools)):
         prompt, ref = split_prompt(msgs)
         if not prompt:
@@ -114,6 +125,7 @@ def evaluate(
         text = tokenizer.apply_chat_template(template_messages(prompt), tools=json.loads(tool) if tool else None,
                                              tokenize=False, add_generation_prompt=True)
         prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+        texts.append(text)
         refs.append(ref)
         shown.append(prompt[-1].get("content") or "")
     task = build_task(checker.replies.schema, refs, cfg.task_fields, cfg.short_text, cfg.text_similarity)
@@ -122,20 +134,29 @@ def evaluate(
     p95 = percentile(lengths, 95.0)
     in_bucket = [n >= p95 for n in lengths]
     replies: dict[str, list[str]] = {}
-    with torch_threads(cfg.threads) as threads:
-        console.print(f"torch threads: {threads.count} ({threads.why})")
-        model = lm.load(model_path, dirs)
+    if sources is not None:
+        threads, losses = None, {}
         t0 = time.perf_counter()
         with progress("generating", total=len(prompts) * len(names), unit="replies") as advance:
-            for k, name in enumerate(names):
+            for name in names:
                 advance(0, description=f"generating: {name}")
-                replies[name] = lm.generate(model, tokenizer, prompts, None if k == 0 else f"a{k - 1}",
-                                            cfg.max_new_tokens, cfg.batch_size, advance)
+                replies[name] = sources[name](texts, cfg.max_new_tokens, advance)
         seconds = {"generate": _since(t0)}
-        t0 = time.perf_counter()
-        losses = _losses(model, tokenizer, messages, tools, task, names, cfg.batch_size)
-        if losses:
-            seconds["reference_loss"] = _since(t0)
+    else:
+        with torch_threads(cfg.threads) as threads:
+            console.print(f"torch threads: {threads.count} ({threads.why})")
+            model = lm.load(model_path, dirs)
+            t0 = time.perf_counter()
+            with progress("generating", total=len(prompts) * len(names), unit="replies") as advance:
+                for k, name in enumerate(names):
+                    advance(0, description=f"generating: {name}")
+                    replies[name] = lm.generate(model, tokenizer, prompts, None if k == 0 else f"a{k - 1}",
+                                                cfg.max_new_tokens, cfg.batch_size, advance)
+            seconds = {"generate": _since(t0)}
+            t0 = time.perf_counter()
+            losses = _losses(model, tokenizer, messages, tools, task, names, cfg.batch_size)
+            if losses:
+                seconds["reference_loss"] = _since(t0)
     results = {n: [checker.check(r, ref) for r, ref in zip(replies[n], refs)] for n in names}
     scores = {n: [score(task, r, c, i) for i, (r, c) in enumerate(zip(replies[n], results[n]))] for n in names}
     verdicts = {n: [failure(task, c, s) for c, s in zip(results[n], scores[n])] for n in names}
@@ -165,7 +186,7 @@ def evaluate(
         "variants": variants,
         "comparisons": comparisons(_per_prompt(task, results, scores, names), names, compare, task.headline, cfg.seed),
         "examples": examples,
-        "threads": threads.to_dict(), "seconds": seconds,
+        "threads": threads.to_dict() if threads is not None else None, "seconds": seconds,
     }, parts=("ok", "failed"))
 
 
