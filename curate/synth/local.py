@@ -9,6 +9,7 @@ the parent reaches EOF (the parent's end closes when the parent dies) or the par
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -23,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curate.embedded import embedded_gguf_path
-from curate.errors import CurateError, MissingDependency
+from curate.errors import CurateError, MissingDependency, UsageError
 
 MODEL_ALIAS = "smollm2-135m-instruct"
 
-# Runs in the server process before llama_cpp.server (argv: parent pid, then the server's own arguments).
-_CHILD = """
+# Runs first in a server process (argv: parent pid, then the server's own arguments): it dies with curate.
+GUARD = """
 import os, runpy, sys, threading, time
 parent = int(sys.argv[1])
 if sys.platform.startswith("linux"):
@@ -50,7 +51,10 @@ def parent_gone():
 threading.Thread(target=stdin_closed, daemon=True).start()
 if os.name == "posix":  # on Windows getppid names the parent even after it is gone
     threading.Thread(target=parent_gone, daemon=True).start()
+"""
 
+# Then llama_cpp.server.
+_CHILD = GUARD + """
 # No extra buffer types: on a CPU that reports AMX in a VM that does not give the process its tile
 # state (Firecracker), ggml's AMX buffer crashes the server on the first completion. For the embedded
 # Q4_1 model the AMX buffer is the only extra one, so nothing else changes.
@@ -85,31 +89,51 @@ def free_port() -> int:
 
 @contextmanager
 def start_local_teacher(model_path: str | Path | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
-                        startup_timeout: float = 120.0) -> Iterator[LocalTeacher]:
+                        startup_timeout: float = 120.0, server: str = "auto") -> Iterator[LocalTeacher]:
     """Start llama.cpp's server on a free loopback port, wait until it answers, yield it, stop it.
 
     n_threads defaults to half the cores: llama.cpp's threads spin while they wait, and the client
     (this process) needs a core too. On Linux the server is bound to the thread that starts it (that is
     how PR_SET_PDEATHSIG works), so enter and leave the block in the same thread.
+    server: "llama.cpp", "transformers" (the embedded model in curate/synth/hf_server.py, served under its
+    own model name), or "auto": llama.cpp when llama-cpp-python is installed or a GGUF is given, else
+    transformers.
     """
+    if server not in ("auto", "llama.cpp", "transformers"):
+        raise UsageError(f"server must be auto, llama.cpp or transformers, not {server!r}")
+    if server == "auto" and model_path is None and importlib.util.find_spec("llama_cpp") is None:
+        server = "transformers"
+    if server == "transformers":
+        from curate.synth.hf_server import start_hf_teacher
+
+        with start_hf_teacher(model_path, n_threads=n_threads, startup_timeout=max(startup_timeout, 180.0)) as t:
+            yield t
+        return
     try:
         import llama_cpp  # noqa: F401
         import uvicorn  # noqa: F401 (part of the [server] extra)
     except ImportError as exc:
-        raise MissingDependency("llama-cpp-python[server]", "local", "the embedded teacher server") from exc
+        raise MissingDependency("llama-cpp-python[server]", "local", "the embedded teacher on llama.cpp") from exc
     gguf = Path(model_path) if model_path else embedded_gguf_path()
     port = free_port()
     cmd = [sys.executable, "-c", _CHILD, str(os.getpid()), "--model", str(gguf), "--model_alias", MODEL_ALIAS,
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
            "--n_threads", str(n_threads or max(1, (os.cpu_count() or 2) // 2)), "--verbose", "False"]
-    log = tempfile.NamedTemporaryFile(prefix="curate-llama-", suffix=".log", delete=False)  # noqa: SIM115
+    base_url = f"http://127.0.0.1:{port}/v1"
+    with serve(cmd, base_url, startup_timeout) as pid:
+        yield LocalTeacher(base_url, MODEL_ALIAS, pid)
+
+
+@contextmanager
+def serve(cmd: list[str], base_url: str, startup_timeout: float) -> Iterator[int]:
+    """Run a server command (GUARD first), wait until base_url answers, yield its pid, stop it."""
+    log = tempfile.NamedTemporaryFile(prefix="curate-teacher-", suffix=".log", delete=False)  # noqa: SIM115
     # its own process group: a Ctrl-C reaches only curate, whose `finally` below stops the server in order
     group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, **group)
-    base_url = f"http://127.0.0.1:{port}/v1"
     try:
         _wait_ready(proc, base_url, startup_timeout, Path(log.name))
-        yield LocalTeacher(base_url, MODEL_ALIAS, proc.pid)
+        yield proc.pid
     finally:
         proc.terminate()
         try:
