@@ -3,6 +3,7 @@ recipe says, nothing curate did not write deleted, no unbounded template; `--tru
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,8 +20,8 @@ from click.testing import CliRunner
 from curate.cli import cli
 from curate.pipeline import run_recipe
 from curate.pipeline.checks import preflight
-from curate.pipeline.workdir import LEDGER
 from curate.pipeline.stages import STAGE_NAMES
+from curate.pipeline.workdir import LEDGER
 from curate.recipe import load_yaml
 from curate.synth import load_synth_recipe, synthesize
 from curate.trust import RecipeRefused
@@ -154,8 +155,9 @@ def test_synth_recipe_file_cannot_read_outside(proj, monkeypatch):
                 "seeds.jsonl", "-o", "out.parquet", "--max-retries", "0", "--json"]
         res = CliRunner().invoke(cli, args)
         assert res.exit_code == 2
-        assert one_line(res.output) == ("Error: recipe recipes/s.yaml: grounding.documents.0 (line 5): "
+        assert one_line(res.stderr) == ("Error: recipe recipes/s.yaml: grounding.documents.0 (line 5): "
                                         f"'../../outside/secret.txt' {OUTSIDE}")
+        assert json.loads(res.stdout)["kind"] == "usage"  # --json: the error as a JSON object on stdout
         assert srv.requests == []
         res = CliRunner().invoke(cli, args + ["--trust-recipe"])
         assert res.exit_code == 0, res.output
