@@ -61,6 +61,15 @@ class DedupeConfig(StageConfig):
     long_ngram: int = Field(13, ge=1, description="Decontamination: a shared word n-gram of this length is a match.")
     containment: float = Field(0.7, ge=0, le=1, description="Decontamination: share of an eval item's word trigrams a "
                                                             "row must contain to be a near copy of it.")
+    semantic: bool = Field(False, description="After the MinHash pass, also remove paraphrases: kept rows (and, with "
+                                              "--against, eval items) whose key texts' embeddings are close and pass "
+                                              "the verifier.")
+    semantic_threshold: float = Field(0.85, gt=0, le=1, description="Semantic: cosine at which a pair is a candidate.")
+    semantic_high: float = Field(0.95, gt=0, le=1, description="Semantic: cosine at which the verifier accepts a pair "
+                                                               "without the lexical checks.")
+    semantic_verify: bool = Field(True, description="Semantic: check candidates with the lexical rule (numbers and "
+                                                    "names agree, not one content word swapped); off: remove on "
+                                                    "cosine alone.")
     boilerplate_rows: int | None = Field(None, ge=1, description="Decontamination: n-grams in at least this many rows "
                                                                  "are boilerplate, never evidence (default: max(20, "
                                                                  "0.2% of rows)).")

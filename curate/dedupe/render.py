@@ -19,11 +19,15 @@ def render_dedupe(result: DedupeOutcome, top: int = 5, show: int = 0) -> None:
             f"dry run: {s['input_rows']} rows, ~{s['tokens_per_row']} tokens/row (sampled {s['sampled_rows']}); "
             f"estimated {s['estimated_seconds']} s and {s['estimated_peak_rss_mib']} MiB peak RSS; nothing written"
         )
+        for p in s.get("semantic_pairs", []):  # --semantic: the pairs it would remove
+            console.print(f"  would remove row {p['other_row']} ({p['other_id']}) as {p['kept_id']}'s paraphrase: cosine "
+                          f"{p['cosine']}, word overlap {p['overlap']}: {p['other_text'][:80]!r}")
         return
     why = s["reasons"]
     console.print(
         f"read {c['in']} = kept {c['kept']} + removed {c['rejected']} "
-        f"(exact {why['exact']}, near {why['near']}, contaminated {why['contaminated']})"
+        f"(exact {why['exact']}, near {why['near']}, contaminated {why['contaminated']}"
+        + (f", semantic {why['semantic']})" if "semantic" in why else ")")
     )
     cfg = s["config"]
     console.print(

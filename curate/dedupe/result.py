@@ -65,6 +65,8 @@ class DedupeOutcome(StageOutcome):
 
     clusters: pa.Table = field(default_factory=CLUSTER_SCHEMA.empty_table, repr=False)
     decontamination: pa.Table = field(default_factory=REPORT_SCHEMA.empty_table, repr=False)
+    # input row numbers of the removed rows, for the semantic pass (curate/dedupe/semantic.py); not in to_dict
+    removed_rows: np.ndarray | None = field(default=None, repr=False)
 
 
 def output_paths(output: str | Path) -> dict[str, Path]:
@@ -214,7 +216,7 @@ def finish(src: Input, output: str | Path | None, plan: Plan, rows: RowState, cf
         }
         written = {k: str(v) for k, v in paths.items() if k != "decontamination" or matcher is not None}
         outcome = DedupeOutcome("dedupe", {"in": n, "kept": n - gone, "rejected": gone}, written, summary,
-                                clusters=clusters, decontamination=decon)
+                                clusters=clusters, decontamination=decon, removed_rows=np.flatnonzero(removed_mask))
         if output is not None:
             write_table(clusters, paths["clusters"], outs)
             if matcher is not None:

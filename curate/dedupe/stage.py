@@ -64,6 +64,11 @@ def dedupe(data: pa.Table | str | Path, output: str | Path | None = None,
     src = open_input(data, cfg.format, **PARQUET_READ)
     with reuse_freed_memory() if tune_allocator else nullcontext(), \
             spooled(src, output, cfg.batch_size, cfg.workers, **PARQUET_READ) as src:
+        if cfg.semantic:  # MinHash in memory, then paraphrases (curate/dedupe/semantic.py)
+            from curate.dedupe.semantic import dedupe_semantic
+
+            return dedupe_semantic(lambda dry: _dedupe(src, None, cfg, list(against or ()), dry, tune_allocator, t0, c0),
+                                   output, cfg, list(against or ()), dry_run)
         return _dedupe(src, output, cfg, list(against or ()), dry_run, tune_allocator, t0, c0)
 
 
