@@ -221,6 +221,30 @@ class BlockJob:
     where: str  # the file's absolute path (`file` names it in rows and findings)
 
 
+def take_line(checker: Checker, conv: Any, x: Any, items: list[RawItem], held: list[tuple], objs: list[Any],
+              notices: list[str]) -> None:
+    """One JSONL line of a block on the record path: its reject (and the file problem it tells of), or its
+    converted record, appended to what check_raw reads (items), to where it came from (held) and to its
+    parsed object (objs)."""
+    from curate.ingest.readers import Reject, file_problem
+    from curate.validate.structure import reject_code
+
+    if isinstance(x, Reject):
+        notice = file_problem(x)
+        if notice and notice not in notices:
+            notices.append(notice)
+        items.append(RawItem(None, None, [Finding(reject_code(x), x.reason)]))
+        held.append((x.file, x.line, None, x.raw))
+        objs.append(None)
+        return
+    c = conv.convert(x)
+    rec = c.record
+    obj = rec.obj if checker.validator is not None else None
+    items.append(RawItem(c.detected, c.row, [], obj, c.code, c.problem, rec.obj.get("id"), True))
+    held.append((rec.file, rec.line, None, None))
+    objs.append(rec.obj)
+
+
 def check_block(checker: Checker, job: BlockJob) -> tuple[list[tuple], BatchResult, list[str], int]:
     """Read, convert and check one block of JSONL on a worker: (held, result, notices, rows spanned).
 
@@ -232,10 +256,9 @@ def check_block(checker: Checker, job: BlockJob) -> tuple[list[tuple], BatchResu
 
     from curate.ingest.blocks import _lines, _texts
     from curate.ingest.convert import Conversion, raw_text
-    from curate.ingest.readers import Reject, file_problem, jsonl_items
+    from curate.ingest.readers import jsonl_items
     from curate.validate import fastpath
     from curate.validate.codes import is_error
-    from curate.validate.structure import reject_code
 
     if fastpath.applies(checker, job):
         return fastpath.check_block(checker, job)
@@ -251,20 +274,7 @@ def check_block(checker: Checker, job: BlockJob) -> tuple[list[tuple], BatchResu
     spanned = 0
     for x in jsonl_items(job.file, texts, lambda: block.problem, block.line, 0, end=block.last):
         spanned += x.row is not None
-        if isinstance(x, Reject):
-            notice = file_problem(x)
-            if notice and notice not in notices:
-                notices.append(notice)
-            items.append(RawItem(None, None, [Finding(reject_code(x), x.reason)]))
-            held.append((x.file, x.line, None, x.raw))
-            objs.append(None)
-            continue
-        c = conv.convert(x)
-        rec = c.record
-        obj = rec.obj if checker.validator is not None else None
-        items.append(RawItem(c.detected, c.row, [], obj, c.code, c.problem, rec.obj.get("id"), True))
-        held.append((rec.file, rec.line, None, None))
-        objs.append(rec.obj)
+        take_line(checker, conv, x, items, held, objs, notices)
     result = check_raw(checker, items)
     for i, obj in enumerate(objs):
         if obj is None:

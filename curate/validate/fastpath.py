@@ -34,11 +34,11 @@ from msgspec import Meta, Raw, Struct
 from curate.ingest import fast as ingest_fast
 from curate.ingest.convert import Conversion, raw_text
 from curate.ingest.formats import detect
-from curate.ingest.readers import Reject, file_problem, jsonl_item
-from curate.validate.checks import BatchResult, BlockJob, Checker, RawItem, check_raw
+from curate.ingest.readers import jsonl_item
+from curate.validate.checks import BatchResult, BlockJob, Checker, RawItem, check_raw, take_line
 from curate.validate.codes import Finding, is_error
 from curate.validate.compliance import replies, reply_style
-from curate.validate.structure import message_findings, reject_code, text_findings
+from curate.validate.structure import message_findings, text_findings
 
 
 class _Message(Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False, kw_only=True):
@@ -150,19 +150,7 @@ def check_block(checker: Checker, job: BlockJob) -> tuple[list[tuple], BatchResu
         row += 1
         x = jsonl_item(job.file, block.line + k + 1, row, text, whole, lambda: None)
         order.append(~len(items))
-        if isinstance(x, Reject):
-            notice = file_problem(x)
-            if notice and notice not in notices:
-                notices.append(notice)
-            items.append(RawItem(None, None, [Finding(reject_code(x), x.reason)]))
-            held.append((x.file, x.line, None, x.raw))
-            objs.append(None)
-            continue
-        c = conv.convert(x)
-        rec = c.record
-        items.append(RawItem(c.detected, c.row, [], rec.obj, c.code, c.problem, rec.obj.get("id"), True))
-        held.append((rec.file, rec.line, None, None))
-        objs.append(rec.obj)
+        take_line(checker, conv, x, items, held, objs, notices)  # the shipped schema: checker.validator is set
     slow = check_raw(checker, items) if items or not kept else None
     if slow is not None:
         _raw_texts(slow, held, objs)
