@@ -23,25 +23,6 @@ from tests.test_runner import project  # noqa: F401  (the fixture: a recipe over
 JSONL = ["openai__openai-cookbook__toy_chat_fine_tuning.jsonl"]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray = pytest.importorskip("ray")
-    from ray._private import ray_constants
-    from ray.cluster_utils import Cluster
-
-    # everything on 127.0.0.1: else the driver dials the machine's network address, which may be closed
-    ray_constants.ENABLE_RAY_CLUSTER = False
-
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
-                                                      "include_dashboard": False})
-    c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-    ray.init(address=c.address, log_to_driver=False, logging_level="ERROR")
-    c.wait_for_nodes()
-    yield c
-    ray.shutdown()
-    c.shutdown()
-
-
 @pytest.fixture
 def small_blocks(monkeypatch):
     from curate.ingest import blocks

@@ -24,23 +24,6 @@ TIMINGS = {"seconds_pass1", "seconds_pass2", "cpu_seconds", "seconds", "peak_rss
 WORDS = [f"w{i}" for i in range(5000)]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray = pytest.importorskip("ray")
-    from ray._private import ray_constants
-    from ray.cluster_utils import Cluster
-
-    ray_constants.ENABLE_RAY_CLUSTER = False  # everything on 127.0.0.1
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
-                                                      "include_dashboard": False})
-    c.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-    ray.init(address=c.address, log_to_driver=False, logging_level="ERROR")
-    c.wait_for_nodes()
-    yield c
-    ray.shutdown()
-    c.shutdown()
-
-
 @pytest.fixture
 def on_cluster(cluster, monkeypatch):
     """Run a dedupe on the cluster, with the driver's decision made unreachable."""
