@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import secrets
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -192,31 +194,75 @@ def write_table(table: pa.Table, path: str | Path, outputs: OutputSet | None = N
 
 
 class ParquetSink:
-    """A streaming Parquet writer into an output set (its own set when none is given)."""
+    """A streaming Parquet writer into an output set (its own set when none is given).
 
-    def __init__(self, path: str | Path, schema: pa.Schema, outputs: OutputSet | None = None):
+    background=True encodes and compresses on a writer thread (Arrow releases the GIL while it does), so the
+    process that makes the rows goes on with the next batch meanwhile; at most QUEUED tables wait for it.
+    The file is the same either way: the tables are written in the order given.
+    """
+
+    QUEUED = 2
+
+    def __init__(self, path: str | Path, schema: pa.Schema, outputs: OutputSet | None = None, *,
+                 background: bool = False):
         self.path = Path(path)
         self.schema = schema
         self.rows = 0
         self._own = outputs is None
         self.outputs = outputs if outputs is not None else OutputSet(self.path)
         self._writer = pq.ParquetWriter(self.outputs.tmp(self.path), schema, **PARQUET_OPTIONS)
+        self._queue: queue.Queue | None = None
+        self._failed: BaseException | None = None
+        self._skip = False
+        if background:
+            self._queue = queue.Queue(self.QUEUED)
+            self._thread = threading.Thread(target=self._drain, name=f"write {self.path.name}", daemon=True)
+            self._thread.start()
+
+    def _drain(self) -> None:
+        assert self._queue is not None
+        while (table := self._queue.get()) is not None:
+            if self._failed is None and not self._skip:
+                try:
+                    self._writer.write_table(table)
+                except BaseException as e:  # noqa: BLE001 raised in the caller's thread at its next write or close
+                    self._failed = e
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            raise self._failed
 
     def write_rows(self, rows: list[dict]) -> None:
         if rows:
             self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
 
     def write_table(self, table: pa.Table) -> None:
-        self._writer.write_table(table)
+        if self._queue is None:
+            self._writer.write_table(table)
+        else:
+            self._raise_failed()
+            self._queue.put(table)
         self.rows += table.num_rows
+
+    def _finish_writing(self) -> None:
+        if self._queue is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = None
 
     def close(self) -> None:
         """Finish the file; publish it when the sink owns its set (else the set's commit does)."""
+        self._finish_writing()
+        if self._failed is not None:
+            self.abort()
+            raise self._failed
         self._writer.close()
         if self._own:
             self.outputs.commit()
 
     def abort(self) -> None:
+        self._skip = True  # the thread drops what is still queued
+        self._finish_writing()
         self._writer.close()
         if self._own:
             self.outputs.abort()

@@ -191,3 +191,32 @@ def test_sigkill_at_random_points_leaves_a_whole_set_or_none(command, tmp_path):
     assert _contents(out, names) == expected
     leftovers = [p.name for p in out.iterdir() if p.name.endswith((TMP_SUFFIX, ".curate-commit"))]
     assert leftovers == []
+
+
+def test_a_background_sink_writes_the_same_file_and_a_failed_write_publishes_nothing(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curate.outputs import ParquetSink
+
+    schema = pa.schema([("id", pa.string()), ("n", pa.int64())])
+    tables = [pa.table({"id": [f"r{i}-{k}" for k in range(50)], "n": list(range(50))}, schema=schema)
+              for i in range(20)]
+    for background in (False, True):
+        with ParquetSink(tmp_path / f"{background}.parquet", schema, background=background) as sink:
+            for t in tables:
+                sink.write_table(t)
+        assert sink.rows == 1000
+    assert pq.read_table(tmp_path / "True.parquet").equals(pq.read_table(tmp_path / "False.parquet"))
+    assert pq.ParquetFile(tmp_path / "True.parquet").metadata.num_row_groups == 20
+
+    # a table the writer cannot take fails on the writer thread: the caller sees it, no file appears
+    bad = pa.table({"id": ["x"], "n": ["not a number"]})
+    with pytest.raises(Exception, match="schema"):  # noqa: PT011, B017
+        with ParquetSink(tmp_path / "failed.parquet", schema, background=True) as sink:
+            sink.write_table(tables[0])
+            sink.write_table(bad)
+            for t in tables:
+                sink.write_table(t)
+    assert not (tmp_path / "failed.parquet").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(TMP_SUFFIX)]

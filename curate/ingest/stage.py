@@ -88,7 +88,7 @@ def ingest(inputs: Iterable[str | Path], output: str | Path, config: IngestConfi
     read = 0
     # the output and its rejects file are one set: a stale rejects file of an earlier run goes with it
     with OutputSet(output, [rejects_path]) as outputs:
-        with ParquetSink(output, SCHEMA, outputs) as writer, progress("ingest") as advance:
+        with ParquetSink(output, SCHEMA, outputs, background=True) as writer, progress("ingest") as advance:
             checked = 0  # inputs checked for emptiness: its notice comes after those of the files before it
             for part in canonical_parts(paths, cfg.format, cfg.origin, cfg.workers, conversions):
                 warnings += _empty(paths[checked : part.input + 1])

@@ -77,6 +77,8 @@ class BatchResult:
     profiled: int = 0
     compliance: tuple[int, int, int, int] = (0, 0, 0, 0)  # records, compliant, replies, replies compliant
     pairs: list[PairFacts | None] | None = None  # per row, where the batch has preference pairs
+    keys: list[int | None] | None = None  # digests of ids (tally.add_keys, on the worker)
+    declared_keys: list[int | None] | None = None  # digests of declared ids
 
 
 class Checker:

@@ -51,7 +51,7 @@ from curate.validate.codes import Finding
 from curate.validate.compliance import OutputCheck
 from curate.validate.config import ValidateConfig
 from curate.validate.structure import FORMAT_SCHEMAS, SCHEMA_FORMATS, reject_code
-from curate.validate.tally import Tally
+from curate.validate.tally import Tally, add_keys
 
 QUARANTINE_SCHEMA = pa.schema(
     [
@@ -205,13 +205,20 @@ def _checked(batches: Iterator[tuple[Any, Any]], raw: bool, spec: Spec, pool_spe
     remote = len(head) > 1 and current() == "ray"
     pool = make(workers, setup, (pool_spec,)) if workers > 1 or remote else Engine(1, setup, (spec,))
     with pool as engine:
-        for result in engine.map(_check if raw else check_canonical, feed()):
+        for result in engine.map(_check if raw else _check_canonical, feed()):
             yield held.popleft(), result
 
 
 def _check(checker: Any, item: Any) -> Any:
     """A raw batch's check: its RawItems (converted here), or a JSONL block a worker converts itself."""
-    return check_block(checker, item) if isinstance(item, BlockJob) else check_raw(checker, item)
+    if isinstance(item, BlockJob):
+        held, res, notices, spanned = check_block(checker, item)
+        return held, add_keys(res), notices, spanned
+    return add_keys(check_raw(checker, item))
+
+
+def _check_canonical(checker: Any, batch: pa.RecordBatch) -> BatchResult:
+    return add_keys(check_canonical(checker, batch))
 
 
 def _blocks_done(results: Iterator[tuple[Any, Any]], notes: list[str]) -> Iterator[tuple[list[tuple], BatchResult]]:
@@ -284,9 +291,19 @@ class _RawReader:
         if self.jsonl:
             self.path, self.fmt, self.origin = src.path, fixed or "auto", cfg.origin
             conversion.format = fixed
-            blocks = jsonl_blocks.read_blocks(src.path, layout, jsonl_blocks.BLOCK_BYTES)
-            if fixed is None:  # the file's format from its first records, as the record path decides it
-                blocks = itertools.chain(jsonl_blocks._sniffed(conversion, blocks), blocks)
+            planned = None
+            if current() == "ray":  # the actors read their blocks where they can (curate/ray_io.py)
+                from curate import ray_io
+
+                planned = ray_io.plan_blocks(src.path, layout, jsonl_blocks.BLOCK_BYTES)
+            if planned is not None:
+                if fixed is None:
+                    ray_io.sniff(conversion, planned)
+                blocks = iter(planned)
+            else:
+                blocks = jsonl_blocks.read_blocks(src.path, layout, jsonl_blocks.BLOCK_BYTES)
+                if fixed is None:  # the file's format from its first records, as the record path decides it
+                    blocks = itertools.chain(jsonl_blocks._sniffed(conversion, blocks), blocks)
             self.blocks = blocks
         else:
             self.items = iter(conversion)
@@ -417,7 +434,7 @@ class _Sinks:
             owned = [quarantine] if output is not None and quarantine is not None else []
             self.set = OutputSet(output if output is not None else quarantine, owned)
         if output is not None:
-            self.valid = ParquetSink(output, valid_schema, self.set)
+            self.valid = ParquetSink(output, valid_schema, self.set, background=True)
             self.outputs["valid"] = str(Path(output))
         if quarantine is not None:
             self.quarantine = ParquetSink(quarantine, QUARANTINE_SCHEMA, self.set)
@@ -451,8 +468,15 @@ class _Sinks:
     def __exit__(self, et: Any, exc: Any, tb: Any) -> None:
         sinks = [s for s in (self.valid, self.quarantine) if s is not None]
         if et is None:
-            for s in sinks:
-                s.close()
+            try:
+                for s in sinks:
+                    s.close()
+            except BaseException:
+                for s in sinks:
+                    s.abort()
+                if self.set is not None:
+                    self.set.abort()
+                raise
             if self.set is not None:
                 self.set.commit()
         else:

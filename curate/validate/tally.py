@@ -27,6 +27,13 @@ def digest(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
+def add_keys(res: BatchResult) -> BatchResult:
+    """The digests of a batch's ids and declared ids, made where the batch was checked (a worker)."""
+    res.keys = [None if c is None else digest(c) for c in res.ids]
+    res.declared_keys = [None if d is None else digest(d) for d in res.declared]
+    return res
+
+
 class Tally:
     """Per-code counts and first examples, duplicate tracking, token stats, compliance and mixed-format tallies."""
 
@@ -48,12 +55,16 @@ class Tally:
         # rows of a batch often share one findings list (curate.validate.fastpath): each distinct list is reduced
         # to one finding per code once, by its id (`seen` holds the lists, so no id is reused meanwhile)
         seen: dict[int, _Seen] = {}
+        if res.keys is None:
+            add_keys(res)
+        repeated = self._repeated(res)
+        declared = res.declared_keys
         for i in range(len(res.first)):
             self.rows += 1
             findings = res.first[i]
             checked = res.checked[i]
             if checked:
-                extra = self._duplicates(res.ids[i], res.declared[i])
+                extra = self._duplicates(i, res) if declared[i] is not None or res.keys[i] in repeated else []
                 if extra or res.after[i]:
                     findings = findings + extra + res.after[i]
                 if res.tokens[i] is not None:
@@ -91,11 +102,26 @@ class Tally:
                 more = more or len(ex) < EXAMPLES_PER_CODE
         return more
 
-    def _duplicates(self, cid: str | None, declared: str | None) -> list[Finding]:
+    def _repeated(self, res: BatchResult) -> set[int | None]:
+        """The content digests of the batch's checked rows that repeat one in the batch or before it. Every other
+        checked row is a first occurrence: recorded here at once, so only rows with a repeated digest (or a
+        declared id) take the check per row, in order."""
+        checked = res.checked
+        keys = res.keys if all(checked) else [k for k, c in zip(res.keys, checked) if c]
+        counts = Counter(keys)
+        repeated = {k for k, n in counts.items() if n > 1}
+        repeated.update(counts.keys() & self.by_content.keys())
+        first = self.rows + 1  # the batch's first row number
+        self.by_content.update((k, first + i) for i, (k, c) in enumerate(zip(res.keys, checked))
+                               if c and k not in repeated)
+        return repeated
+
+    def _duplicates(self, i: int, res: BatchResult) -> list[Finding]:
+        """Row i's duplicate findings against the rows before it (self.rows is its row number)."""
         out = []
-        key = None if cid is None else digest(cid)
+        cid, key, declared = res.ids[i], res.keys[i], res.declared[i]
         if declared is not None:
-            d = digest(declared)
+            d = res.declared_keys[i]
             first = self.by_declared.get(d)
             if first is None:
                 self.by_declared[d] = (key, self.rows)
