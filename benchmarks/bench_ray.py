@@ -4,19 +4,20 @@
     python3 benchmarks/bench_ray.py --rows 100000 --no-write
 
 Inputs: bench_raw.py's raw chat JSONL of bench_dedupe.py's seeded corpus (ingest and validate read it) and
-that corpus's canonical Parquet (dedupe reads it). Each command runs as its own process tree, one after
+the local 1-worker ingest's Parquet of it (dedupe reads it). Each command runs as its own process tree, one after
 another: `--engine local --workers N` and `--engine ray --workers N` (a local Ray instance of this
-machine's cores, started by the command and included in its figures). CPU is user+sys of the whole tree
-(Ray's own processes included), wall the elapsed time, and peak RSS the largest single process of the
-tree (Ray's object store is shared memory that every process maps, so a sum would count it many times).
-Every output is compared with the local 1-worker run's. The note under the table works out, from these
-figures, what 10^8 records on N nodes would take.
+machine's cores, started by the command and included in its figures). On Ray the workers read their blocks
+(JSONL) or row ranges (dedupe's texts) and write ingest's rows themselves (curate/ray_io.py), and dedupe decides
+on the cluster (curate/dedupe/distributed.py). CPU is user+sys of the whole tree (Ray's own processes
+included), wall the elapsed time; peak RSS of the driver (the `curate` process) and of the largest other
+process (a worker, or Ray's own), each on its own: Ray's object store is shared memory that every process maps,
+so a sum would count it many times. Every output is compared with the local 1-worker run's. The note under the
+table works out, from per-row sizes measured here, what 10^7 and 10^8 records on N nodes would hold and shuffle.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -27,7 +28,40 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_dedupe import CACHE, make_corpus
 from bench_raw import make_raw
-from bench_validate import measure
+
+
+def measure(cmd: list[str], cwd: Path, stdout: Path) -> dict:
+    """Run cmd: CPU s (user+sys) of its process tree, wall s, peak RSS of the driver and of the largest other one."""
+    import subprocess
+    import time
+
+    import psutil
+
+    t0 = time.perf_counter()
+    with open(stdout, "wb") as out:
+        proc = psutil.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.PIPE)
+        cpu: dict[int, float] = {}
+        driver = other = 0
+        while proc.poll() is None:
+            try:
+                tree = [proc, *proc.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for p in tree:
+                try:
+                    t, r = p.cpu_times(), p.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+                cpu[p.pid] = t.user + t.system + t.children_user + t.children_system if p is proc else t.user + t.system
+                if p is proc:
+                    driver = max(driver, r)
+                else:
+                    other = max(other, r)
+            time.sleep(0.05)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    return {"cpu_s": sum(cpu.values()), "wall_s": wall, "driver_mib": driver / 2**20, "other_mib": other / 2**20,
+            "rss_max_mib": max(driver, other) / 2**20, "rc": proc.returncode, "stderr": err[-500:]}
 
 
 def curate(args: list[str]) -> list[str]:
@@ -65,15 +99,18 @@ def main() -> None:
                            str(out / f"{tag}.parquet"), "--quarantine", str(out / f"{tag}.q.parquet")]
                     files = [f"{tag}.parquet", f"{tag}.q.parquet"]
                 else:
-                    cmd = ["dedupe", str(corpus), "-o", str(out / tag / "kept.parquet"), "--json"]
+                    # ingest's output (row groups of a block each, as `curate run` gives dedupe): on Ray the actors
+                    # read its row groups' texts themselves
+                    cmd = ["dedupe", str(out / "ingest_local1.parquet"), "-o", str(out / tag / "kept.parquet"), "--json"]
                     files = [f"{tag}/kept.parquet", f"{tag}/kept.removed.parquet", f"{tag}/kept.clusters.parquet"]
                 r = measure(curate(cmd + common), ROOT, out / f"{tag}.out")
                 if r["rc"] != 0:
                     raise SystemExit(f"{tag} failed ({r['rc']}): {r['stderr']}")
                 r.update(stage=stage, engine=engine, workers=w, files=files)
                 runs.append(r)
-                print(f"{tag:18} CPU {r['cpu_s']:7.1f} s  wall {r['wall_s']:7.1f} s  largest process "
-                      f"{r['rss_max_mib']:6,.0f} MiB", file=sys.stderr, flush=True)
+                print(f"{tag:18} CPU {r['cpu_s']:7.1f} s  wall {r['wall_s']:7.1f} s  driver "
+                      f"{r['driver_mib']:6,.0f} MiB  largest other {r['other_mib']:6,.0f} MiB", file=sys.stderr,
+                      flush=True)
     body = report(n, raw, corpus, out, runs)
     print(body)
     if not a.no_write:
@@ -82,9 +119,35 @@ def main() -> None:
         write_section("ray", "python3 benchmarks/bench_ray.py " + " ".join(sys.argv[1:]), body)
 
 
+def sizes(corpus: Path) -> dict:
+    """Per-row sizes measured on 20,000 rows of the corpus: a signed Block (what the object store holds until the
+    decision), the id column the driver keeps, and the band records shuffled (distributed.band_split's 3 x uint64)."""
+    import pyarrow.parquet as pq
+
+    from curate.dedupe.config import DedupeConfig
+    from curate.dedupe.distributed import BlockSettings, sign_block
+    from curate.dedupe.minhash import choose_bands
+    from curate.dedupe.signing import SignSettings
+
+    cfg = DedupeConfig()
+    bands, per_band = choose_bands(cfg.threshold, cfg.num_perm)
+    cfg = cfg.model_copy(update={"bands": bands, "rows_per_band": per_band})
+    table = pq.ParquetFile(corpus).iter_batches(20_000, columns=["id", "messages"]).__next__()
+    settings = BlockSettings(SignSettings(cfg.on, frozenset(), cfg.shingle, cfg.ngram, cfg.hash, cfg.num_perm, cfg.seed,
+                                          cfg.bands, cfg.rows_per_band, False), cfg.keep, tuple(cfg.origin_priority))
+    import pyarrow as pa
+
+    _, block = sign_block(settings, (0, pa.Table.from_batches([table]).drop_columns(["id"])))
+    n = table.num_rows
+    held = sum(a.nbytes for a in (block.exact, block.band, block.hash32, block.offsets)
+               if a is not None) + (block.rule.nbytes if block.rule is not None else 0)
+    return {"bands": cfg.bands, "block": held / n, "ids": table.column("id").nbytes / n, "record": 3 * 8}
+
+
 def report(n: int, raw: Path, corpus: Path, out: Path, runs: list[dict]) -> str:
-    rows = ["| stage | engine | workers | CPU s | wall s | records/s (wall) | largest process MiB | speed-up | "
-            "scaling efficiency | outputs = local 1 worker |", "|---|---|---|---|---|---|---|---|---|---|"]
+    head = ("| stage | engine | workers | CPU s | wall s | records/s (wall) | driver peak MiB | largest other MiB | "
+            "speed-up | scaling efficiency | outputs = local 1 worker |")
+    rows = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {r["stage"]: r for r in runs if r["engine"] == "local" and r["workers"] == 1}
     one = {(r["stage"], r["engine"]): r for r in runs if r["workers"] == 1}
     for r in runs:
@@ -93,29 +156,39 @@ def report(n: int, raw: Path, corpus: Path, out: Path, runs: list[dict]) -> str:
         first = one[(r["stage"], r["engine"])]
         speed = first["wall_s"] / r["wall_s"]
         rows.append(f"| {r['stage']} | {r['engine']} | {r['workers']} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | "
-                    f"{n / r['wall_s']:,.0f} | {r['rss_max_mib']:,.0f} | {speed:.2f}x | {speed / r['workers']:.0%} | "
-                    f"{'yes' if same else 'NO'} |")
+                    f"{n / r['wall_s']:,.0f} | {r['driver_mib']:,.0f} | {r['other_mib']:,.0f} | {speed:.2f}x | "
+                    f"{speed / r['workers']:.0%} | {'yes' if same else 'NO'} |")
     sign = next(r for r in runs if (r["stage"], r["engine"], r["workers"]) == ("dedupe", "ray", 2))
-    dsum = json.loads((out / "dedupe_local1.out").read_text())
-    bands = dsum["config"]["bands"]
-    per_row = 8 * bands + 40
-    lines = [
+    z = sizes(corpus)
+    raw_row = raw.stat().st_size / n
+    ing = (out / "ingest_local1.parquet").stat().st_size
+    gib = 2**30
+
+    def at(rows: float, nodes: int) -> str:
+        band = z["record"] * rows / gib
+        return (f"10^{len(str(int(rows))) - 1} on {nodes} nodes: {band:,.1f} GiB shuffled per band ({z['bands'] * band:,.0f} "
+                f"GiB for {z['bands']} bands, {z['bands'] * band / nodes:,.0f} GiB through each node), blocks "
+                f"{z['block'] * rows / nodes / gib:,.1f} GiB in each node's object store, the driver "
+                f"{(z['ids'] + 1) * rows / gib:,.1f} GiB of ids and flags")
+
+    intro = (
         f"Inputs: {n:,} records; raw chat JSONL {raw.stat().st_size / 2**20:,.0f} MiB (ingest, validate "
-        f"`--no-tokens`), canonical Parquet {corpus.stat().st_size / 2**20:,.0f} MiB (dedupe). Ray: a local "
-        "instance of this machine's 2 cores, started by each command (its start-up, ~5 s, is in the figures). "
-        "Speed-up and scaling efficiency are against the same engine's 1-worker run.",
-        "", *rows, "",
-        "How it grows (arithmetic from these figures, not a run): the actors' work grows with records / CPUs, "
-        f"but the driver keeps about {per_row} bytes a row for dedupe's decision ({bands} bands x 8 bytes + 40): "
-        f"{per_row * 1e8 / 2**30:,.0f} GiB at 10^8 records, which one driver machine must hold; and it reads every "
-        f"input byte and writes every output row (here {raw.stat().st_size / n:,.0f} bytes a raw record: "
-        f"{raw.stat().st_size / n * 1e8 / 2**30:,.0f} GiB at 10^8). A distributed decision would shuffle "
-        f"{bands} x 16 bytes (band key, row) a row, {bands * 16 * 1e8 / 2**30:,.0f} GiB at 10^8 over all nodes, and "
-        "is not built (README: Ray). At the dedupe CPU measured here on Ray with 2 workers "
-        f"({sign['cpu_s']:.0f} CPU s per {n:,}), 10^8 records are ~{sign['cpu_s'] * 1e8 / n / 3600:,.1f} CPU hours, "
-        "before the driver's share.",
-    ]
-    return "\n".join(lines)
+        f"`--no-tokens`), dedupe reads the local ingest's Parquet of it ({ing / 2**20:,.0f} "
+        "MiB, a row group per 4 MiB block of JSONL). Ray: a local "
+        "instance of this machine's 2 cores, started by each command (its start-up is in the figures), so the "
+        "'nodes' share the driver's cores, disk and page cache. The machine was shared with other work while this "
+        "ran: compare CPU s more than wall. Speed-up and scaling efficiency are against the same engine's 1-worker run.")
+    note = (
+        "How it grows (arithmetic from per-row sizes measured on this corpus, not a run): a signed block holds "
+        f"{z['block']:,.0f} bytes a row in the object store until the decision; the shuffle moves one (band, key, row) "
+        f"record of {z['record']} bytes per row and band, plus {z['record']} bytes a row of exact hashes; the driver "
+        f"keeps the ids ({z['ids']:,.0f} bytes a row) and a flag a row while deciding, plus the edges. "
+        f"{at(1e7, 4)}; {at(1e8, 16)}. The driver no longer reads the input (raw {raw_row:,.0f} bytes a record, "
+        f"Parquet {ing / n:,.0f}) for ingest, validate of JSONL and dedupe's first pass, but it still encodes every "
+        "output row (one Parquet file is every stage's input), reads dedupe's input again to write its outputs, and "
+        f"merges validate's rows. At the dedupe CPU measured here on Ray with 2 workers ({sign['cpu_s']:.0f} CPU s "
+        f"per {n:,}), 10^8 records are ~{sign['cpu_s'] * 1e8 / n / 3600:,.1f} CPU hours.")
+    return "\n".join([intro, "", *rows, "", note])
 
 
 if __name__ == "__main__":

@@ -45,7 +45,8 @@ WINDOW = 8  # lsh.candidate_pairs' bucket window
 PART_RECORDS = 1 << 22  # about this many (band, key, row) records a partition: sets the number of partitions
 GROUP_BLOCKS = 1  # groups of blocks asked for shingle sets, per partition
 INLINE_BYTES = 128 << 10  # Ray returns smaller task results through the owner (the driver): keep shares above it
-TOP_BITS = 11  # key bits that place a band record: lsh.key_bits(n) is never fewer
+TOP_BITS = 11
+GROUP_BATCHES = 8  # an actor reads a Parquet input's row group itself when it is at most this many batches  # key bits that place a band record: lsh.key_bits(n) is never fewer
 _GOLD = np.uint64(0x9E3779B97F4A7C15)
 _U64 = np.uint64
 
@@ -93,9 +94,12 @@ def block_settings(state: BlockSettings) -> BlockSettings:
     return state
 
 
-def sign_block(s: BlockSettings, item: tuple[int, pa.Table]) -> tuple[np.ndarray, Block]:
-    """(non-empty-key mask, Block) of one batch: the mask goes to the driver, the block stays in the cluster."""
+def sign_block(s: BlockSettings, item: tuple[int, Any]) -> tuple[np.ndarray, Block]:
+    """(non-empty-key mask, Block) of one batch (or of a ParquetRange the actor reads itself): the mask goes to the
+    driver, the block stays in the cluster."""
     start, batch = item
+    if not isinstance(batch, pa.Table):
+        batch = batch.read()
     signed = sign(s.sign, batch)
     rule = None
     if s.keep == "longest":
@@ -411,6 +415,27 @@ def decide_on_cluster(blocks: list, starts: np.ndarray, nonempty: np.ndarray, co
                 cluster_of_row=cluster_of_row, cluster_kept=sn[first], stats=stats)
 
 
+def _ranges_of(src: Any, batch_size: int) -> Any:
+    """The FileId of a canonical Parquet input every node sees (curate.ray_io) and whose row groups are a few batches
+    at most (an actor reads one whole: Parquet has no smaller unit to read), else None: the driver sends rows."""
+    from curate.ray_io import parquet_ranges
+    from curate.spool import Spooled
+
+    if src.parquet is None or src.table is not None or isinstance(src, Spooled):
+        return None  # a table, or a raw file's rows spooled to a nameless file of this machine
+    meta = src.parquet.metadata
+    if any(meta.row_group(g).num_rows > GROUP_BATCHES * batch_size for g in range(meta.num_row_groups)):
+        return None
+    return parquet_ranges(src.path)
+
+
+def _key_columns(src: Any, columns: list[str]) -> list[str]:
+    """result.batches' columns with keys_only: of `messages`, the role and content leaves only (when both exist)."""
+    leaves = [c.path for c in src.parquet.schema if c.path.startswith("messages.")
+              and c.path.count(".") == 3 and c.path.rsplit(".", 1)[1] in ("role", "content")]
+    return [x for c in columns for x in (leaves if c == "messages" else [c])] if len(leaves) == 2 else columns
+
+
 def dedupe_on_cluster(src: Any, output: str | Path | None, cfg: DedupeConfig, shared: set[str], matcher: Any,
                       recall: float, t0: float, c0: float) -> Any:
     """stage._dedupe's passes with the decision on the cluster: pass 1 on actors into blocks, deciding by tasks
@@ -428,9 +453,22 @@ def dedupe_on_cluster(src: Any, output: str | Path | None, cfg: DedupeConfig, sh
     id_chunks: list[pa.Array] = []
     blocks: list = []
     starts: list[int] = []
-    held: deque[tuple[int, pa.Table]] = deque()  # the batches being signed: their ids and texts are needed here
+    held: deque[tuple[int, pa.Table]] = deque()  # the batches being signed: their ids (and texts) are needed here
+    # decontamination matches the texts here: then they are read here
+    fid = _ranges_of(src, cfg.batch_size) if matcher is None else None
 
-    def feed() -> Iterator[tuple[int, pa.Table]]:
+    def feed() -> Iterator[tuple[int, Any]]:
+        if fid is not None:  # the driver reads the ids, each actor a row group's texts (curate.ray_io.ParquetRange)
+            from curate.ray_io import ParquetRange
+
+            leaves = tuple(c for c in _key_columns(src, columns) if c != "id")
+            start = 0
+            for g in range(src.parquet.num_row_groups):
+                ids = src.parquet.read_row_group(g, columns=["id"])
+                held.append((start, ids))
+                yield start, ParquetRange(fid, start, ids.num_rows, leaves)
+                start += ids.num_rows
+            return
         for start, batch in batches(src, cfg.batch_size, columns, keys_only=True):
             held.append((start, batch))
             yield start, batch.drop_columns(["id"])  # the actor signs the messages (and origins) only

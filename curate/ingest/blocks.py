@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -225,6 +226,25 @@ def _spill_folder(workers: int) -> Iterator[str | None]:
         yield folder
 
 
+@contextlib.contextmanager
+def _sharded(remote: bool, near: str | Path | None) -> Iterator[Any]:
+    """On Ray, a folder beside the output for the actors' rows (curate.ray_io.Parts); else None."""
+    if not remote:
+        yield None
+        return
+    from curate import ray_io
+
+    with ray_io.parts_folder(near) as parts:
+        yield parts
+
+
+def _planned(path: Path, layout: Layout, size: int, parts: Any) -> list[Block] | None:
+    """On Ray: the file's blocks planned by workers that read it themselves (None: the driver reads them)."""
+    from curate import ray_io
+
+    return ray_io.plan_blocks(path, layout, size, parts)
+
+
 def _jsonl(path: Path) -> Layout | None:
     layout = inspect(path)
     return layout if layout.kind == "jsonl" and layout.codec == "utf-8" else None
@@ -258,10 +278,11 @@ def _by_record(conv: Conversion, index: int) -> Iterator[Part]:
 
 def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str | None = None,
                     workers: int | None = 1, conversions: list[Conversion] | None = None,
-                    block_bytes: int | None = None) -> Iterator[Part]:
+                    block_bytes: int | None = None, near: str | Path | None = None) -> Iterator[Part]:
     """Every input file's canonical rows and rejects, in parts, in file order (each file's Conversion, with its
     format counts and warnings, is appended to `conversions`). `workers`: processes for JSONL blocks (None: the
-    usable cores); a pool starts only for POOL_BLOCKS blocks of JSONL or more."""
+    usable cores); a pool starts only for POOL_BLOCKS blocks of JSONL or more. `near`: the output the parts go to
+    (on Ray, the actors read their blocks and write their rows beside it where they can: curate.ray_io)."""
     paths = [Path(p) for p in paths]
     block_bytes = block_bytes or BLOCK_BYTES
     jsonl_bytes = sum(_size(p) for p in paths if _jsonl(p))
@@ -271,7 +292,8 @@ def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str 
     if n > 1 and not remote:  # workers forked from a server that holds this module start without importing it again
         multiprocessing.set_forkserver_preload(["__main__", __name__])
     replies = batch_replies(paths, fmt)
-    with make(n, worth=n > 1 or remote) as engine, _spill_folder(1 if remote else n) as spill:
+    with make(n, worth=n > 1 or remote) as engine, _spill_folder(1 if remote else n) as spill, \
+            _sharded(remote, near) as parts:
         for index, path in enumerate(paths):
             conv = Conversion(path, fmt, origin, replies=replies)
             if conversions is not None:
@@ -283,17 +305,30 @@ def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str 
                 yield from _by_record(conv, index)
                 continue
             conv.format = None if fmt in ("auto", "mixed") else fmt
-            read = read_blocks(path, layout, block_bytes)
-            blocks: Iterator[Block] = read
-            if fmt in ("auto", "mixed"):
-                blocks = itertools.chain(_sniffed(conv, read), read)
-                if conv.format in traces.FORMATS:  # trace records may hold others, or pair with replies
-                    read.close()
+            planned = _planned(path, layout, block_bytes, parts) if remote else None
+            blocks: Iterator[Block]
+            if planned is not None:  # the actors read their blocks (and write their rows where they can)
+                blocks = iter(planned)
+                if fmt in ("auto", "mixed"):
+                    from curate import ray_io
+
+                    ray_io.sniff(conv, planned)
+                if conv.format in traces.FORMATS:
                     yield from _by_record(conv, index)
                     continue
+            else:
+                read = read_blocks(path, layout, block_bytes)
+                blocks = read
+                if fmt in ("auto", "mixed"):
+                    blocks = itertools.chain(_sniffed(conv, read), read)
+                    if conv.format in traces.FORMATS:  # trace records may hold others, or pair with replies
+                        read.close()
+                        yield from _by_record(conv, index)
+                        continue
             where = os.path.abspath(path)
+            to = parts.where if planned is not None and parts is not None else spill
             jobs = (_Job(str(path), fmt, conv.format, origin, b.without_data() if n > 1 and not remote else b, FAST,
-                         spill, where)
+                         to, where)
                     for b in blocks)
             base = 0
             for part in engine.map(convert_block, jobs):

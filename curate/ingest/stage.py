@@ -6,6 +6,7 @@ default, Parquet when its name says so) with file, line, row, reason and a raw s
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -88,9 +89,13 @@ def ingest(inputs: Iterable[str | Path], output: str | Path, config: IngestConfi
     read = 0
     # the output and its rejects file are one set: a stale rejects file of an earlier run goes with it
     with OutputSet(output, [rejects_path]) as outputs:
-        with ParquetSink(output, SCHEMA, outputs, background=True) as writer, progress("ingest") as advance:
+        with ParquetSink(output, SCHEMA, outputs, background=True) as writer, progress("ingest") as advance, \
+                contextlib.ExitStack() as stack:
             checked = 0  # inputs checked for emptiness: its notice comes after those of the files before it
-            for part in canonical_parts(paths, cfg.format, cfg.origin, cfg.workers, conversions):
+            # closed on failure too: its pools, and on Ray the folder of the actors' parts, go at once
+            parts = contextlib.closing(canonical_parts(paths, cfg.format, cfg.origin, cfg.workers, conversions,
+                                                       near=output))
+            for part in stack.enter_context(parts):
                 warnings += _empty(paths[checked : part.input + 1])
                 checked = max(checked, part.input + 1)
                 read += part.read
