@@ -10,6 +10,8 @@
     checks.py     the recipe's `checks:`: label consistency across answers, the teacher verifying its labels
     verify.py     --verify: the teacher as a judge of each claim
     local.py      the embedded llama.cpp teacher
+    phases.py     a chunk of requests through generate -> label checks -> agreement -> --verify -> fact gate
+    sinks.py      the output set the chunks' rows stream into (rows, review file, failures in phase order)
     stage.py      synthesize(): all of the above -> Parquet + failures file, and a StageOutcome
     render.py     what `curate synth` prints for people
 """

@@ -66,6 +66,20 @@ def label_accepted(content: str) -> bool:
     return parse_json_reply(content)["correct"] is True
 
 
+def labels_only(recipe: SynthRecipe, reply: Any) -> dict[str, Any]:
+    """A reply cut down to its label fields: what `against_data` reads of it (`_at` finds the same values)."""
+    out: dict[str, Any] = {}
+    for path in recipe.label_fields:
+        value = _at(reply, path)
+        if value == MISSING:
+            continue
+        node = out
+        for p in path[:-1]:
+            node = node.setdefault(p, {})
+        node[path[-1]] = value
+    return out
+
+
 def _at(value: Any, path: Any) -> Any:
     for p in path:
         value = value.get(p, MISSING) if isinstance(value, dict) else MISSING

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,28 +32,46 @@ class Job:
     kind: str = "generate"
 
 
-def plan_jobs(recipe: SynthRecipe, seeds: list[Seed], model: str) -> tuple[list[Job], int]:
+def plan_jobs(recipe: SynthRecipe, seeds: Iterable[Seed], model: str) -> tuple[list[Job], int]:
     """Every request the recipe asks for, in seed order; identical prompts collapse to one (counted)."""
-    docs = [{"name": d.name, "text": d.text} for d in recipe.documents] if recipe.grounding_use == "all" else []
-    n = int(recipe.get("examples_per_seed", 1))
-    params, schema = recipe.params(), recipe.reply_schema
-    check = json_checker(schema)
-    jobs, seen, dup = [], set(), 0
-    for seed in seeds:
-        for k in range(n):
-            v = {**seed.variables, "documents": docs, "index": k, "n": n}
-            messages = []
-            if "system" in recipe.templates:
-                messages.append({"role": "system", "content": render(recipe.templates["system"], v, "system", seed)})
-            messages.append({"role": "user", "content": render(recipe.templates["prompt"], v, "prompt", seed)})
-            key = request_key(model, messages, params, schema, k)
-            if key in seen:
-                dup += 1
-                continue
-            seen.add(key)
-            est = sum(len(m["content"]) for m in messages) // 4 + 8
-            jobs.append(Job(seed, k, v, messages, key, est, params, schema, recipe.max_attempts, check))
-    return jobs, dup
+    planner = JobPlanner(recipe, model)
+    jobs = list(planner.jobs(seeds))
+    return jobs, planner.duplicates
+
+
+class JobPlanner:
+    """The requests of a stream of seeds, made as they are needed (those of `plan_jobs`, in the same order).
+
+    Across one `jobs()` pass it keeps only the keys it has planned (to collapse identical prompts);
+    `duplicates` counts the collapsed ones of the last pass.
+    """
+
+    def __init__(self, recipe: SynthRecipe, model: str):
+        self.recipe, self.model = recipe, model
+        self.docs = [{"name": d.name, "text": d.text} for d in recipe.documents] if recipe.grounding_use == "all" else []
+        self.n = int(recipe.get("examples_per_seed", 1))
+        self.params, self.schema = recipe.params(), recipe.reply_schema
+        self.check = json_checker(self.schema)
+        self.duplicates = 0
+
+    def jobs(self, seeds: Iterable[Seed]) -> Iterator[Job]:
+        recipe, n = self.recipe, self.n
+        seen: set[str] = set()
+        self.duplicates = 0
+        for seed in seeds:
+            for k in range(n):
+                v = {**seed.variables, "documents": self.docs, "index": k, "n": n}
+                messages = []
+                if "system" in recipe.templates:
+                    messages.append({"role": "system", "content": render(recipe.templates["system"], v, "system", seed)})
+                messages.append({"role": "user", "content": render(recipe.templates["prompt"], v, "prompt", seed)})
+                key = request_key(self.model, messages, self.params, self.schema, k)
+                if key in seen:
+                    self.duplicates += 1
+                    continue
+                seen.add(key)
+                est = sum(len(m["content"]) for m in messages) // 4 + 8
+                yield Job(seed, k, v, messages, key, est, self.params, self.schema, recipe.max_attempts, self.check)
 
 
 def json_checker(schema: dict | None) -> Callable[[str], str | None] | None:
@@ -90,9 +108,9 @@ def parse_json_reply(content: str) -> Any:
 
 
 class Progress:
-    """Rich progress on stderr: done/total, rate, ETA, tokens and cost (silent when stderr is not a terminal)."""
+    """Rich progress on stderr, a bar per phase (silent when stderr is not a terminal); `bar()` adds one."""
 
-    def __init__(self, description: str, total: int, enabled: bool = True):
+    def __init__(self, enabled: bool = True):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -104,27 +122,43 @@ class Progress:
 
         from curate.console import console
 
-        self.bar = RichProgress(
+        self.display = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
             TextColumn("{task.fields[tokens]} tok  ${task.fields[cost]}  {task.fields[failed]}"),
             console=console, disable=not (enabled and console.is_terminal),
         )
-        self.task = self.bar.add_task(description, total=total, rate="", tokens=0, cost="0.00", failed="")
-        self.t0, self.sent = time.monotonic(), 0
 
-    def update(self, budget: Budget, failed: int, sent: bool) -> None:
-        self.sent += sent
-        rate = self.sent / max(time.monotonic() - self.t0, 1e-6)
-        self.bar.update(self.task, advance=1, rate=f"{rate:.1f} req/s", tokens=budget.spent_tokens,
-                        cost=f"{budget.spent_cost:.2f}", failed=f"[red]{failed} failed[/]" if failed else "")
+    def bar(self, description: str, total: int = 0) -> Bar:
+        return Bar(self.display, description, total)
 
     def __enter__(self) -> Progress:  # noqa: PYI034
-        self.bar.__enter__()
+        self.display.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.bar.__exit__(*exc)
+        self.display.__exit__(*exc)
+
+
+class Bar:
+    """One phase's line: done/total, rate, ETA, tokens and cost, failures; its total grows chunk by chunk."""
+
+    def __init__(self, display: Any, description: str, total: int):
+        self.display, self.total = display, total
+        self.task = display.add_task(description, total=total, rate="", tokens=0, cost="0.00", failed="")
+        self.t0, self.sent, self.failed = time.monotonic(), 0, 0
+
+    def grow(self, n: int) -> None:
+        self.total += n
+        self.display.update(self.task, total=self.total)
+
+    def update(self, budget: Budget, failed: bool, sent: bool) -> None:
+        self.sent += sent
+        self.failed += failed
+        rate = self.sent / max(time.monotonic() - self.t0, 1e-6)
+        self.display.update(self.task, advance=1, rate=f"{rate:.1f} req/s", tokens=budget.spent_tokens,
+                            cost=f"{budget.spent_cost:.2f}",
+                            failed=f"[red]{self.failed} failed[/]" if self.failed else "")
 
 
 @dataclass
@@ -135,18 +169,19 @@ class Limits:
     budget: Budget
 
 
+SKIPPED = "token/cost budget reached; rerun with a larger budget"  # why a request the budget had no room for was not sent
+
+
 async def execute(jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limits, *, retry_failed: bool,
-                  progress: Progress | None) -> dict[str, Outcome]:
+                  progress: Bar | None) -> dict[str, Outcome]:
     """Outcomes by key: cached ones as they are (failed ones re-sent only with retry_failed), the rest sent."""
     outcomes = cache.get_many(j.key for j in jobs)
-    failed = 0
     todo = []
     for j in jobs:
         c = outcomes.get(j.key)
         if c is not None and (c.status == "ok" or not retry_failed):
-            failed += c.status != "ok"
             if progress:
-                progress.update(limits.budget, failed, sent=False)
+                progress.update(limits.budget, c.status != "ok", sent=False)
         else:
             outcomes.pop(j.key, None)
             todo.append(j)
@@ -155,7 +190,7 @@ async def execute(jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limit
     async def run_one(j: Job) -> Outcome:
         max_t = int(j.params.get("max_tokens", 0))
         if not budget.reserve(j.est_prompt, max_t):
-            return Outcome("skipped_budget", reason="token/cost budget reached; rerun with a larger budget")
+            return Outcome("skipped_budget", reason=SKIPPED)
         if limits.rpm:
             await limits.rpm.acquire(1)
         if limits.tpm:
@@ -187,13 +222,11 @@ async def execute(jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limit
         return out
 
     async def worker() -> None:
-        nonlocal failed
         for j in it:  # one shared iterator: workers pull the next job as they free up
             out = await run_one(j)
             outcomes[j.key] = out
-            failed += out.status == "failed"
             if progress:
-                progress.update(budget, failed, sent=out.status != "skipped_budget")
+                progress.update(budget, out.status == "failed", sent=out.status != "skipped_budget")
 
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, min(limits.concurrency, len(todo) or 1)))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from curate.synth.templates import Seed, compile_template, seed_from_row
 from curate.trust import Checker, roots_for
 
 SCHEMA_NAME = "synth-recipe"
+_ROWS = 256  # seed records turned into Python objects at a time
 
 
 @dataclass
@@ -232,39 +234,82 @@ def load_seeds(recipe: SynthRecipe, seeds: str | Path | None = None,
     `max_seeds` reads only the first N seed records (duplicates among them still collapse); the recipe's
     `limit_seeds` then keeps the first N distinct ones. With grounding.use: each every document chunk is a seed.
     """
-    if recipe.grounding_use == "each":
-        if seeds is not None or recipe.get("seeds"):
-            raise UsageError(f"recipe {recipe.name} uses grounding.use: each (every document chunk is a seed); "
-                             "it takes no --seeds file")
-        out = []
-        for d in recipe.documents[:max_seeds]:
-            sid = hashlib.sha256(f"{d.name}\0{d.text}".encode()).hexdigest()[:16]
-            variables = {"document": {"name": d.name, "text": d.text}, "seed_id": sid}
-            out.append(Seed(sid, variables, {"file": d.name, "line": d.line, "row": d.chunk}, [(d.name, d.text)]))
-        return _limit(recipe, out), 0
-    path = Path(seeds) if seeds is not None else (recipe.base_dir / recipe.get("seeds") if recipe.get("seeds") else None)
-    if path is None:
-        raise UsageError(f"recipe {recipe.name} names no seeds file; pass --seeds FILE")
-    if not path.exists():
-        raise UsageError(f"no such seeds file: {path}")
-    from curate.dataset import CANONICAL_COLUMNS
-    from curate.inputs import open_input
-
-    out, seen, dup, read = [], set(), 0, 0
-    for batch in open_input(path, recipe.get("seed_format", "auto")).batches():
-        extra_cols = [c for c in batch.schema.names if c not in CANONICAL_COLUMNS]
-        for row in batch.to_pylist()[: None if max_seeds is None else max_seeds - read]:
-            read += 1
-            if row["id"] in seen:
-                dup += 1
-                continue
-            seen.add(row["id"])
-            out.append(seed_from_row(row, {c: row[c] for c in extra_cols}))
-        if max_seeds is not None and read >= max_seeds:
-            break
-    return _limit(recipe, out), dup
+    stream = SeedStream(recipe, seeds, max_seeds)
+    return list(stream.read(count=True)), stream.duplicates
 
 
-def _limit(recipe: SynthRecipe, seeds: list[Seed]) -> list[Seed]:
-    n = recipe.get("limit_seeds")
-    return seeds[:n] if n else seeds
+class SeedStream:
+    """A recipe's distinct seeds (those of `load_seeds`), read from their file on every pass instead of held.
+
+    A pass keeps only the ids it has seen. `check()` reads the whole file once (a missing or unreadable seed
+    file fails there) and sets `count` (distinct seeds) and `duplicates` (as `load_seeds` counts them).
+    """
+
+    def __init__(self, recipe: SynthRecipe, seeds: str | Path | None = None, max_seeds: int | None = None):
+        self.recipe, self.max_seeds = recipe, max_seeds
+        self.count = self.duplicates = 0
+        self.path: Path | None = None
+        if recipe.grounding_use == "each":
+            if seeds is not None or recipe.get("seeds"):
+                raise UsageError(f"recipe {recipe.name} uses grounding.use: each (every document chunk is a seed); "
+                                 "it takes no --seeds file")
+            return
+        path = Path(seeds) if seeds is not None else (recipe.base_dir / recipe.get("seeds") if recipe.get("seeds")
+                                                      else None)
+        if path is None:
+            raise UsageError(f"recipe {recipe.name} names no seeds file; pass --seeds FILE")
+        if not path.exists():
+            raise UsageError(f"no such seeds file: {path}")
+        self.path = path
+
+    def check(self) -> SeedStream:
+        """Read every seed record once (nothing held) to count them; raises on an unreadable seed file."""
+        for _ in self.read(count=True):
+            pass
+        return self
+
+    def __iter__(self) -> Iterator[Seed]:
+        return self.read()
+
+    def read(self, count: bool = False) -> Iterator[Seed]:
+        """The distinct seeds in file order, up to the recipe's `limit_seeds`; `count` reads on past that limit to
+        count every duplicate among the first `max_seeds` records, and sets `count` and `duplicates`."""
+        limit = self.recipe.get("limit_seeds") or None
+        kept = 0
+        if self.path is None:  # grounding.use: each
+            for d in self.recipe.documents[: self.max_seeds]:
+                if limit is not None and kept >= limit:
+                    break
+                sid = hashlib.sha256(f"{d.name}\0{d.text}".encode()).hexdigest()[:16]
+                variables = {"document": {"name": d.name, "text": d.text}, "seed_id": sid}
+                kept += 1
+                yield Seed(sid, variables, {"file": d.name, "line": d.line, "row": d.chunk}, [(d.name, d.text)])
+            if count:
+                self.count, self.duplicates = kept, 0
+            return
+        from curate.dataset import CANONICAL_COLUMNS
+        from curate.inputs import open_input
+
+        seen: set[str] = set()
+        dup = read = 0
+        for batch in open_input(self.path, self.recipe.get("seed_format", "auto")).batches():
+            extra_cols = [c for c in batch.schema.names if c not in CANONICAL_COLUMNS]
+            if self.max_seeds is not None:
+                batch = batch.slice(0, self.max_seeds - read)
+            for start in range(0, batch.num_rows, _ROWS):  # Python objects for a few rows at a time
+                for row in batch.slice(start, _ROWS).to_pylist():
+                    read += 1
+                    if row["id"] in seen:
+                        dup += 1
+                        continue
+                    seen.add(row["id"])
+                    if limit is not None and kept >= limit:
+                        if not count:
+                            return
+                        continue
+                    kept += 1
+                    yield seed_from_row(row, {c: row[c] for c in extra_cols})
+            if self.max_seeds is not None and read >= self.max_seeds:
+                break
+        if count:
+            self.count, self.duplicates = kept, dup

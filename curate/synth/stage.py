@@ -7,54 +7,43 @@ request with its reason (rerun, with --retry-failed for the failed ones) and eve
 OUT.review.parquet the rows with unsupported claims under `facts: {unsupported: review}`. OUT.cache.sqlite
 holds every finished response, so a rerun of the same command resumes without sending any finished request
 again. The phases: generate -> label checks (the recipe's `checks:`) -> --verify -> the fact gate.
+
+The requests go through the phases a chunk at a time (`chunk`, default max(256, 16 x concurrency)) and
+each chunk's rows are written as it finishes (curate/synth/sinks.py), so memory holds one chunk of rows
+and a few bytes per request (its key), not every row; the seeds are read from their file on each pass
+(a counting pass before a teacher starts, a planning pass before a request is sent, the run itself).
+`checks.agree_with_data` needs every row's user message first (curate/synth/phases.py says why).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from curate.dataset import SCHEMA, SOURCE_TYPE, make_row
-from curate.errors import InputError, UsageError
+from curate.errors import UsageError
 from curate.inputs import open_input
 from curate.outcome import StageOutcome, over_rate
-from curate.outputs import OutputSet, write_table
-from curate.synth.cache import Cache, Outcome, scrub_secrets
-from curate.synth.checks import REJECTED_LABEL, consistency_jobs, disagreement, label_accepted, label_job
+from curate.synth.cache import Cache
 from curate.synth.client import Budget, RateLimiter, RetryPolicy, Teacher
 from curate.synth.config import SynthConfig
-from curate.synth.facts import CLAIM_TYPE, Sources, check_claims, schema_values
-from curate.synth.jobs import Job, Limits, Progress, execute, parse_json_reply, plan_jobs
-from curate.synth.recipe import SynthRecipe, load_seeds, load_synth_recipe
-from curate.synth.templates import Seed, render
-from curate.synth.verify import apply_labels, judge_job
+from curate.synth.facts import schema_values
+from curate.synth.jobs import Job, JobPlanner, Limits, Progress
+from curate.synth.phases import Phases
+from curate.synth.recipe import SeedStream, SynthRecipe, load_synth_recipe
+from curate.synth.sinks import FAILURES_SCHEMA, OUTPUT_SCHEMA, RowSpool, SynthSinks
 
-PROVENANCE = [
-    ("synth_teacher", pa.string()), ("synth_base_url_host", pa.string()), ("synth_recipe", pa.string()),
-    ("synth_recipe_hash", pa.string()), ("synth_prompt_hash", pa.string()), ("synth_seed_id", pa.string()),
-    ("synth_sample", pa.int64()), ("synth_prompt_tokens", pa.int64()), ("synth_completion_tokens", pa.int64()),
-    ("synth_attempts", pa.int64()), ("synth_finish_reason", pa.string()), ("synth_timestamp", pa.string()),
-    ("synth_status", pa.string()),
-]
-OUTPUT_SCHEMA = pa.schema(list(SCHEMA) + [pa.field(n, t) for n, t in PROVENANCE] + [
-    pa.field("claims", pa.list_(CLAIM_TYPE)), pa.field("unsupported_claims", pa.list_(CLAIM_TYPE))])
-# reply: the teacher's reply of a row a check rejected (rejected_check, rejected_facts), for a person to look at
-FAILURES_SCHEMA = pa.schema([pa.field(n, t) for n, t in PROVENANCE] + [
-    ("synth_kind", pa.string()), ("reason", pa.string()), ("source", SOURCE_TYPE), ("request", pa.string()),
-    ("reply", pa.string())])
-
+CHUNK = 256  # the least number of requests a chunk takes through the phases (see `synthesize(chunk=)`)
 LIMIT_OPTIONS = {"max_total_tokens": "--max-total-tokens", "budget": "--budget"}  # how a stop message names a limit
 PARTS = ("succeeded", "failed", "skipped_budget", "rejected_check", "rejected_facts", "review")  # sum to requested
 COUNTS = ("requested", *PARTS, "from_cache", "checked", "claims", "unsupported_claims", "flagged_rows")
@@ -75,7 +64,7 @@ def review_path(output: str | Path) -> Path:
 def synthesize(output: str | Path, config: SynthConfig | Mapping[str, Any] | None = None, *, trust: bool = False,
                cache_path: str | Path | None = None, base_dir: str | Path | None = None, show_progress: bool = True,
                output_schema: str | Path | dict[str, Any] | None = None, reference: Any = None,
-               **overrides: Any) -> StageOutcome:
+               chunk: int | None = None, **overrides: Any) -> StageOutcome:
     """Generate synthetic rows for every seed of the settings' recipe with their teacher ("local" starts the
     embedded one), and write them to `output` (failed and skipped requests to OUT.failures.parquet).
 
@@ -84,9 +73,15 @@ def synthesize(output: str | Path, config: SynthConfig | Mapping[str, Any] | Non
     to `base_dir` (default: the current directory, and the recipe file's folder for the recipe's own paths).
     `output_schema` is the task's output JSON Schema (a file or a dict, e.g. validate's --output-schema):
     the values it defines, like those of the recipe's reply schema, are not fact claims. `reference` is the
-    data the rows will join (a file or a table), for the recipe's `checks.agree_with_data`.
+    data the rows will join (a file or a table), for the recipe's `checks.agree_with_data`. `chunk` is how
+    many requests go through all the phases before their rows are written (default max(256, 16 x
+    concurrency)): memory holds one chunk of rows; the rows, the files and the counts are the same for any
+    chunk, except which requests a token or cost limit skips when a recipe has label checks.
+    The outcome's `kept` and `rejected` are the written files' rows, read when first asked for.
     """
     cfg = SynthConfig.build(config, **overrides)
+    if chunk is not None and chunk < 1:
+        raise UsageError(f"chunk must be at least 1, not {chunk}")
     task_schema = None
     if output_schema is not None:
         from curate.replies import load_schema
@@ -107,7 +102,7 @@ def synthesize(output: str | Path, config: SynthConfig | Mapping[str, Any] | Non
     p_out = cfg.price_out if cfg.price_out is not None else pricing.get("completion_per_1m", 0.0)
     if cfg.budget is not None and not (p_in or p_out):
         raise UsageError("--budget needs token prices: set pricing in the recipe or pass --price-in/--price-out")
-    loaded = load_seeds(rec, seeds, cfg.max_seeds)  # a missing or unreadable seed file fails before a teacher starts
+    loaded = SeedStream(rec, seeds, cfg.max_seeds).check()  # a missing or unreadable seed file fails before a teacher starts
     teacher, base_url, response_format = cfg.teacher, cfg.base_url, cfg.response_format
     with ExitStack() as stack:
         if teacher == "local":
@@ -129,7 +124,7 @@ def synthesize(output: str | Path, config: SynthConfig | Mapping[str, Any] | Non
                          retry=RetryPolicy(max_retries=cfg.max_retries), response_format=response_format,
                          max_connections=cfg.concurrency)
         return _run(cfg, rec, loaded, Path(output), cache_path, teacher, base_url, limits, client, show_progress,
-                    schema_values(rec.reply_schema, task_schema), ref_table)
+                    schema_values(rec.reply_schema, task_schema), ref_table, chunk or max(CHUNK, 16 * cfg.concurrency))
 
 
 def stop_message(outcome: StageOutcome, options: Mapping[str, str] | None = None) -> str | None:
@@ -156,88 +151,32 @@ def stop_message(outcome: StageOutcome, options: Mapping[str, str] | None = None
             "(finished requests come from the cache and are not paid again)")
 
 
-@dataclass
-class _Phase:
-    """What the phases after generation share: where to send, cache and record."""
-
-    cache: Cache
-    teacher: Teacher
-    limits: Limits
-    model: str
-    host: str
-    rec: SynthRecipe
-    failures: list[dict[str, Any]]
-    show_progress: bool
-
-
 def _under(base: str | Path, path: str) -> str:
     return path if Path(path).is_absolute() else str(Path(base) / path)
 
 
-def _run(cfg: SynthConfig, rec: SynthRecipe, loaded: tuple[list[Seed], int], output: Path, cache_path: Any,
+def _run(cfg: SynthConfig, rec: SynthRecipe, seeds: SeedStream, output: Path, cache_path: Any,
          model: str, base_url: str | None, limits: Limits, teacher: Teacher, show_progress: bool,
-         defined: frozenset[str] = frozenset(), reference: Any = None) -> StageOutcome:
+         defined: frozenset[str] = frozenset(), reference: Any = None, chunk: int = CHUNK) -> StageOutcome:
     t0 = time.monotonic()
     failures_path, default_cache = default_paths(output)
     held_path = review_path(output)
     host = _host(base_url)
     c = dict.fromkeys(COUNTS, 0)
     s: dict[str, Any] = {"teacher": model, "base_url_host": host, "recipe": rec.name, "recipe_hash": rec.hash,
-                         "cache": str(cache_path or default_cache)}
-    seeds, s["duplicate_seeds"] = loaded
-    jobs, s["duplicate_prompts"] = plan_jobs(rec, seeds, model)
-    s["seeds"], c["requested"] = len(seeds), len(jobs)
+                         "cache": str(cache_path or default_cache), "duplicate_seeds": seeds.duplicates}
+    planner = JobPlanner(rec, model)
+    c["requested"] = sum(1 for _ in planner.jobs(seeds))  # a prompt template that fails, fails before a request
+    s["duplicate_prompts"], s["seeds"] = planner.duplicates, seeds.count
     more = dict.fromkeys(("check_requested", "check_failed", "check_skipped_budget", "verify_requested",
                           "verify_failed", "verify_skipped_budget"), 0)
     cache = Cache(s["cache"], run_id=uuid.uuid4().hex[:12], secrets=[teacher.api_key])
     try:
-        with Progress(f"synth {rec.name}", len(jobs), show_progress) as bar:
-            outcomes = asyncio.run(_execute_and_close(jobs, cache, teacher, limits, cfg.retry_failed, bar))
-        rows, failures = [], []
-        docs = [(d.name, d.text) for d in rec.documents] if rec.grounding_use == "all" else []
-        for j in jobs:
-            out = outcomes[j.key]
-            c["from_cache"] += out.cached
-            row, problem = (_row(rec, j, out, docs, defined), None) if out.status == "ok" else (None, out.reason)
-            if out.status == "ok" and isinstance(row, str):
-                row, problem = None, row
-            if row is not None:
-                row.update(synth_teacher=model, synth_base_url_host=host, synth_recipe=rec.name,
-                           synth_recipe_hash=rec.hash)
-                rows.append(row)
-                continue
-            status = "skipped_budget" if out.status == "skipped_budget" else "failed"
-            c[status] += 1
-            failures.append(_failure(rec, j, out, status, scrub_secrets(problem, [teacher.api_key]), model, host))
-        ctx = _Phase(cache, teacher, limits, model, host, rec, failures, show_progress)
-        if rows and (rec.consistency > 1 or rec.verify_labels):
-            rows = _check_labels(rows, ctx, c, more, cfg.retry_failed)
-        if rows and rec.agree_with_data:
-            rows = _agree_with_data(rows, ctx, c, reference)
-        if cfg.verify and rows:
-            _verify(rows, ctx, more)
-        for r in rows:
-            c["claims"] += len(r["claims"])
-            c["unsupported_claims"] += len(r["unsupported_claims"])
-            c["flagged_rows"] += bool(r["unsupported_claims"])
-        rows, held = _gate_facts(rows, ctx, c)
-        c["succeeded"] = len(rows)
-        kept = pa.Table.from_pylist(rows, schema=OUTPUT_SCHEMA)
-        rejected = pa.Table.from_pylist(failures, schema=FAILURES_SCHEMA)
-        outputs = {"data": str(output)}
-        # the rows, the failures and the review file are one set; stale companions of an earlier run go with it
-        with OutputSet(output, [failures_path, held_path]) as outs:
-            write_table(kept, output, outs)
-            if failures:
-                write_table(rejected, failures_path, outs)
-                outputs["failures"] = str(failures_path)
-            if held:
-                write_table(pa.Table.from_pylist(held, schema=OUTPUT_SCHEMA), held_path, outs)
-                outputs["review"] = str(held_path)
-        reasons: dict[str, int] = {}
-        for f in failures:
-            key = f["reason"].split(" (")[0][:80]
-            reasons[key] = reasons.get(key, 0) + 1
+        with SynthSinks(output, failures_path, held_path) as sinks, Progress(show_progress) as progress:
+            phases = Phases(rec, cache, teacher, limits, model, host, sinks, progress, c["requested"],
+                            retry_failed=cfg.retry_failed, verify=cfg.verify, defined=defined, counts=c, more=more)
+            asyncio.run(_stream(phases, planner.jobs(seeds), chunk, reference))
+        outputs, reasons = sinks.outputs, sinks.reasons
         run = cache.totals(cache.run_id)
         lifetime = cache.totals()
     finally:
@@ -260,211 +199,67 @@ def _run(cfg: SynthConfig, rec: SynthRecipe, loaded: tuple[list[Seed], int], out
         facts={"unsupported": rec.unsupported_facts}, **more,
         response_format_downgraded=teacher.downgraded, stopped=stopped, stopped_by=b.stopped_by,
         elapsed_s=round(time.monotonic() - t0, 3))
-    outcome = StageOutcome("synth", {"in": c["requested"], **c}, outputs, {"config": cfg.to_dict(), **s},
-                           kept=kept, rejected=rejected, parts=PARTS)
+    outcome = SynthOutcome("synth", {"in": c["requested"], **c}, outputs, {"config": cfg.to_dict(), **s}, parts=PARTS)
     outcome.failure = stop_message(outcome) or over_rate(c["failed"], c["requested"], cfg.max_failure_rate,
                                                          "requests failed")
     return outcome
 
 
-async def _execute_and_close(jobs: list[Job], cache: Cache, teacher: Teacher, limits: Limits, retry_failed: bool,
-                             bar: Progress | None, close: bool = True) -> dict[str, Outcome]:
+async def _stream(p: Phases, jobs: Iterator[Job], chunk: int, reference: Any) -> None:
+    """Every chunk of requests through the phases; the teacher and the check clients stay open until the end."""
+    rec = p.rec
+    waiting = RowSpool(p.sinks.folder) if rec.agree_with_data else None
     try:
-        return await execute(jobs, cache, teacher, limits, retry_failed=retry_failed, progress=bar)
+        while part := list(itertools.islice(jobs, chunk)):
+            rows = await p.generate(part)
+            if rows and (rec.consistency > 1 or rec.verify_labels):
+                rows = await p.check_labels(rows)
+            if waiting is None:
+                await p.finish(rows)
+            elif rows:
+                waiting.add(p.agree_input(rows))
+        if waiting is not None and p.users:
+            from curate.synth.checks import against_data
+
+            reasons = iter(against_data(rec, p.users, p.labels, reference, rec.agree_with_data))
+            p.users, p.labels = [], []
+            for rows in waiting:
+                await p.finish(p.agree_with_data(rows, list(itertools.islice(reasons, len(rows)))))
     finally:
-        if close:
-            await teacher.close()
+        if waiting is not None:
+            waiting.close()
+        await p.close()
 
 
-def _row(rec: SynthRecipe, j: Job, out: Outcome, docs: list[tuple[str, str]],
-         defined: frozenset[str] = frozenset()) -> dict[str, Any] | str:
-    """The canonical row for one successful reply, or the reason it cannot become one."""
-    parsed = parse_json_reply(out.content) if j.schema is not None else None
-    v = {**j.variables, "reply": out.content, "json": parsed}
-    t = rec.templates
-    try:
-        user = render(t["output.user"], v, "output.user", j.seed) if "output.user" in t else j.messages[-1]["content"]
-        if "output.assistant" in t:
-            assistant = render(t["output.assistant"], v, "output.assistant", j.seed)
+class SynthOutcome(StageOutcome):
+    """synth's StageOutcome: `kept` and `rejected` are the rows of the files it wrote, read when first asked for
+    (a run holds one chunk of rows, not all of them). The files are opened when the run ends, so a later
+    run that replaces them does not change what an earlier outcome reads."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        outputs = args[2] if len(args) > 2 else kwargs.get("outputs", {})
+        self._tables: dict[str, pa.Table] = {}
+        self._files = {name: (pa.memory_map(outputs[key]) if key in outputs else None, schema)
+                       for name, key, schema in (("kept", "data", OUTPUT_SCHEMA), ("rejected", "failures", FAILURES_SCHEMA))}
+        super().__init__(*args, **kwargs)
+
+    def _table(self, name: str) -> pa.Table:
+        if name not in self._tables:
+            source, schema = self._files[name]
+            self._tables[name] = pq.read_table(source, schema=schema) if source is not None else schema.empty_table()
+        return self._tables[name]
+
+    def _set(self, name: str, value: pa.Table | None) -> None:
+        if value is None:
+            self._tables.pop(name, None)  # read again from the file when next asked for
         else:
-            assistant = json.dumps(parsed, ensure_ascii=False) if j.schema is not None else out.content.strip()
-        system = render(t["output.system"], v, "output.system", j.seed) if "output.system" in t else None
-    except InputError as exc:  # an output template that does not fit this reply fails only this row
-        return f"output template failed: {exc}"
-    if not user or not assistant:
-        return "output template produced an empty user or assistant message"
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
-    row = make_row(messages, source=j.seed.source, origin="synthetic")
-    if j.schema is not None and "output.assistant" not in t:
-        answer = "\n".join(_leaves(parsed))
-    else:  # an assistant template that writes JSON (`{{ json | tojson }}`): its values, not its quoted keys
-        written = _json_value(assistant)
-        answer = "\n".join(_leaves(written)) if isinstance(written, (dict, list)) else assistant
-    user_src = (rec.get("output") or {}).get("user", "")
-    generated = f"{user}\n\n{answer}" if "json" in user_src or "reply" in user_src else answer
-    claims = check_claims(generated, Sources(docs + j.seed.texts), defined)
-    row.update(
-        synth_prompt_hash=j.key, synth_seed_id=j.seed.id, synth_sample=j.sample, synth_prompt_tokens=out.prompt_tokens,
-        synth_completion_tokens=out.completion_tokens, synth_attempts=out.attempts, synth_finish_reason=out.finish_reason,
-        synth_timestamp=_iso(out.created), synth_status="ok", claims=claims,
-        unsupported_claims=[c for c in claims if c["status"] == "unsupported"],
-        _generated=generated, _sources=docs + j.seed.texts, _seed=j.seed, _job=j, _out=out, _user=user,
-        _reply=parsed,
-    )
-    return row
+            self._tables[name] = value
 
-
-def _failure(rec: SynthRecipe, j: Job, out: Outcome, status: str, reason: str | None, model: str,
-             host: str) -> dict[str, Any]:
-    return {
-        "synth_teacher": model, "synth_base_url_host": host, "synth_recipe": rec.name, "synth_recipe_hash": rec.hash,
-        "synth_prompt_hash": j.key, "synth_seed_id": j.seed.id, "synth_sample": j.sample, "synth_prompt_tokens": out.prompt_tokens,
-        "synth_completion_tokens": out.completion_tokens, "synth_attempts": out.attempts,
-        "synth_finish_reason": out.finish_reason, "synth_timestamp": _iso(out.created or time.time()), "synth_status": status,
-        "synth_kind": j.kind, "reason": reason or "unknown", "source": j.seed.source,
-        "request": json.dumps({"messages": j.messages, "params": j.params}, ensure_ascii=False),
-    }
-
-
-def _send(jobs: list[Job], ctx: _Phase, retry_failed: bool, label: str, prefix: str) -> dict[str, Outcome]:
-    """A later phase's requests, with a client of its own (the first one closed with its event loop); its
-    counters join the teacher's, its errors under `prefix:`. Identical requests are sent once."""
-    teacher = ctx.teacher
-    jobs = list({j.key: j for j in jobs}.values())
-    client = Teacher(teacher.model, teacher.base_url, teacher.api_key, timeout=teacher.timeout, retry=teacher.retry,
-                     response_format=teacher.response_format, max_connections=ctx.limits.concurrency)
-    client.downgraded = teacher.downgraded
-    with Progress(label, len(jobs), ctx.show_progress) as bar:
-        outcomes = asyncio.run(_execute_and_close(jobs, ctx.cache, client, ctx.limits, retry_failed, bar))
-    teacher.downgraded = teacher.downgraded or client.downgraded
-    teacher.stats.sent += client.stats.sent
-    teacher.stats.retries += client.stats.retries
-    teacher.stats.invalid_replies += client.stats.invalid_replies
-    for k, v in client.stats.errors.items():
-        teacher.stats.errors[f"{prefix}:{k}"] = teacher.stats.errors.get(f"{prefix}:{k}", 0) + v
-    return outcomes
-
-
-def _check_labels(rows: list[dict], ctx: _Phase, c: dict[str, int], more: dict[str, int],
-                  retry_failed: bool) -> list[dict]:
-    """The recipe's label checks (consistency, verify_labels) on every row; returns the rows that pass.
-
-    A row the checks reject is `rejected_check`; one whose check request failed or was skipped is `failed` /
-    `skipped_budget`, listed with that request (a rerun, with --retry-failed for failed ones, completes it).
-    """
-    rec, model = ctx.rec, ctx.model
-    planned = [(r, consistency_jobs(rec, r["_job"], model),
-                [label_job(rec, r["_job"], model, r["_user"], r["_reply"])] if rec.verify_labels else []) for r in rows]
-    outcomes = _send([x for _, extra, judge in planned for x in extra + judge], ctx, retry_failed,
-                     f"check {rec.name}", "check")
-    more["check_requested"] = len(outcomes)
-    for out in outcomes.values():
-        more["check_failed"] += out.status == "failed"
-        more["check_skipped_budget"] += out.status == "skipped_budget"
-    kept = []
-    for r, extra, judge in planned:
-        bad = next((x for x in extra + judge if outcomes[x.key].status != "ok"), None)
-        if bad is not None:
-            out = outcomes[bad.key]
-            status = "skipped_budget" if out.status == "skipped_budget" else "failed"
-            c[status] += 1
-            reason = f"{bad.kind} check: {scrub_secrets(out.reason, [ctx.teacher.api_key]) or 'unknown'}"
-            ctx.failures.append(_failure(rec, bad, out, status, reason, model, ctx.host))
-            continue
-        c["checked"] += 1
-        reason = disagreement(rec, [r["_reply"], *(parse_json_reply(outcomes[x.key].content) for x in extra)])
-        if reason is None and judge and not label_accepted(outcomes[judge[0].key].content):
-            reason = REJECTED_LABEL
-        if reason is None:
-            kept.append(r)
-        else:
-            c["rejected_check"] += 1
-            ctx.failures.append(_rejected(r, "rejected_check", reason, ctx))
-    return kept
-
-
-def _agree_with_data(rows: list[dict], ctx: _Phase, c: dict[str, int], reference: Any) -> list[dict]:
-    """Rows whose labels contradict a clear majority of their nearest reference rows are `rejected_check`."""
-    from curate.synth.checks import against_data
-
-    reasons = against_data(ctx.rec, [r["_user"] for r in rows], [r["_reply"] for r in rows], reference,
-                           ctx.rec.agree_with_data)
-    kept = []
-    for r, reason in zip(rows, reasons):
-        if reason is None:
-            kept.append(r)
-        else:
-            c["rejected_check"] += 1
-            ctx.failures.append(_rejected(r, "rejected_check", reason, ctx))
-    return kept
-
-
-def _gate_facts(rows: list[dict], ctx: _Phase, c: dict[str, int]) -> tuple[list[dict], list[dict]]:
-    """The recipe's `facts.unsupported`: (rows kept, rows for review); dropped ones go to the failures."""
-    rec = ctx.rec
-    if rec.unsupported_facts == "keep":
-        return rows, []
-    kept, held = [], []
-    for r in rows:
-        flagged = r["unsupported_claims"]
-        if not flagged:
-            kept.append(r)
-        elif rec.unsupported_facts == "drop":
-            c["rejected_facts"] += 1
-            claims = ", ".join(x["claim"] for x in flagged)
-            ctx.failures.append(_rejected(r, "rejected_facts", f"unsupported claims ({len(flagged)}): {claims}"[:300], ctx))
-        else:
-            c["review"] += 1
-            r["synth_status"] = "review"
-            held.append(r)
-    return kept, held
-
-
-def _rejected(row: dict[str, Any], status: str, reason: str, ctx: _Phase) -> dict[str, Any]:
-    """The failures-file entry of a row a check rejected: its request, its reply and why."""
-    return {**_failure(ctx.rec, row["_job"], row["_out"], status, reason, ctx.model, ctx.host),
-            "reply": row["_out"].content}
-
-
-def _verify(rows: list[dict], ctx: _Phase, counts: dict[str, int]) -> None:
-    """Judge every row with claims; a failed judgement leaves `judge` empty and is listed in the failures file."""
-    rec, model = ctx.rec, ctx.model
-    pairs = [(r, judge_job(model, r["_seed"], r["_generated"], r["claims"], r["_sources"])) for r in rows if r["claims"]]
-    counts["verify_requested"] = len(pairs)
-    outcomes = _send([j for _, j in pairs], ctx, False, f"verify {rec.name}", "verify")
-    for r, j in pairs:
-        out = outcomes[j.key]
-        if out.status == "ok":
-            apply_labels(r["claims"], out.content)
-            r["unsupported_claims"] = [c for c in r["claims"] if c["status"] == "unsupported" or c["judge"] == "unsupported"]
-        else:
-            counts["verify_failed"] += out.status == "failed"
-            counts["verify_skipped_budget"] += out.status == "skipped_budget"
-            ctx.failures.append(_failure(rec, j, out, out.status, scrub_secrets(out.reason, [ctx.teacher.api_key]),
-                                         model, ctx.host))
-
-
-def _leaves(value: Any) -> list[str]:
-    """String and number values of a JSON reply (its keys are not claims)."""
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in _leaves(v)]
-    if isinstance(value, list):
-        return [x for v in value for x in _leaves(v)]
-    return [] if value is None or isinstance(value, bool) else [str(value)]
-
-
-def _json_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
+    kept = property(lambda self: self._table("kept"), lambda self, v: self._set("kept", v))  # type: ignore[assignment]
+    rejected = property(lambda self: self._table("rejected"),  # type: ignore[assignment]
+                        lambda self, v: self._set("rejected", v))
 
 
 def _host(base_url: str | None) -> str:
     u = urlparse(base_url or "https://api.openai.com/v1")
     return f"{u.hostname}:{u.port}" if u.port else (u.hostname or "")
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
