@@ -8,6 +8,7 @@ The public Python API. Each stage is a package named for its command, and its fu
     from curate.evaluation import evaluate  from curate.pipeline import run_recipe
     from curate.pickbase import pick_base   from curate.repair import repair
     from curate.review import export_review, import_review
+    from curate.score import score         (not `curate.score`: that name is the package)
 
 The names below are importable from `curate` itself. They load their module on first use (PEP 562),
 so `import curate` or the CLI does not pay for importing every stage.
@@ -33,6 +34,7 @@ _WHERE = {
     "ingest_table": "curate.ingest", "export": "curate.ingest", "CODES": "curate.validate",
     "synthesize": "curate.synth", "start_local_teacher": "curate.synth", "merge": "curate.train",
     "evaluate": "curate.evaluation", "run_recipe": "curate.pipeline",
+    "ScoreConfig": "curate.score.config",
 }
 
 
@@ -65,6 +67,7 @@ if TYPE_CHECKING:  # for type checkers and editors: the same names, imported eag
     from curate.outputs import write_table
     from curate.pipeline import run_recipe
     from curate.report.config import ReportConfig
+    from curate.score.config import ScoreConfig
     from curate.synth import start_local_teacher, synthesize
     from curate.synth.config import SynthConfig
     from curate.train import merge
@@ -77,5 +80,5 @@ __all__ = [
     "SCHEMA", "make_row", "read_dataset", "write_table", "open_input", "load_any", "StageOutcome",
     "IngestConfig", "ExportConfig", "ValidateConfig", "DedupeConfig", "ReportConfig", "SynthConfig", "TrainConfig",
     "MergeConfig", "EvalConfig", "ingest_table", "export", "CODES", "synthesize", "start_local_teacher", "merge",
-    "evaluate", "run_recipe",
+    "evaluate", "run_recipe", "ScoreConfig",
 ]

@@ -369,7 +369,7 @@ def quantize(run_dir, output, data, overwrite, as_json, **settings):
 
 @cli.command("run")
 @click.argument("recipe", type=click.Path(path_type=Path))
-@click.option("--skip", multiple=True, help="Skip a stage (repeatable): validate, dedupe, report, synth, final, train, eval.")
+@click.option("--skip", multiple=True, help="Skip a stage (repeatable): validate, dedupe, score, report, synth, final, train, eval.")
 @click.option("--only", default=None, help="Run this one stage on the earlier stages' last outputs.")
 @click.option("--force", multiple=True, help="Rerun a stage even if its inputs and settings are unchanged.")
 @click.option("--workdir", type=click.Path(path_type=Path), help="Where outputs go (default: the recipe's workdir, or runs/NAME).")
@@ -445,6 +445,78 @@ def repair_command(input_path, output, as_json, **settings):
     from curate.repair.render import render_repair
 
     finish(run(input_path, output, from_cli(RepairConfig, settings).fix), as_json, render_repair)
+
+
+# ---- score
+
+def judge_options(f):
+    """The judge on the command line (a recipe's score.judge section has every setting)."""
+    f = click.option("--judge-rubric", type=click.Path(path_type=Path), default=None,
+                     help="The judge's rubric from this file (default: the shipped 1-5 rubric).")(f)
+    f = click.option("--judge-samples", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Judge each row this many times; its score is the median.")(f)
+    f = click.option("--judge-base-url", default=None, metavar="URL",
+                     help="The judge's OpenAI-compatible endpoint (default: OpenAI; the key from OPENAI_API_KEY).")(f)
+    return click.option("--judge", default=None, metavar="MODEL",
+                        help="A teacher model as judge (score_judge 1-5 with its reason), or 'local' for the "
+                             "embedded llama.cpp teacher.")(f)
+
+
+def _judge_settings(teacher: str, base_url: str | None, samples: int, rubric: Path | None) -> Any:
+    from curate.score.judge import JudgeSettings
+
+    return JudgeSettings.build(teacher=teacher, base_url=base_url, samples=samples,
+                               rubric_file=str(rubric) if rubric is not None else None)
+
+
+from curate.score.config import ScoreConfig
+
+
+@cli.command("score")
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Scored Parquet of the kept rows.")
+@click.option("--quarantine", type=click.Path(path_type=Path),
+              help="Parquet of the rows a --keep rule sends away, with their reason (default: OUTPUT.quarantine.parquet).")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
+              help="The judge's request cache (default: OUTPUT.judge-cache/).")
+@judge_options
+@cli_options(ScoreConfig)
+@json_option
+def score_command(input_path, output, quarantine, cache_dir, as_json, judge, judge_base_url, judge_samples,
+                  judge_rubric, **settings):
+    """Add per-row quality scores (score_* columns) to INPUT; --keep rules quarantine the rows failing them."""
+    from curate.score import score as run
+    from curate.score.render import render_score
+
+    cfg = from_cli(ScoreConfig, settings)
+    if judge is not None:
+        cfg = ScoreConfig.build(cfg, judge=_judge_settings(judge, judge_base_url, judge_samples, judge_rubric))
+    finish(run(input_path, output, cfg, quarantine=quarantine, cache_dir=cache_dir), as_json, render_score)
+
+
+@cli.command("calibrate-judge")
+@click.argument("labels", type=click.Path(path_type=Path))
+@click.option("--pairs", type=click.Path(path_type=Path),
+              help="Preference pairs (chosen/rejected) too: how often the chosen reply scores higher.")
+@click.option("--max-pairs", default=20, show_default=True, type=click.IntRange(min=1), help="Pairs judged at most.")
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=Path(".curate-judge-cache"),
+              show_default=True, help="The judge's request cache (shared with score runs: what is cached is free).")
+@judge_options
+@json_option
+def calibrate_judge(labels, pairs, max_pairs, cache_dir, judge, judge_base_url, judge_samples, judge_rubric, as_json):
+    """How far to trust a judge: its agreement with itself over two samples and with LABELS (JSONL rows with a
+    1-5 `label`, e.g. examples/judge/labels.jsonl): exact, within 1, kappa, weighted kappa, Spearman."""
+    from curate.errors import UsageError
+    from curate.score.calibrate import calibrate, format_calibration
+
+    if judge is None:
+        raise UsageError("name the judge to calibrate: --judge MODEL (with --judge-base-url) or --judge local")
+    report = calibrate(labels, _judge_settings(judge, judge_base_url, judge_samples, judge_rubric), cache_dir,
+                       pairs=pairs, max_pairs=max_pairs)
+    if as_json:
+        print_json(report)
+    else:
+        click.echo(format_calibration(report))
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ PUBLIC = [
     "SCHEMA", "make_row", "read_dataset", "write_table", "open_input", "load_any", "StageOutcome",
     "IngestConfig", "ExportConfig", "ValidateConfig", "DedupeConfig", "ReportConfig", "SynthConfig", "TrainConfig",
     "MergeConfig", "EvalConfig", "ingest_table", "export", "CODES", "synthesize", "start_local_teacher", "merge",
-    "evaluate", "run_recipe",
+    "evaluate", "run_recipe", "ScoreConfig",
 ]
 
 
@@ -56,7 +56,8 @@ def test_help_lists_commands_without_heavy_imports():
     out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert out["code"] == 0
     assert out["heavy"] == []
-    for command in ("ingest", "export", "validate", "dedupe", "report", "synth", "train", "eval", "merge", "run"):
+    for command in ("ingest", "export", "validate", "dedupe", "report", "synth", "train", "eval", "merge", "run",
+                    "score"):
         assert f"  {command}" in out["out"], command
 
 

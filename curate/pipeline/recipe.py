@@ -25,15 +25,17 @@ from curate.errors import CurateError, RecipeError
 from curate.evaluation.config import EvalConfig
 from curate.recipe import line_of, load_yaml
 from curate.report.config import ReportConfig
+from curate.score.config import ScoreConfig
 from curate.synth.config import SynthConfig
 from curate.train.config import TrainConfig
 from curate.validate.config import ValidateConfig
 
-StageName = Literal["ingest", "validate", "dedupe", "report", "synth", "synth_validate", "final", "final_report",
-                    "train_raw", "train", "eval"]
+StageName = Literal["ingest", "validate", "dedupe", "score", "report", "synth", "synth_validate", "final",
+                    "final_report", "train_raw", "train", "eval"]
 STAGE_NAMES: tuple[str, ...] = typing.get_args(StageName)
-SECTIONS: dict[str, type[StageConfig]] = {"validate": ValidateConfig, "dedupe": DedupeConfig, "report": ReportConfig,
-                                          "synth": SynthConfig, "train": TrainConfig, "eval": EvalConfig}
+SECTIONS: dict[str, type[StageConfig]] = {"validate": ValidateConfig, "dedupe": DedupeConfig, "score": ScoreConfig,
+                                          "report": ReportConfig, "synth": SynthConfig, "train": TrainConfig,
+                                          "eval": EvalConfig}
 
 
 class TrainSource(BaseModel):
@@ -120,6 +122,7 @@ class RunRecipe(BaseModel):
     data: DataConfig
     validate_: ValidateConfig | None = Field(None, alias="validate")
     dedupe: DedupeConfig | None = None
+    score: ScoreConfig | None = None
     report: ReportConfig | None = None
     synth: SynthConfig | None = None
     train: TrainConfig | None = None

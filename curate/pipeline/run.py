@@ -53,6 +53,9 @@ def run_recipe(
     check_synth_recipe(data, path, trust)
     if plan.synth_settings:
         recipe = recipe.model_copy(update={"synth": recipe.synth.build(recipe.synth, **plan.synth_settings)})
+    if plan.judge_settings:  # the key is not sent to a judge server the recipe chose (checks.py)
+        judge = recipe.score.judge.model_copy(update=plan.judge_settings)
+        recipe = recipe.model_copy(update={"score": recipe.score.model_copy(update={"judge": judge})})
     skipped = set(skip) | set(recipe.skip)
     runner = Runner(plan.workdir, STAGE_NAMES, force=force, only=only)
     run = Run(recipe, path.parent, runner.cache_dir, synth_call=plan.synth_call, skipped=skipped)
@@ -87,7 +90,7 @@ def _rounds(recipe: Any, run: Run, runner: Runner) -> str | None:
             for art in ("synthetic",):  # this round's synthetic rows are made anew
                 run.artifacts.pop(art, None)
         specs = STAGES if rnd == 1 else [s for s in STAGES if s.name in ROUND_STAGES]
-        for spec in specs:
+        for spec in (s for s in specs if s.listed(run)):  # an optional stage the recipe does not ask for is not listed
             _run_stage(run, runner, spec, spec.name if rnd == 1 else f"{spec.name}-round{rnd}")
         reached = _target_reached(recipe, runner.records[-1])
         if reached:

@@ -5,7 +5,8 @@ train, raw, production, eval, seeds, synthetic, adapter, adapter_raw) and makes,
 nothing to do, and the one library call it makes. Data flow (every arrow is a Parquet file in the
 run's work folder):
 
-    ingest -> validate -> dedupe (against eval) -> report (gaps are the seeds) -> synth (on the seeds)
+    ingest -> validate -> dedupe (against eval) -> score (when the recipe has a score section) -> report (gaps
+           are the seeds) -> synth (on the seeds)
            -> synth_validate -> final (dedupe seed + synthetic, against eval) -> final_report (coverage
            again) -> train_raw (the data as ingested) and train (the curated data) -> eval (base, raw,
            curated; the curated adapter's failures are the next round's seeds)
@@ -60,6 +61,7 @@ class Spec:
     absent: Callable[[Run], str | None] = lambda run: None  # why it has nothing to do, or None
     fixed: dict[str, Any] = field(default_factory=dict)  # settings the run decides (synth_validate, final)
     made: Callable[[dict[str, Any]], bool] = lambda outcome: True  # whether its outcome makes its artifacts
+    listed: Callable[[Run], bool] = lambda run: True  # False: not part of this run at all (not even as skipped)
 
     def settings(self, run: Run) -> StageConfig | None:
         """The stage's config: the recipe's section with the run's fixed settings."""
@@ -103,6 +105,9 @@ class Spec:
                 out[f"{self.section}.{name}:{p.name}"] = (p, True)
         if self.section == "synth":
             out.update(_synth_reads(run, cfg))
+        if self.section == "score" and cfg.judge is not None and cfg.judge.rubric_file:
+            p = run.rel(cfg.judge.rubric_file)  # a nested setting: the loop above sees top-level ones only
+            out[f"score.judge.rubric_file:{p.name}"] = (p, False)
         return out
 
 
@@ -154,6 +159,17 @@ def _dedupe(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
 
     against = [run.artifacts["eval"]] if "eval" in run.artifacts else []
     return dedupe(run.artifacts["train"], out / "deduped.parquet", cfg, against=against)
+
+
+def _score(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
+    from curate.score import score
+
+    if cfg.judge is not None and cfg.judge.rubric_file:  # relative to the recipe, as every path in it
+        judge = cfg.judge.model_copy(update={"rubric_file": str(run.rel(cfg.judge.rubric_file))})
+        cfg = cfg.model_copy(update={"judge": judge})
+    # the judge's cache outlives the stage folder: a killed or rerun stage sends no finished request again
+    return score(run.artifacts["train"], out / "scored.parquet", cfg, quarantine=out / "quarantine.parquet",
+                 cache_dir=run.cache("score") / "judge")
 
 
 def _final(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
@@ -357,6 +373,8 @@ STAGES: tuple[Spec, ...] = (
          makes={"train": "train", "raw": "train", "production": "production", "eval": "eval"}),
     Spec("validate", "validate", ("train",), _validate, makes={"train": "valid"}),
     Spec("dedupe", "dedupe", ("train",), _dedupe, makes={"train": "kept"}, uses=("eval",)),
+    Spec("score", "score", ("train",), _score, makes={"train": "kept"},
+         listed=lambda run: run.recipe.section("score") is not None),
     Spec("report", "report", ("train", "production"), _report, makes={"gaps": "gaps", "seeds": "gaps"},
          made=lambda outcome: outcome["counts"].get("gap_rows", 0) > 0,  # no gap rows: nothing for synth
          absent=lambda run: None if "production" in run.artifacts else "no production data in the recipe"),

@@ -103,6 +103,15 @@ class _Tally:
         self.chosen_len: list[int] = []  # characters of the chosen and the rejected reply of each preference pair
         self.rejected_len: list[int] = []
         self.validate_cols = [c for c in columns if c.startswith("validate_")]
+        self.scores: Any = None  # distributions of the score_* columns (curate score), from the first batch
+
+    def add_scores(self, batch: pa.RecordBatch) -> None:
+        from curate.score.distribution import Distributions
+
+        if self.scores is None:
+            self.scores = Distributions(batch.schema)
+        if self.scores:
+            self.scores.add(batch)
 
     def add(self, batch: pa.RecordBatch, msgs: list[list[dict]], tools: list, texts: list[str]) -> None:
         self.roles.update(m["role"] for ms in msgs for m in ms)
@@ -152,7 +161,7 @@ class _Tally:
 def _reading(columns: list[str]) -> list[str]:
     """The columns structure and token lengths read (not `rejected`, `source`, `meta`: decoding them is waste)."""
     return [c for c in columns if c in ("id", "messages", "tools", "origin", "rejected")
-            or c.startswith(("synth_", "validate_"))]
+            or c.startswith(("synth_", "validate_")) or (c.startswith("score_") and not c.endswith("_reason"))]
 
 
 def extract(name: str, src: Input, tokenizer: Any, *, sample: np.ndarray | None = None,
@@ -189,6 +198,7 @@ def extract(name: str, src: Input, tokenizer: Any, *, sample: np.ndarray | None 
             unrenderable += bad
             texts = [user_text(m) for m in msgs_col]
             tally.add(batch, msgs_col, tools_col, texts)
+            tally.add_scores(batch)
             if sample is None:
                 texts_kept.extend(texts)
             else:
@@ -299,6 +309,8 @@ def structure(rec: Records, tally: _Tally) -> dict[str, Any]:
         "preference": _preference(tally),
         "format_compliance": ({"columns": tally.validate_cols, "pass_share": round(tally.passed / tally.checked, 4),
                                "checked": tally.checked} if tally.validate_cols and tally.checked else None),
+        # distributions of the score_* columns `curate score` added; None for a set without them
+        "scores": tally.scores.result() if tally.scores else None,
     }
 
 

@@ -142,6 +142,56 @@ def cluster_map(cov: Any, target: str, reference: str) -> str:
     return _png(fig)
 
 
+def score_histograms(sets: dict[str, dict[str, Any]]) -> str:
+    """One small histogram per number score column, a bar group per set (the bins each set's own)."""
+    names = list(dict.fromkeys(n for scores in sets.values() for n, d in scores.items() if d["kind"] == "number"
+                               and d["count"]))
+    if not names:
+        return ""
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = _figure(rows, cols, figsize=(11, 2.8 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for set_name, scores in sets.items():
+            d = scores.get(name)
+            if not d or d["kind"] != "number" or not d["count"]:
+                continue
+            h = d["histogram"]
+            edges, counts = np.asarray(h["edges"]), np.asarray(h["counts"])
+            share = counts / max(counts.sum(), 1)
+            ax.stairs(share, edges, fill=True, alpha=0.45, color=COLORS.get(set_name), label=f"{set_name} (n={d['count']})")
+            if h["scale"] == "log" and edges[0] > 0:
+                ax.set_xscale("log")
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel("share of rows", fontsize=8)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _scores(d: dict[str, Any]) -> str:
+    """The score_* distributions of every set that has them: a table and the histograms."""
+    sets = {n: s["scores"] for n, s in d["structure"].items() if s.get("scores")}
+    if not sets:
+        return ""
+    rows: list[list[Any]] = []
+    for set_name, scores in sets.items():
+        for name, x in scores.items():
+            if x["kind"] == "number":
+                rows.append([set_name, name, x["count"], x["missing"], *(x[k] if x[k] is not None else "-"
+                                                                         for k in ("mean", "p5", "p50", "p95", "max"))])
+            else:
+                top = ", ".join(f"{k} {v:.1%}" for k, v in x["values"].items())
+                rows.append([set_name, name, x["count"], x["missing"], f"{x['distinct']} distinct: {top}", "", "", "",
+                             ""])
+    return ("<h2>Scores</h2><p class='muted'>Per-row scores `curate score` added (score_* columns): rows with a "
+            "value, rows without, and the distribution; missing is null (a judge that failed, a reply without "
+            "letters).</p>" + _table(["set", "score", "rows", "missing", "mean", "P5", "P50", "P95", "max"], rows)
+            + score_histograms(sets))
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
@@ -226,6 +276,7 @@ def render_html(rep: ReportOutcome) -> str:
     metrics = [[k, v] for k, v in d["metrics"].items() if v is not None]
     parts.append("<h2>Summary</h2>" + _table(["metric", "value"], metrics))
     parts.append("<h2>Structure</h2>" + _structure(d) + length_histograms(rep) + preference_plot(rep))
+    parts.append(_scores(d))
     if d["comparison"]:
         parts.append("<h2>Training vs production, per record</h2>" + _features(d["comparison"], "train", "production"))
     if d["coverage"] and rep.coverage is not None:
