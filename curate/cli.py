@@ -104,6 +104,56 @@ def engine_options(f):
                              "outputs are the same.")(f)
 
 
+# the judge's flags and the settings they set (JudgeTeacher's; the rubric and samples: score's judge only)
+JUDGE_FLAGS = {"judge": "teacher", "judge_base_url": "base_url", "judge_concurrency": "concurrency",
+               "judge_max_total_tokens": "max_total_tokens", "judge_budget": "budget", "judge_price_in": "price_in",
+               "judge_price_out": "price_out", "judge_samples": "samples", "judge_rubric": "rubric_file"}
+
+
+def judge_options(what: str, rubric: bool = True) -> Callable[[Any], Any]:
+    """A teacher as judge on the command line (a recipe's judge section has every setting); `what` it judges."""
+    def apply(f: Any) -> Any:
+        if rubric:
+            f = click.option("--judge-rubric", type=click.Path(path_type=Path), default=None,
+                             help="The judge's rubric from this file (default: the shipped 1-5 rubric).")(f)
+            f = click.option("--judge-samples", type=click.IntRange(min=1), default=None,
+                             help="Judge each row this many times; its score is the median.  [default: 1]")(f)
+        f = click.option("--judge-price-out", type=click.FloatRange(min=0), default=None, metavar="USD",
+                         help="The judge's dollars per 1M completion tokens (for --judge-budget).")(f)
+        f = click.option("--judge-price-in", type=click.FloatRange(min=0), default=None, metavar="USD",
+                         help="The judge's dollars per 1M prompt tokens (for --judge-budget).")(f)
+        f = click.option("--judge-budget", type=click.FloatRange(min=0), default=None, metavar="USD",
+                         help="Stop starting judge requests before this many dollars are spent (needs a price).")(f)
+        f = click.option("--judge-max-total-tokens", type=click.IntRange(min=1), default=None, metavar="N",
+                         help="Stop starting judge requests before this many tokens.")(f)
+        f = click.option("--judge-concurrency", type=click.IntRange(min=1), default=None, metavar="N",
+                         help="Judge requests in flight at once.  [default: 16]")(f)
+        f = click.option("--judge-base-url", default=None, metavar="URL",
+                         help="The judge's OpenAI-compatible endpoint (default: OpenAI; the key from OPENAI_API_KEY).")(f)
+        return click.option("--judge", default=None, metavar="MODEL",
+                            help=f"A teacher model as judge ({what}), or 'local' for the embedded llama.cpp "
+                                 "teacher.")(f)
+
+    return apply
+
+
+def judge_of(cls: Any, params: dict[str, Any]) -> Any:
+    """The judge's settings (a JudgeTeacher class) from a command's --judge options, taken out of `params`; None
+    without --judge."""
+    from curate.errors import UsageError
+
+    given = {JUDGE_FLAGS[k]: params.pop(k) for k in list(params) if k in JUDGE_FLAGS}
+    teacher = given.pop("teacher")
+    if teacher is None:
+        stray = [f"--{k.replace('_', '-')}" for k, v in JUDGE_FLAGS.items() if v in given and given[v] is not None]
+        if stray:
+            raise UsageError(f"{', '.join(stray)} needs --judge MODEL (or --judge local)")
+        return None
+    if given.get("rubric_file") is not None:
+        given["rubric_file"] = str(given["rubric_file"])
+    return cls.build(teacher=teacher, **given)
+
+
 def engine_of(engine: str | None, ray_address: str | None) -> Any:
     """The engine context of a command's --engine and --ray-address."""
     from curate.engine import use
@@ -171,20 +221,25 @@ def export(dataset, output, as_json, **settings):
               help="Print the N largest clusters with their kept and removed text side by side (default: one line "
                    "each for the 5 largest).")
 @cli_options(DedupeConfig)
+@judge_options("with --semantic-verifier judge: is a candidate pair one request worded twice?", rubric=False)
+@click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
+              help="The semantic judge's request cache (default: OUTPUT.judge-cache/).")
 @engine_options
 @json_option
-def dedupe(input_path, output, against, dry_run, show_clusters, engine, ray_address, as_json, **settings):
+def dedupe(input_path, output, against, dry_run, show_clusters, cache_dir, engine, ray_address, as_json, **settings):
     """Remove exact and near-duplicate rows of INPUT, and rows that contain --against eval items."""
     from curate.dedupe import dedupe as run
+    from curate.dedupe.judge import PairJudgeSettings
     from curate.dedupe.render import render_dedupe
     from curate.errors import UsageError
 
     if output is None and not dry_run:
         raise UsageError("missing -o/--output (or pass --dry-run)")
+    settings["semantic_judge"] = judge_of(PairJudgeSettings, settings)
     # the CLI owns its process: the allocator settings that make a run faster are chosen here (README: Memory and speed)
     with engine_of(engine, ray_address):
         finish(run(input_path, output, from_cli(DedupeConfig, settings), against=against, dry_run=dry_run,
-                   tune_allocator=True), as_json, lambda out: render_dedupe(out, show=show_clusters))
+                   cache_dir=cache_dir, tune_allocator=True), as_json, lambda out: render_dedupe(out, show=show_clusters))
 
 
 # ---- validate
@@ -449,26 +504,6 @@ def repair_command(input_path, output, as_json, **settings):
 
 # ---- score
 
-def judge_options(f):
-    """The judge on the command line (a recipe's score.judge section has every setting)."""
-    f = click.option("--judge-rubric", type=click.Path(path_type=Path), default=None,
-                     help="The judge's rubric from this file (default: the shipped 1-5 rubric).")(f)
-    f = click.option("--judge-samples", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Judge each row this many times; its score is the median.")(f)
-    f = click.option("--judge-base-url", default=None, metavar="URL",
-                     help="The judge's OpenAI-compatible endpoint (default: OpenAI; the key from OPENAI_API_KEY).")(f)
-    return click.option("--judge", default=None, metavar="MODEL",
-                        help="A teacher model as judge (score_judge 1-5 with its reason), or 'local' for the "
-                             "embedded llama.cpp teacher.")(f)
-
-
-def _judge_settings(teacher: str, base_url: str | None, samples: int, rubric: Path | None) -> Any:
-    from curate.score.judge import JudgeSettings
-
-    return JudgeSettings.build(teacher=teacher, base_url=base_url, samples=samples,
-                               rubric_file=str(rubric) if rubric is not None else None)
-
-
 from curate.score.config import ScoreConfig
 
 
@@ -479,18 +514,17 @@ from curate.score.config import ScoreConfig
               help="Parquet of the rows a --keep rule sends away, with their reason (default: OUTPUT.quarantine.parquet).")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path),
               help="The judge's request cache (default: OUTPUT.judge-cache/).")
-@judge_options
+@judge_options("score_judge 1-5 with its reason")
 @cli_options(ScoreConfig)
 @json_option
-def score_command(input_path, output, quarantine, cache_dir, as_json, judge, judge_base_url, judge_samples,
-                  judge_rubric, **settings):
+def score_command(input_path, output, quarantine, cache_dir, as_json, **settings):
     """Add per-row quality scores (score_* columns) to INPUT; --keep rules quarantine the rows failing them."""
     from curate.score import score as run
+    from curate.score.judge import JudgeSettings
     from curate.score.render import render_score
 
+    settings["judge"] = judge_of(JudgeSettings, settings)
     cfg = from_cli(ScoreConfig, settings)
-    if judge is not None:
-        cfg = ScoreConfig.build(cfg, judge=_judge_settings(judge, judge_base_url, judge_samples, judge_rubric))
     finish(run(input_path, output, cfg, quarantine=quarantine, cache_dir=cache_dir), as_json, render_score)
 
 
@@ -501,18 +535,19 @@ def score_command(input_path, output, quarantine, cache_dir, as_json, judge, jud
 @click.option("--max-pairs", default=20, show_default=True, type=click.IntRange(min=1), help="Pairs judged at most.")
 @click.option("--cache", "cache_dir", type=click.Path(path_type=Path), default=Path(".curate-judge-cache"),
               show_default=True, help="The judge's request cache (shared with score runs: what is cached is free).")
-@judge_options
+@judge_options("1-5 on the rubric")
 @json_option
-def calibrate_judge(labels, pairs, max_pairs, cache_dir, judge, judge_base_url, judge_samples, judge_rubric, as_json):
+def calibrate_judge(labels, pairs, max_pairs, cache_dir, as_json, **params):
     """How far to trust a judge: its agreement with itself over two samples and with LABELS (JSONL rows with a
     1-5 `label`, e.g. examples/judge/labels.jsonl): exact, within 1, kappa, weighted kappa, Spearman."""
     from curate.errors import UsageError
     from curate.score.calibrate import calibrate, format_calibration
+    from curate.score.judge import JudgeSettings
 
+    judge = judge_of(JudgeSettings, params)
     if judge is None:
         raise UsageError("name the judge to calibrate: --judge MODEL (with --judge-base-url) or --judge local")
-    report = calibrate(labels, _judge_settings(judge, judge_base_url, judge_samples, judge_rubric), cache_dir,
-                       pairs=pairs, max_pairs=max_pairs)
+    report = calibrate(labels, judge, cache_dir, pairs=pairs, max_pairs=max_pairs)
     if as_json:
         print_json(report)
     else:

@@ -297,19 +297,22 @@ def test_allocator_settings_only_when_asked(monkeypatch, tmp_path):
 
 
 def test_settings_have_one_name_in_python_cli_and_recipe():
-    """Every DedupeConfig setting is a CLI flag with its range and choices (generated), shown by --help; the recipe
-    has all but the two input formats (a recipe's inputs are canonical Parquet)."""
+    """Every DedupeConfig setting is a CLI flag with its range and choices (generated), shown by --help (the semantic
+    judge's as --judge flags, as score's); the recipe has all but the two input formats (a recipe's inputs are
+    canonical Parquet)."""
     import click
 
+    from curate.cli import JUDGE_FLAGS
     from curate.config import section_schema
     from curate.ingest.config import INPUT_FORMATS
 
     params = {p.name: p for p in cli.commands["dedupe"].params}
     shown = CliRunner().invoke(cli, ["dedupe", "--help"], terminal_width=200).output
     fields = DedupeConfig.model_fields
+    judge = set(JUDGE_FLAGS) - {"judge_samples", "judge_rubric"}  # a pair judge has no rubric to choose
     assert set(params) == {*fields, "input_path", "output", "against", "dry_run", "as_json", "engine", "ray_address",
-                           "show_clusters"}
-    for name in fields:
+                           "show_clusters", "cache_dir", *judge} - {"semantic_judge"}
+    for name in set(fields) - {"semantic_judge"}:
         flag = "--" + name.replace("_", "-")
         assert params[name].opts == [flag] and f"  {flag}" in shown, name
     assert params["verify"].secondary_opts == ["--no-verify"] and "--rows" not in shown.split()
@@ -321,7 +324,8 @@ def test_settings_have_one_name_in_python_cli_and_recipe():
     assert choices.pop("format") == choices.pop("against_format") == ["auto", "mixed", *INPUT_FORMATS]
     assert choices.pop("engine") == ["local", "ray"]  # where batches run, not a DedupeConfig setting
     assert choices == {"on": ["user", "assistant", "conversation", "first-user"], "shingle": ["word", "char"],
-                       "keep": ["first", "longest", "origin"], "hash": ["curate", "sha1"]}
+                       "keep": ["first", "longest", "origin"], "hash": ["curate", "sha1"],
+                       "semantic_verifier": ["rule", "judge"]}
     assert set(section_schema(DedupeConfig)["properties"]) == set(fields) - {"format", "against_format", "against_field",
                                                                              "index"}
 

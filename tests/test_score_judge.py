@@ -63,7 +63,9 @@ def test_scores_parsed_in_row_order_and_rows_without_a_reply_are_not_sent(tmp_pa
     assert (c["rows"], c["judged"], c["no_reply"], c["requests"], c["sent"]) == (8, 7, 1, 6, 6) and balanced(c)
     # identical rows (the first and the last) are one request; the rubric is the system prompt, the JSON asked for
     assert len(sent) == 6 and DEFAULT_RUBRIC in sent[0]["messages"][0]["content"]
-    assert '"score"' in sent[0]["messages"][0]["content"] and "answer 0 [want 5]" in sent[0]["messages"][1]["content"]
+    # four in flight: the server may see row 0's request after another's
+    assert '"score"' in sent[0]["messages"][0]["content"]
+    assert any("answer 0 [want 5]" in r["messages"][1]["content"] for r in sent)
 
 
 def test_invalid_replies_are_retried_a_bounded_number_of_times_and_counted(tmp_path):

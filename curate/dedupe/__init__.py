@@ -10,6 +10,7 @@
     keys.py, shingle.py, minhash.py, lsh.py, kernels.py   keys, shingles, signatures, banding (compiled loops)
     decontam.py eval items and matching;  index.py  the persistent --index;  spill.py  shingles on disk
     dryrun.py   --dry-run's estimate;  alloc.py  allocator settings the CLI asks for;  render.py  what people see
+    semantic.py --semantic: paraphrases by embeddings, verified by a lexical rule or (judge.py) a teacher as judge
 """
 
 from __future__ import annotations

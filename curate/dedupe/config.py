@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from curate.config import Opt, StageConfig
+from curate.dedupe.judge import PairJudgeSettings
 from curate.ingest.config import InputFormat  # the formats curate reads, listed once
 
 Key = Literal["user", "assistant", "conversation", "first-user"]
@@ -65,11 +66,16 @@ class DedupeConfig(StageConfig):
                                               "--against, eval items) whose key texts' embeddings are close and pass "
                                               "the verifier.")
     semantic_threshold: float = Field(0.85, gt=0, le=1, description="Semantic: cosine at which a pair is a candidate.")
-    semantic_high: float = Field(0.95, gt=0, le=1, description="Semantic: cosine at which the verifier accepts a pair "
-                                                               "without the lexical checks.")
-    semantic_verify: bool = Field(True, description="Semantic: check candidates with the lexical rule (numbers and "
-                                                    "names agree, not one content word swapped); off: remove on "
-                                                    "cosine alone.")
+    semantic_high: float = Field(0.95, gt=0, le=1, description="Semantic: cosine at which a pair passes without the "
+                                                               "verifier (no lexical checks, no judge request).")
+    semantic_verify: bool = Field(True, description="Semantic: check candidates below semantic_high with the "
+                                                    "verifier (semantic_verifier); off: remove on cosine alone.")
+    semantic_verifier: Literal["rule", "judge"] = Field(
+        "rule", description="Semantic: the verifier: the lexical rule (numbers and names agree, not one content word "
+                            "swapped) or a teacher as judge (semantic_judge; --judge MODEL on the command line).")
+    semantic_judge: Annotated[PairJudgeSettings | None, Opt(cli=False)] = Field(
+        None, description="Semantic: the teacher that judges candidate pairs with semantic_verifier judge, and the "
+                          "limits on what it may send and spend.")
     boilerplate_rows: int | None = Field(None, ge=1, description="Decontamination: n-grams in at least this many rows "
                                                                  "are boilerplate, never evidence (default: max(20, "
                                                                  "0.2% of rows)).")
@@ -83,6 +89,15 @@ class DedupeConfig(StageConfig):
     def _banding(self) -> DedupeConfig:
         from pydantic_core import PydanticCustomError
 
+        if self.semantic_verifier == "judge" and self.semantic_judge is None:
+            raise PydanticCustomError("judge", "semantic_verifier judge needs the judge: semantic_judge: {teacher: "
+                                               "MODEL} in a recipe, --judge MODEL on the command line")
+        if self.semantic_judge is not None and self.semantic_verifier != "judge":
+            raise PydanticCustomError("judge", "a judge is given but semantic_verifier is 'rule': set "
+                                               "semantic_verifier judge (--semantic-verifier judge) or drop the judge")
+        if self.semantic_verifier == "judge" and not self.semantic_verify:
+            raise PydanticCustomError("judge", "semantic_verify off removes on cosine alone, with no verifier: drop "
+                                               "it or semantic_verifier judge")
         if (self.bands is None) != (self.rows_per_band is None):
             raise PydanticCustomError("banding", "give both bands and rows_per_band, or neither (they are chosen "
                                                  "from the threshold)")

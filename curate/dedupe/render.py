@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from curate.console import console
@@ -19,9 +20,11 @@ def render_dedupe(result: DedupeOutcome, top: int = 5, show: int = 0) -> None:
             f"dry run: {s['input_rows']} rows, ~{s['tokens_per_row']} tokens/row (sampled {s['sampled_rows']}); "
             f"estimated {s['estimated_seconds']} s and {s['estimated_peak_rss_mib']} MiB peak RSS; nothing written"
         )
+        _judge_line(s)
         for p in s.get("semantic_pairs", []):  # --semantic: the pairs it would remove
             console.print(f"  would remove row {p['other_row']} ({p['other_id']}) as {p['kept_id']}'s paraphrase: cosine "
-                          f"{p['cosine']}, word overlap {p['overlap']}: {p['other_text'][:80]!r}")
+                          f"{p['cosine']}, word overlap {p['overlap']} ({p['verdict']}): {p['other_text'][:80]!r}",
+                          markup=False)
         return
     why = s["reasons"]
     console.print(
@@ -36,6 +39,7 @@ def render_dedupe(result: DedupeOutcome, top: int = 5, show: int = 0) -> None:
         f"{s['candidate_pairs']} candidate pairs, {s['verified_pairs']} verified"
         + (f"; {s['index_rows_before']} rows already in the index" if s["index_rows_before"] else "")
     )
+    _judge_line(s)
     clusters = result.clusters.slice(0, max(top, show)).to_pylist()
     if clusters[:top]:
         lines = Table("cluster", "rows", "kept", title="largest clusters", expand=True)
@@ -51,8 +55,11 @@ def render_dedupe(result: DedupeOutcome, top: int = 5, show: int = 0) -> None:
         kept_where = f"row {cl['kept_row']}" if cl["kept_row"] is not None else "index"
         table.add_column(f"kept ({kept_where}, {cl['kept_id']})", ratio=1, overflow="fold")
         table.add_column("removed", ratio=1, overflow="fold")
+        cosines, verdicts = cl.get("cosine") or [None] * len(cl["member_rows"]), cl.get("verdict") or []
         for i, (row, text, why_, j) in enumerate(zip(cl["member_rows"], cl["member_previews"], cl["reasons"], cl["jaccard"])):
-            label = f"[dim]row {row}, {why_}, J={j if j is not None else 'unverified'}[/]\n{text}"
+            score = f"J={j if j is not None else 'unverified'}" if cosines[i] is None else \
+                f"cosine {cosines[i]}, {escape(verdicts[i])}"  # --semantic's members: the verifier's verdict
+            label = f"[dim]row {row}, {why_}, {score}[/]\n{text}"
             table.add_row(cl["kept_preview"] if i == 0 else "", label)
             if i == 2:
                 if len(cl["member_rows"]) > 3:
@@ -71,3 +78,13 @@ def render_dedupe(result: DedupeOutcome, top: int = 5, show: int = 0) -> None:
             console.print(f"[dim]{result.decontamination.num_rows - 10} more matches in the decontamination table[/]")
     for name, path in result.outputs.items():
         console.print(f"  {name}: {path}")
+
+
+def _judge_line(s: dict) -> None:
+    """With --semantic-verifier judge: what the judge was asked and what it cost."""
+    j = (s.get("semantic") or {}).get("judge")
+    if j:
+        console.print(f"  judge {j['teacher']}: {j['asked']} pairs asked ({j['same']} same, {j['different']} different, "
+                      f"{j['failed']} failed, {j['budget']} left by the budget), {j['passed_on_cosine']} passed on cosine; "
+                      f"{j.get('cached', 0)} cached, {j.get('sent', 0)} sent, {j.get('tokens', 0)} tokens, "
+                      f"${j.get('spent', 0):.2f}", markup=False, highlight=False)

@@ -3,10 +3,11 @@
 The kept rows' key texts (the key `on` picks) are embedded with the report's embedder (curate/report/embed.py);
 every pair above `semantic_threshold` cosine is found by exact search in tiles (a matmul per 2048 x 2048 block, so
 memory is bounded; time grows as rows squared), or above ANN_ROWS rows by a faiss inverted-file index, and
-checked by a lexical rule before anything is removed: embeddings put "same topic, different question" pairs
-("reset" / "change my password", Spanish / French) close together, and the rule refuses those (README, section
-Semantic duplicates, has the measured precision and recall). Removal is a star, not a chain: each removed row was
-verified directly against the row it names as kept, so the scores it carries are its own.
+checked before anything is removed: embeddings put "same topic, different question" pairs ("reset" / "change my
+password", Spanish / French) close together, and the verifier refuses those: a lexical rule, or a teacher as judge
+(curate/dedupe/judge.py; README, section Semantic duplicates, has the measured precision and recall of both).
+Removal is a star, not a chain: each removed row was verified directly against the row it names as kept, so the
+scores it carries are its own.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pyarrow.compute as pc
 
 from curate.dedupe.config import DedupeConfig
 from curate.dedupe.keys import extract, shared_system_prompts, system_prompts
+from curate.errors import UsageError
 
 CHUNK = 2048  # the exact search's tile: 2048 x 2048 float32 cosines (16 MiB) at a time, whatever the row count
 ANN_ROWS = 500_000  # above this many rows the self-search is faiss's inverted-file index (benchmarks/bench_semantic.py)
@@ -33,6 +35,10 @@ NPROBE = 16  # cells each row probes in that index
 TRAIN_PER_CELL = 64  # k-means training rows per cell
 QUERY_BLOCK = 16_384  # rows range-searched at a time: bounds the result lists held at once
 EXTRA = [pa.field("dedupe_cosine", pa.float64()), pa.field("dedupe_overlap", pa.float64())]
+# the clusters table's columns with --semantic, one value per member (null for MinHash's): cosine, word overlap and
+# the verifier's verdict against the kept row
+CLUSTER_EXTRA = [pa.field("cosine", pa.list_(pa.float64())), pa.field("overlap", pa.list_(pa.float64())),
+                 pa.field("verdict", pa.list_(pa.string()))]
 
 NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve".split())}  # noqa: SIM905
@@ -227,9 +233,9 @@ class Pair:
 
 
 def find(texts: list[str], table: pa.Table, cfg: DedupeConfig, i: np.ndarray, j: np.ndarray,
-         cos: np.ndarray) -> list[Pair]:
-    """Verified pairs of rows (candidates i, j with cosine cos): a star per kept row, rows removed only by a row
-    that stays."""
+         cos: np.ndarray) -> tuple[list[Pair], np.ndarray]:
+    """Candidate pairs of rows (i, j with cosine cos), each from the row kept first to the other, in the order the
+    star visits them, with the verifier's verdict (ASK: the judge's, asked later); and each row's rank to be kept."""
     order = _keep_order(texts, table, cfg)
     rank = np.empty(len(texts), dtype=np.int64)
     rank[order] = np.arange(len(texts))
@@ -239,19 +245,49 @@ def find(texts: list[str], table: pa.Table, cfg: DedupeConfig, i: np.ndarray, j:
         keep, other = (a, b) if rank[a] < rank[b] else (b, a)
         la = lex.setdefault(keep, lexical(texts[keep]))
         lb = lex.setdefault(other, lexical(texts[other]))
-        ok, why = verdict(c, la, lb, cfg)
-        pairs.append(Pair(keep, other, c, overlap(la, lb), ok, why))
+        pairs.append(Pair(keep, other, c, overlap(la, lb), *_first_verdict(c, la, lb, cfg)))
+    return pairs, rank
+
+
+ASK = "the judge's: not asked yet"  # the verdict of a pair the judge decides, until it has
+
+
+def _first_verdict(cosine: float, a: Lexical, b: Lexical, cfg: DedupeConfig) -> tuple[bool, str]:
+    """The rule's verdict, or with the judge: cosine >= semantic_high passes without asking, the others ASK."""
+    if cfg.semantic_verifier == "judge" and cfg.semantic_verify and cosine < cfg.semantic_high:
+        return False, ASK
+    return verdict(cosine, a, b, cfg)
+
+
+def star(pairs: list[Pair], rank: np.ndarray) -> None:
+    """Removal as a star, rows removed only by a row that stays: a verified pair whose rows one earlier removed is
+    not a removal (said in its verdict)."""
     removed: set[int] = set()
     for p in sorted(pairs, key=lambda p: (rank[p.kept], -p.cosine)):
         if p.duplicate and p.kept not in removed and p.other not in removed:
             removed.add(p.other)
         elif p.duplicate:
             p.duplicate, p.why = False, p.why + "; one of the pair already removed"
-    return pairs
 
 
-def run(outcome: Any, cfg: DedupeConfig, against: list[str | Path]) -> dict[str, Any]:
-    """Apply the semantic pass to an in-memory outcome (kept, rejected, clusters, decontamination), in place."""
+def ask_judge(pairs: list[Pair], texts: list[str], contam: list[Pair], eval_texts: list[str], cfg: DedupeConfig,
+              cache_dir: Path) -> dict[str, Any]:
+    """The judge's verdicts on the ASK pairs (rows' pairs, then eval pairs, in order) and its counts."""
+    from curate.dedupe.judge import judge_pairs
+
+    ask = [(p, texts[p.other]) for p in pairs if p.why == ASK] + [(p, eval_texts[p.other]) for p in contam
+                                                                   if p.why == ASK]
+    run = judge_pairs([(texts[p.kept], other) for p, other in ask], cfg.semantic_judge, cache_dir=cache_dir,
+                      progress=True)
+    for (p, _), v in zip(ask, run.verdicts):
+        p.duplicate, p.why = bool(v.same), v.why()
+    return {"passed_on_cosine": sum(p.cosine >= cfg.semantic_high for p in pairs + contam), **run.counts,
+            "config": cfg.semantic_judge.to_dict()}
+
+
+def run(outcome: Any, cfg: DedupeConfig, against: list[str | Path], cache_dir: Path | None = None) -> dict[str, Any]:
+    """Apply the semantic pass to an in-memory outcome (kept, rejected, clusters, decontamination), in place
+    (cache_dir: the judge's, with semantic_verifier judge)."""
     from curate.report.embed import load_embedder, single_blas_thread
 
     t0 = time.perf_counter()
@@ -271,15 +307,20 @@ def run(outcome: Any, cfg: DedupeConfig, against: list[str | Path]) -> dict[str,
         t_search = time.perf_counter()
         i, j, cos, how = search(vecs, cfg.semantic_threshold)
         how["seconds"] = round(time.perf_counter() - t_search, 3)
-        pairs = find(texts, kept, cfg, i, j, cos)
+        pairs, rank = find(texts, kept, cfg, i, j, cos)
         contam: list[Pair] = []
         if evals is not None and len(eval_texts):
             i, j, cos = candidate_pairs(vecs, cfg.semantic_threshold, evecs)
             elex = [lexical(t) for t in eval_texts]
             for a, b, c in sorted(zip(i.tolist(), j.tolist(), cos.tolist()), key=lambda p: (p[0], -p[2])):
                 la = lexical(texts[a])
-                ok, why = verdict(c, la, elex[b], cfg)
-                contam.append(Pair(a, b, c, overlap(la, elex[b]), ok, why))
+                contam.append(Pair(a, b, c, overlap(la, elex[b]), *_first_verdict(c, la, elex[b], cfg)))
+    judged = None
+    if cfg.semantic_verifier == "judge" and cfg.semantic_verify:
+        if cache_dir is None:
+            raise UsageError("the semantic judge needs a cache folder (cache_dir)")
+        judged = ask_judge(pairs, texts, contam, eval_texts, cfg, cache_dir)
+    star(pairs, rank)
     contaminated: dict[int, Pair] = {}
     for p in contam:
         if p.duplicate and p.kept not in contaminated:
@@ -288,13 +329,16 @@ def run(outcome: Any, cfg: DedupeConfig, against: list[str | Path]) -> dict[str,
     # a keeper later found contaminated goes too; its duplicates then stay (they were verified against it only)
     summary = {
         "embedder": embedder.describe(), "threshold": cfg.semantic_threshold, "high": cfg.semantic_high,
-        "verify": cfg.semantic_verify, "search": how, "candidate_pairs": len(pairs), "verified_pairs": len(removed),
+        "verify": cfg.semantic_verify, "verifier": cfg.semantic_verifier if cfg.semantic_verify else None,
+        "search": how, "candidate_pairs": len(pairs), "verified_pairs": len(removed),
         "rejected_pairs": sum(not p.duplicate for p in pairs), "eval_candidate_pairs": len(contam),
         "contaminated_rows": len(contaminated),
         "pairs": [p.to_dict(ids, texts) for p in pairs],
         "eval_pairs": [p.to_dict(ids, texts, [evals.item_id[k] for k in range(len(eval_texts))], eval_texts)
                        for p in contam] if evals is not None else [],
     }
+    if judged is not None:
+        summary["judge"] = judged
     removed = {r: p for r, p in removed.items() if p.kept not in contaminated}
     _move(outcome, kept, ids, texts, removed, contaminated, evals)
     summary["verified_pairs"] = len(removed)
@@ -360,24 +404,27 @@ def _move(outcome: Any, kept: pa.Table, ids: list[str], texts: list[str], remove
                                    pa.array(new_cluster, mask=new_cluster < 0))
 
     clusters = outcome.clusters.to_pylist()
+    for c in clusters:  # MinHash's members: no cosine, no verdict
+        for name in ("cosine", "overlap", "verdict"):
+            c[name] = [None] * len(c["member_ids"])
     by_id = {c["cluster_id"]: c for c in clusters}
     for keeper, rs in members.items():
         c = by_id.get(int(cluster[keeper]))
         if c is None:
             c = {"cluster_id": int(cluster[keeper]), "size": 1, "kept_id": ids[keeper], "kept_row": row_of[keeper],
                  "kept_preview": texts[keeper][:PREVIEW], "member_ids": [], "member_rows": [], "member_previews": [],
-                 "reasons": [], "jaccard": [], "jaccard_est": [], "min_jaccard": None}
+                 "reasons": [], "jaccard": [], "jaccard_est": [], "min_jaccard": None, "cosine": [], "overlap": [],
+                 "verdict": []}
             by_id[c["cluster_id"]] = c
         for r in rs:
-            c["member_ids"].append(ids[r])
-            c["member_rows"].append(row_of[r])
-            c["member_previews"].append(texts[r][:PREVIEW])
-            c["reasons"].append("semantic")
-            c["jaccard"].append(None)
-            c["jaccard_est"].append(None)
+            p = removed[r]
+            for name, value in (("member_ids", ids[r]), ("member_rows", row_of[r]), ("member_previews",
+                                texts[r][:PREVIEW]), ("reasons", "semantic"), ("jaccard", None), ("jaccard_est", None),
+                                ("cosine", round(p.cosine, 4)), ("overlap", p.overlap), ("verdict", p.why)):
+                c[name].append(value)
             c["size"] += 1
     ordered = sorted(by_id.values(), key=lambda c: (-c["size"], c["cluster_id"]))
-    outcome.clusters = pa.Table.from_pylist(ordered, schema=CLUSTER_SCHEMA)
+    outcome.clusters = pa.Table.from_pylist(ordered, schema=pa.schema([*CLUSTER_SCHEMA, *CLUSTER_EXTRA]))
 
     if contaminated:
         from curate.dedupe.decontam import REPORT_SCHEMA
@@ -414,7 +461,7 @@ def _row_numbers(outcome: Any, ids: list[str]) -> list[int | None]:
 
 
 def dedupe_semantic(minhash: Callable[[bool], Any], output: str | Path | None, cfg: DedupeConfig,
-                    against: list[str | Path], dry_run: bool) -> Any:
+                    against: list[str | Path], dry_run: bool, cache_dir: str | Path | None = None) -> Any:
     """The MinHash pass in memory (`minhash(dry_run)`), then the semantic pass, then the output set written.
 
     With dry_run, the outcome is the MinHash estimate plus the pairs the semantic pass would remove."""
@@ -424,7 +471,7 @@ def dedupe_semantic(minhash: Callable[[bool], Any], output: str | Path | None, c
     from curate.outputs import OutputSet, write_table
 
     outcome = minhash(False)
-    info = run(outcome, cfg, against)
+    info = run(outcome, cfg, against, Path(cache_dir) if cache_dir is not None else None)
     outcome.summary["semantic"] = info
     if dry_run:
         estimate = minhash(True)

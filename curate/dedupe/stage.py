@@ -42,13 +42,16 @@ PARQUET_READ = {"pre_buffer": False, "buffer_size": 1 << 23}
 
 def dedupe(data: pa.Table | str | Path, output: str | Path | None = None,
            config: DedupeConfig | Mapping[str, Any] | None = None, *, against: Sequence[str | Path] | None = (),
-           dry_run: bool = False, tune_allocator: bool = False, **overrides: Any) -> DedupeOutcome:
+           dry_run: bool = False, cache_dir: str | Path | None = None, tune_allocator: bool = False,
+           **overrides: Any) -> DedupeOutcome:
     """Remove exact and near-duplicate rows of `data` (and rows containing items of the `against` eval files).
 
     data: a canonical Parquet file, a table of canonical rows, or any file `curate ingest` reads (format: cfg.format).
     output: the kept rows' Parquet, with the removed rows, clusters, decontamination matches and dedupe.json beside
     it as one output set; None keeps everything in memory (the outcome's kept, rejected, clusters, decontamination).
-    dry_run: time a sample and estimate time and peak memory; nothing is written.
+    dry_run: time a sample and estimate time and peak memory; nothing is written (with semantic, the pairs it would
+    remove are listed; the judge's cache is written, so the run after it pays nothing for them).
+    cache_dir: with semantic_verifier judge, the judge's request cache (default beside the output: OUT.judge-cache/).
     tune_allocator: while the call lasts, let glibc and Arrow keep freed memory for the next batch and numpy ask for
     no transparent huge pages (curate/dedupe/alloc.py): process-wide settings, so only the caller that owns the
     process (the CLI, the benchmarks) should ask. The outputs are the same either way.
@@ -60,6 +63,10 @@ def dedupe(data: pa.Table | str | Path, output: str | Path | None = None,
         cfg = cfg.model_copy(update={"bands": bands, "rows_per_band": rows_per_band})  # the settings used, recorded
     if cfg.workers is None:
         cfg = cfg.model_copy(update={"workers": default_workers()})
+    if cfg.semantic and cfg.semantic_verifier == "judge":  # no cache folder: refused before any work
+        from curate.score.judge import cache_folder
+
+        cache_dir = cache_folder(output, cache_dir)
     t0, c0 = time.perf_counter(), time.process_time()
     src = open_input(data, cfg.format, **PARQUET_READ)
     with reuse_freed_memory() if tune_allocator else nullcontext(), \
@@ -68,7 +75,7 @@ def dedupe(data: pa.Table | str | Path, output: str | Path | None = None,
             from curate.dedupe.semantic import dedupe_semantic
 
             return dedupe_semantic(lambda dry: _dedupe(src, None, cfg, list(against or ()), dry, tune_allocator, t0, c0),
-                                   output, cfg, list(against or ()), dry_run)
+                                   output, cfg, list(against or ()), dry_run, cache_dir)
         return _dedupe(src, output, cfg, list(against or ()), dry_run, tune_allocator, t0, c0)
 
 

@@ -22,6 +22,7 @@ from curate.trust import OUTSIDE, TRUST_FLAG, Checker, RecipeRefused, inside, ro
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"  # synthesize's own default
 NO_KEY = ""  # names no environment variable (none can be empty-named), so synth sends its placeholder key
+JUDGES = (("score", "judge"), ("dedupe", "semantic_judge"))  # the recipe's judges: (section, setting)
 
 
 @dataclass
@@ -31,7 +32,8 @@ class Plan:
     workdir: Path
     synth_settings: dict[str, Any] = field(default_factory=dict)  # overrides of the recipe's synth settings
     synth_call: dict[str, Any] = field(default_factory=dict)  # passed to synthesize() as well, never hashed
-    judge_settings: dict[str, Any] = field(default_factory=dict)  # overrides of the recipe's score.judge settings
+    # overrides of the recipe's judge settings, by (section, setting): score.judge, dedupe.semantic_judge
+    judge_settings: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -82,9 +84,10 @@ def preflight(recipe: dict[str, Any], path: Path, *, stages: tuple[str, ...], tr
                                      f"--ray-address {address} or {TRUST_FLAG} to allow it")
     if recipe.get("synth"):
         _check_synth(c, recipe["synth"], rdir, base_url, plan)
-    judge = recipe.get("score").get("judge") if isinstance(recipe.get("score"), dict) else None
-    if isinstance(judge, dict):
-        _check_judge(c, judge, rdir, plan)
+    for section, name in JUDGES:
+        judge = recipe.get(section).get(name) if isinstance(recipe.get(section), dict) else None
+        if isinstance(judge, dict):
+            _check_judge(c, (section, name), judge, rdir, plan)
     problems = WorkFolder(work).problems(stages) if work else []  # a refused location is not looked at
     if problems and not workdir and recipe.get("workdir"):
         problems = [f"{c.where(['workdir'])}: {p}" for p in problems]
@@ -135,18 +138,18 @@ def _check_synth(c: Checker, scfg: dict[str, Any], rdir: Path, base_url: str | N
                           f"(pass --base-url {own} or {TRUST_FLAG} to send yours)")
 
 
-def _check_judge(c: Checker, jcfg: dict[str, Any], rdir: Path, plan: Plan) -> None:
-    """score.judge as synth's teacher: its rubric file inside, the key's variable not the recipe's to choose,
-    and no key sent to a server the recipe chose unless trusted."""
+def _check_judge(c: Checker, where: tuple[str, str], jcfg: dict[str, Any], rdir: Path, plan: Plan) -> None:
+    """A judge (score.judge, dedupe.semantic_judge) as synth's teacher: its rubric file inside, the key's variable
+    not the recipe's to choose, and no key sent to a server the recipe chose unless trusted."""
     if "api_key_env" in jcfg:
-        c.add(["score", "judge", "api_key_env"], f"a recipe may not choose which environment variable is sent as "
-                                                 f"the API key ('{jcfg['api_key_env']}')", allowable=True)
+        c.add([*where, "api_key_env"], f"a recipe may not choose which environment variable is sent as "
+                                       f"the API key ('{jcfg['api_key_env']}')", allowable=True)
     if isinstance(jcfg.get("rubric_file"), str):
-        c.path(["score", "judge", "rubric_file"], jcfg["rubric_file"], rdir, must_exist="file")
+        c.path([*where, "rubric_file"], jcfg["rubric_file"], rdir, must_exist="file")
     own = jcfg.get("base_url")
     if own and str(own).rstrip("/") != DEFAULT_BASE_URL and not c.trust:
-        plan.judge_settings["api_key_env"] = NO_KEY
-        plan.notes.append(f"score: the recipe chose the judge's server {own}; no API key is sent to it "
+        plan.judge_settings[where] = {"api_key_env": NO_KEY}
+        plan.notes.append(f"{where[0]}: the recipe chose the judge's server {own}; no API key is sent to it "
                           f"(pass {TRUST_FLAG} to send yours)")
 
 

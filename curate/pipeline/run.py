@@ -53,9 +53,10 @@ def run_recipe(
     check_synth_recipe(data, path, trust)
     if plan.synth_settings:
         recipe = recipe.model_copy(update={"synth": recipe.synth.build(recipe.synth, **plan.synth_settings)})
-    if plan.judge_settings:  # the key is not sent to a judge server the recipe chose (checks.py)
-        judge = recipe.score.judge.model_copy(update=plan.judge_settings)
-        recipe = recipe.model_copy(update={"score": recipe.score.model_copy(update={"judge": judge})})
+    for (section, name), update in plan.judge_settings.items():  # no key to a judge server the recipe chose
+        cfg = getattr(recipe, section)
+        judge = getattr(cfg, name).model_copy(update=update)
+        recipe = recipe.model_copy(update={section: cfg.model_copy(update={name: judge})})
     skipped = set(skip) | set(recipe.skip)
     runner = Runner(plan.workdir, STAGE_NAMES, force=force, only=only)
     run = Run(recipe, path.parent, runner.cache_dir, synth_call=plan.synth_call, skipped=skipped)

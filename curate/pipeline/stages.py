@@ -158,7 +158,14 @@ def _dedupe(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
     from curate.dedupe import dedupe
 
     against = [run.artifacts["eval"]] if "eval" in run.artifacts else []
-    return dedupe(run.artifacts["train"], out / "deduped.parquet", cfg, against=against)
+    return dedupe(run.artifacts["train"], out / "deduped.parquet", cfg, against=against,
+                  cache_dir=_pair_judge_cache(run, cfg))
+
+
+def _pair_judge_cache(run: Run, cfg: Any) -> Path | None:
+    """The semantic judge's cache, shared by dedupe and final (final's rows from train are pairs judged before), and
+    outliving the stage folders: a killed or rerun stage sends no finished request again."""
+    return run.cache("dedupe") / "judge" if cfg is not None and cfg.semantic_judge is not None else None
 
 
 def _score(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
@@ -179,7 +186,7 @@ def _final(run: Run, cfg: Any, out: Path, fresh: bool) -> StageOutcome:
     _concat([run.artifacts["train"], run.artifacts["synthetic"]], merged)
     try:
         against = [run.artifacts["eval"]] if "eval" in run.artifacts else []
-        return dedupe(merged, out / "dataset.parquet", cfg, against=against)
+        return dedupe(merged, out / "dataset.parquet", cfg, against=against, cache_dir=_pair_judge_cache(run, cfg))
     finally:
         merged.unlink(missing_ok=True)
 

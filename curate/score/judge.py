@@ -22,7 +22,7 @@ import os
 import statistics
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,20 +59,16 @@ JUDGE_SCHEMA = {
 CACHE_FILE = "judge.sqlite"
 
 
-class JudgeSettings(StageConfig):
-    """Which teacher judges, on which rubric, and the limits on what a run may send and spend (names as in synth)."""
+class JudgeTeacher(StageConfig):
+    """Which teacher judges, and the limits on what a run may send and spend (names as in synth): what every judge
+    shares (score's rows, dedupe's candidate pairs)."""
 
     stage: ClassVar[str] = "judge"
     teacher: str = Field(description="Model name at base_url, or 'local' for the embedded llama.cpp teacher.")
     base_url: str | None = Field(None, description="The teacher's OpenAI-compatible endpoint (default: OpenAI).")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key.")
-    rubric: str | None = Field(None, description="Rubric text (default: the shipped 1-5 rubric, DEFAULT_RUBRIC).")
-    rubric_file: Annotated[str | None, Opt(kind="file")] = Field(None, description="Read the rubric from this file.")
-    samples: int = Field(1, ge=1, description="Judge each row this many times; its score is their median.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature of the judge.")
     max_tokens: int = Field(200, ge=16, description="Most tokens per judge reply.")
-    max_chars: int = Field(6000, ge=500, description="Conversation characters shown to the judge; each message is "
-                                                     "cut to its share (at least 300), head and tail kept.")
     max_attempts: int = Field(3, ge=1, description="Attempts per request while the reply is not the JSON asked for.")
     concurrency: int = Field(16, ge=1, description="Requests in flight at once.")
     rpm: float | None = Field(None, gt=0, description="Requests-per-minute limit.")
@@ -88,13 +84,27 @@ class JudgeSettings(StageConfig):
         "auto", description="How the reply schema is sent (the reply is always validated).")
 
     @model_validator(mode="after")
-    def _consistent(self) -> JudgeSettings:
-        if self.rubric is not None and self.rubric_file is not None:
-            raise ValueError("give the rubric as text (rubric) or as a file (rubric_file), not both")
+    def _teacher_consistent(self) -> JudgeTeacher:
         if self.teacher == "local" and self.base_url is not None:
             raise ValueError("teacher 'local' starts its own server: drop base_url")
         if self.budget is not None and not (self.price_in or self.price_out):
             raise ValueError("budget needs token prices: set price_in and/or price_out")
+        return self
+
+
+class JudgeSettings(JudgeTeacher):
+    """Which teacher judges, on which rubric, and the limits on what a run may send and spend (names as in synth)."""
+
+    rubric: str | None = Field(None, description="Rubric text (default: the shipped 1-5 rubric, DEFAULT_RUBRIC).")
+    rubric_file: Annotated[str | None, Opt(kind="file")] = Field(None, description="Read the rubric from this file.")
+    samples: int = Field(1, ge=1, description="Judge each row this many times; its score is their median.")
+    max_chars: int = Field(6000, ge=500, description="Conversation characters shown to the judge; each message is "
+                                                     "cut to its share (at least 300), head and tail kept.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JudgeSettings:
+        if self.rubric is not None and self.rubric_file is not None:
+            raise ValueError("give the rubric as text (rubric) or as a file (rubric_file), not both")
         return self
 
     def rubric_text(self) -> str:
@@ -155,8 +165,19 @@ def judge(rows: Sequence[Mapping[str, Any]], settings: JudgeSettings | Mapping[s
         return judge_at(endpoint, rows, cfg, cache_dir=cache_dir, progress=progress)
 
 
+def cache_folder(output: str | Path | None, cache_dir: str | Path | None) -> Path:
+    """The judge's cache folder: cache_dir, else beside the output (OUT.judge-cache/ for OUT.parquet)."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if output is None:
+        raise UsageError("the judge needs a cache folder (cache_dir; --cache on the command line) when there is no "
+                         "output")
+    out = Path(output)
+    return out.with_name(f"{out.name.removesuffix('.parquet')}.judge-cache")
+
+
 @contextmanager
-def open_endpoint(cfg: JudgeSettings) -> Iterator[Endpoint]:
+def open_endpoint(cfg: JudgeTeacher) -> Iterator[Endpoint]:
     """The teacher's endpoint and key; 'local' starts the embedded llama.cpp server for the block."""
     if cfg.teacher == "local":
         from curate.synth.local import start_local_teacher
@@ -177,7 +198,6 @@ def open_endpoint(cfg: JudgeSettings) -> Iterator[Endpoint]:
 def judge_at(endpoint: Endpoint, rows: Sequence[Mapping[str, Any]], cfg: JudgeSettings, *, cache_dir: Path,
              progress: bool | None = None) -> JudgeRun:
     """judge() on an endpoint already open (calibration judges several sets on one local server)."""
-    t0 = time.monotonic()
     rubric = cfg.rubric_text()
     system = f"{rubric}\n\n{REPLY_FORMAT}"
     plans: list[list[Job] | None] = []
@@ -187,7 +207,37 @@ def judge_at(endpoint: Endpoint, rows: Sequence[Mapping[str, Any]], cfg: JudgeSe
             raise InputError(f"row {i} (id {row.get('id')}): must be a list of messages, not {type(messages).__name__}",
                              field="messages")
         plans.append(_jobs(str(row.get("id", i)), messages, system, endpoint.model, cfg))
-    unique = list({j.key: j for jobs in plans if jobs for j in jobs}.values())
+    sent = send(endpoint, [j for jobs in plans if jobs for j in jobs], cfg, cache_dir=cache_dir, progress=progress)
+    c = dict.fromkeys(("judged", "failed", "budget", "no_reply"), 0)
+    verdicts = []
+    for jobs in plans:
+        if jobs is None:
+            v, status = Verdict(None, "", "no assistant reply"), "no_reply"
+        else:
+            v = _verdict([sent.outcomes[j.key] for j in jobs], endpoint.api_key)
+            status = "judged" if v.score is not None else "budget" if v.error == "budget" else "failed"
+        c[status] += 1
+        verdicts.append(v)
+    summary = {**sent.summary, "rubric_hash": hashlib.sha256(rubric.encode()).hexdigest()[:16],
+               "config": cfg.to_dict()}
+    return JudgeRun(verdicts, {"rows": len(rows), **c, **sent.counts}, summary)
+
+
+@dataclass
+class Sent:
+    """What became of a judge's requests (by key), their counts, and the run's facts (teacher, what stopped it)."""
+
+    outcomes: dict[str, Outcome]
+    counts: dict[str, float]
+    summary: dict[str, Any]
+
+
+def send(endpoint: Endpoint, jobs: Sequence[Job], cfg: JudgeTeacher, *, cache_dir: Path,
+         progress: bool | None = None) -> Sent:
+    """Each distinct request of `jobs` (by key) through the synth client, within cfg's limits: served from the
+    cache (CACHE_FILE in cache_dir) when answered before, else sent and committed as its reply arrives."""
+    t0 = time.monotonic()
+    unique = list({j.key: j for j in jobs}.values())
     p_in, p_out = (cfg.price_in or 0.0) / 1e6, (cfg.price_out or 0.0) / 1e6
     limits = Limits(cfg.concurrency, RateLimiter(cfg.rpm) if cfg.rpm else None, RateLimiter(cfg.tpm) if cfg.tpm else None,
                     Budget(cfg.max_total_tokens, cfg.budget, p_in, p_out))
@@ -202,19 +252,9 @@ def judge_at(endpoint: Endpoint, rows: Sequence[Mapping[str, Any]], cfg: JudgeSe
         spent = cache.totals(cache.run_id)
     finally:
         cache.close()
-    c = dict.fromkeys(("judged", "failed", "budget", "no_reply"), 0)
-    verdicts = []
-    for jobs in plans:
-        if jobs is None:
-            v, status = Verdict(None, "", "no assistant reply"), "no_reply"
-        else:
-            v = _verdict([outcomes[j.key] for j in jobs], endpoint.api_key)
-            status = "judged" if v.score is not None else "budget" if v.error == "budget" else "failed"
-        c[status] += 1
-        verdicts.append(v)
     st = teacher.stats
     counts: dict[str, float] = {
-        "rows": len(rows), **c, "requests": len(unique), "cached": sum(o.cached for o in outcomes.values()),
+        "requests": len(unique), "cached": sum(o.cached for o in outcomes.values()),
         "requests_failed": sum(o.status == "failed" for o in outcomes.values()),
         "requests_budget": sum(o.status == "skipped_budget" for o in outcomes.values()),
         "sent": st.sent, "retries": st.retries, "invalid": st.invalid_replies,
@@ -222,11 +262,9 @@ def judge_at(endpoint: Endpoint, rows: Sequence[Mapping[str, Any]], cfg: JudgeSe
         "spent": spent["cost"] + spent["possibly_paid_cost"],
         "possibly_paid_calls": spent["possibly_paid_calls"], "possibly_paid_tokens": spent["possibly_paid_tokens"],
         "possibly_paid_cost": spent["possibly_paid_cost"], "elapsed_s": round(time.monotonic() - t0, 3)}
-    summary = {"teacher": endpoint.model, "rubric_hash": hashlib.sha256(rubric.encode()).hexdigest()[:16],
-               "response_format_downgraded": teacher.downgraded, "errors": dict(st.errors),
-               "stopped_by": limits.budget.stopped_by, "cache": str(Path(cache_dir) / CACHE_FILE),
-               "config": cfg.to_dict()}
-    return JudgeRun(verdicts, counts, summary)
+    summary = {"teacher": endpoint.model, "response_format_downgraded": teacher.downgraded, "errors": dict(st.errors),
+               "stopped_by": limits.budget.stopped_by, "cache": str(Path(cache_dir) / CACHE_FILE)}
+    return Sent(outcomes, counts, summary)
 
 
 @contextmanager
@@ -256,16 +294,19 @@ def _jobs(row_id: str, messages: list[Any], system: str, model: str, cfg: JudgeS
     user = "Conversation:\n<<<\n" + render_conversation(messages, cfg.max_chars) + \
            "\n>>>\n\nRate the assistant's last reply by the rubric."
     prompt = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    est = (len(system) + len(user)) // 4 + 8
-    jobs = []
-    for k in range(cfg.samples):
-        params: dict[str, Any] = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
-        if k:
-            params["seed"] = k  # sample 0 is the very request a samples=1 run sends, so it shares that cache entry
-        key = request_key(model, prompt, params, JUDGE_SCHEMA, k)
-        jobs.append(Job(Seed(row_id, {}), k, {}, prompt, key, est, params, JUDGE_SCHEMA, cfg.max_attempts,
-                        check_reply, "judge"))
-    return jobs
+    return [judge_job(row_id, prompt, model, cfg, JUDGE_SCHEMA, check_reply, k) for k in range(cfg.samples)]
+
+
+def judge_job(job_id: str, prompt: list[dict[str, str]], model: str, cfg: JudgeTeacher, schema: dict[str, Any],
+              check: Callable[[str], str | None], sample: int = 0) -> Job:
+    """One judge request at cfg's temperature and max_tokens, keyed for the cache; sample k > 0 sends `seed: k`
+    (sample 0 is the very request a one-sample run sends, so it shares that cache entry)."""
+    params: dict[str, Any] = {"temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+    if sample:
+        params["seed"] = sample
+    est = sum(len(m["content"]) for m in prompt) // 4 + 8
+    return Job(Seed(job_id, {}), sample, {}, prompt, request_key(model, prompt, params, schema, sample), est, params,
+               schema, cfg.max_attempts, check, "judge")
 
 
 def render_conversation(messages: list[Any], max_chars: int) -> str:
@@ -278,11 +319,12 @@ def render_conversation(messages: list[Any], max_chars: int) -> str:
         for call in m.get("tool_calls") or []:
             fn = (call or {}).get("function") or {}
             text += f"\n[tool call] {fn.get('name')}({fn.get('arguments') or ''})"
-        parts.append(f"### {m.get('role')}\n{_cut(text.strip(), share)}")
+        parts.append(f"### {m.get('role')}\n{cut(text.strip(), share)}")
     return "\n\n".join(parts)
 
 
-def _cut(text: str, limit: int) -> str:
+def cut(text: str, limit: int) -> str:
+    """The text, or its head (two thirds) and tail within `limit` characters, saying how much was cut."""
     if len(text) <= limit:
         return text
     head = limit * 2 // 3
@@ -290,13 +332,16 @@ def _cut(text: str, limit: int) -> str:
     return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
 
 
-def check_reply(content: str) -> str | None:
-    """Why a reply is not the verdict JSON asked for, or None (a reply check for Teacher.complete)."""
-    try:
-        parse_verdict(content)
-    except ValueError as exc:
-        return str(exc)
-    return None
+def reply_check(parse: Callable[[str], Any]) -> Callable[[str], str | None]:
+    """A reply check for Teacher.complete: why `parse` refuses a reply (its ValueError), or None."""
+    def check(content: str) -> str | None:
+        try:
+            parse(content)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return check
 
 
 def parse_verdict(content: str) -> tuple[int, str]:
@@ -304,25 +349,38 @@ def parse_verdict(content: str) -> tuple[int, str]:
 
     A score written as "4" or 4.0 is taken as 4; anything else raises ValueError saying what is wrong.
     """
+    return parse_judged(content, "score", _score_of, "an integer from 1 to 5")
+
+
+def _score_of(value: Any) -> int | None:
+    if isinstance(value, str) and value.strip() in ("1", "2", "3", "4", "5"):
+        return int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 5 else None
+
+
+def parse_judged(content: str, name: str, value_of: Callable[[Any], Any], wanted: str) -> tuple[Any, str]:
+    """(value, reason) of a judge reply: a JSON object (also in one ``` fence) whose `name` value_of() takes (None:
+    it does not) and a string `reason`; anything else raises ValueError saying what is wrong."""
     try:
         value = parse_json_reply(content)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at char {exc.pos})") from None
-    score = value.get("score") if isinstance(value, dict) else None
-    if isinstance(score, str) and score.strip() in ("1", "2", "3", "4", "5"):
-        score = int(score.strip())
-    if isinstance(score, float) and score.is_integer():
-        score = int(score)
+    got = value_of(value.get(name)) if isinstance(value, dict) else None
     reason = value.get("reason") if isinstance(value, dict) else None
     if not isinstance(value, dict):
         problem = f"not a JSON object but {type(value).__name__}"
-    elif isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
-        problem = f"score must be an integer from 1 to 5, got {json.dumps(value.get('score'))[:40]}"
+    elif got is None:
+        problem = f"{name} must be {wanted}, got {json.dumps(value.get(name))[:40]}"
     elif not isinstance(reason, str):
         problem = f"reason must be a string, got {json.dumps(reason)[:40]}"
     else:
-        return score, reason.strip()
+        return got, reason.strip()
     raise ValueError(problem)
+
+
+check_reply = reply_check(parse_verdict)  # why a reply is not the verdict JSON asked for, or None
 
 
 def _verdict(outs: list[Outcome], api_key: str) -> Verdict:
@@ -331,19 +389,32 @@ def _verdict(outs: list[Outcome], api_key: str) -> Verdict:
     samples: list[int | None] = []
     failures: list[Outcome] = []
     for out in outs:
-        try:  # a cached reply is parsed again: one the check no longer accepts counts as a failed sample
-            score, reason = parse_verdict(out.content or "") if out.status == "ok" else (None, "")
-        except ValueError as exc:
-            score, out = None, Outcome("failed", reason=f"invalid reply: {exc}")
-        samples.append(score)
-        if score is not None:
-            answered.append((score, reason))
+        value, out = parsed(out, parse_verdict)
+        samples.append(value[0] if value is not None else None)
+        if value is not None:
+            answered.append(value)
         else:
             failures.append(out)
     if answered:
         median = statistics.median_low(s for s, _ in answered)
         return Verdict(median, next(r for s, r in answered if s == median), None, samples)
+    return Verdict(None, "", why_unanswered(failures, api_key), samples)
+
+
+def parsed(out: Outcome, parse: Callable[[str], Any]) -> tuple[Any, Outcome]:
+    """(the parsed reply, the outcome), or (None, the outcome that says why there is none): a cached reply is
+    parsed again, and one the check no longer accepts is a failure."""
+    if out.status != "ok":
+        return None, out
+    try:
+        return parse(out.content or ""), out
+    except ValueError as exc:
+        return None, Outcome("failed", reason=f"invalid reply: {exc}")
+
+
+def why_unanswered(failures: Sequence[Outcome], api_key: str) -> str:
+    """'budget' when the budget left a request unsent, else the first failure's reason (the key scrubbed)."""
     if any(o.status == "skipped_budget" for o in failures):
-        return Verdict(None, "", "budget", samples)
+        return "budget"
     reason = next((o.reason for o in failures if o.reason), None)
-    return Verdict(None, "", scrub_secrets(reason, [api_key]) or "failed", samples)
+    return scrub_secrets(reason, [api_key]) or "failed"

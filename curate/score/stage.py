@@ -175,10 +175,9 @@ def score(data: Source, output: str | Path | None = None, config: ScoreConfig | 
     identifier()  # a missing py3langid too
     judge = None
     if cfg.judge is not None:
-        if cache_dir is None and output is None:
-            raise UsageError("the judge needs a cache folder (cache_dir) when there is no output")
-        stem = Path(output).name.removesuffix(".parquet") if output is not None else ""
-        judge_cache = Path(cache_dir) if cache_dir is not None else Path(output).with_name(f"{stem}.judge-cache")
+        from curate.score.judge import cache_folder
+
+        judge_cache = cache_folder(output, cache_dir)
     if output is not None and quarantine is None:
         quarantine = default_quarantine(output)
     q_schema = quarantine_schema(schema)
