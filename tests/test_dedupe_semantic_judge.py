@@ -300,3 +300,38 @@ def test_measured_with_the_embedded_teacher(tmp_path):
     assert c["asked"] == len(ask) == c["same"] + c["different"] + c["failed"] and c["budget"] == 0
     again = judge_pairs([pairs[k] for k in ask], settings, cache_dir=tmp_path)
     assert again.counts["sent"] == 0 and [v.same for v in again.verdicts] == [v.same for v in run.verdicts]
+
+
+def test_the_judge_in_a_run_is_asked_once_and_cached_across_reruns(tmp_path, monkeypatch):
+    """`curate run` with dedupe's semantic judge: the planted paraphrases go, the distractors stay, and a run from
+    scratch (--force dedupe) sends nothing again: the judge's cache outlives the stage folder."""
+    from curate.pipeline import run_recipe
+
+    (tmp_path / "data").mkdir()
+    lines = [json.dumps({"messages": r["messages"]}) for r in rows()]
+    (tmp_path / "data" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    with FakeServer(reply_fn=planted) as srv:
+        (tmp_path / "r.yaml").write_text(
+            "name: j\ndata:\n  train: [data/train.jsonl]\nvalidate:\n  tokens: false\n"
+            "dedupe:\n  semantic: true\n  semantic_verifier: judge\n"
+            f"  semantic_judge: {{teacher: fake-judge, base_url: '{srv.base_url}', concurrency: 2}}\n")
+        manifest = run_recipe("r.yaml")
+        asked = len(srv.requests)
+        again = run_recipe("r.yaml", force=["dedupe"])
+        assert len(srv.requests) == asked > 0
+    for m in (manifest, again):
+        d = next(s for s in m["stages"] if s["name"] == "dedupe")
+        j = d["outcome"]["semantic"]["judge"]
+        assert d["status"] == "ran" and j["asked"] == asked == j["same"] + j["different"] and j["different"] >= 3
+    kept = pq.read_table(manifest["final_dataset"]).column("messages").to_pylist()
+    users = {m[0]["content"] for m in kept}
+    pairs = d["outcome"]["semantic"]["pairs"]
+    different = [p for p in pairs if p["verdict"].startswith("judge: different")]
+    same = [p for p in pairs if p["removed"]]
+    assert len(different) == j["different"] and all(p["kept_text"] in users and p["other_text"] in users
+                                                     for p in different)  # a "different" removes nothing
+    assert same and all(p["kept_text"] in users and p["other_text"] not in users for p in same)
+    c = d["outcome"]["counts"]  # the MinHash pass removes the texts the planted lists repeat
+    assert len(kept) == c["kept"] == c["in"] - c["rejected"] and c["rejected"] >= len(same)
+    assert j["cached"] == asked and j["sent"] == 0  # the forced rerun's judge: every pair from the cache
