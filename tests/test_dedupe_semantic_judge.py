@@ -335,3 +335,63 @@ def test_the_judge_in_a_run_is_asked_once_and_cached_across_reruns(tmp_path, mon
     c = d["outcome"]["counts"]  # the MinHash pass removes the texts the planted lists repeat
     assert len(kept) == c["kept"] == c["in"] - c["rejected"] and c["rejected"] >= len(same)
     assert j["cached"] == asked and j["sent"] == 0  # the forced rerun's judge: every pair from the cache
+
+
+def test_waves_ask_no_pair_whose_row_an_earlier_pair_removed(tmp_path):
+    """A ~ B, A ~ C, B ~ C, all below semantic_high: A's two pairs are asked in the first wave; once both are
+    'same', B and C are gone, so B ~ C is not asked at all (one request fewer), and the removals are the star's."""
+    from curate.dedupe.semantic import ASK, MOOT, Pair, ask_judge
+
+    texts = ["Reset my password, please.", "How can I reset my password?", "I need to reset my password."]
+    with FakeServer(reply_fn=lambda body: json.dumps({"same": True, "reason": "one request"})) as srv:
+        cfg = DedupeConfig(**judge_of(srv, concurrency=1))
+        pairs = [Pair(0, 1, 0.9, 0.5, False, ASK), Pair(0, 2, 0.88, 0.5, False, ASK), Pair(1, 2, 0.91, 0.5, False, ASK)]
+        counts = ask_judge(pairs, texts, [], [], cfg, tmp_path, np.arange(3))
+        assert len(srv.requests) == 2 == counts["asked"] and counts["not_asked"] == 1 and counts["waves"] == 1
+    assert [(p.duplicate, p.why.split(":")[0]) for p in pairs] == [(True, "judge"), (True, "judge"), (False, "judge")]
+    assert pairs[2].why == MOOT
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_waves_give_the_outcome_of_asking_every_pair_first(tmp_path, monkeypatch, seed):
+    """Random candidate graphs and a random (but fixed per pair) judge: the waves remove exactly the rows that
+    asking every pair and then running the star removes, with the same verdicts on every pair asked."""
+    from curate.dedupe import judge as pair_judge
+    from curate.dedupe.semantic import ASK, MOOT, Pair, ask_judge, star
+
+    rng = np.random.default_rng(seed)
+    n = 40
+    texts = [f"request {k}" for k in range(n)]
+    edges = {tuple(sorted(rng.choice(n, 2, replace=False).tolist())) for _ in range(90)}
+    rank = rng.permutation(n)
+    answer = {e: bool(rng.random() < 0.6) for e in edges}
+    high = {e for e in edges if rng.random() < 0.2}  # passed on cosine, never asked
+
+    def make() -> list[Pair]:
+        out = []
+        for a, b in sorted(edges):
+            keep, other = (a, b) if rank[a] < rank[b] else (b, a)
+            cos = 0.97 if (a, b) in high else float(rng.uniform(0.85, 0.95))
+            out.append(Pair(keep, other, cos, 0.5, (a, b) in high, "cosine >= 0.95" if (a, b) in high else ASK))
+        return out
+
+    asked: list[tuple[str, str]] = []
+
+    def fake_ask(self, pairs):
+        asked.extend(pairs)
+        return [pair_judge.PairVerdict(answer[tuple(sorted((texts.index(a), texts.index(b))))], "fixed")
+                for a, b in pairs]
+
+    monkeypatch.setattr(pair_judge.PairJudge, "ask", fake_ask)
+    waves = make()
+    every = [Pair(p.kept, p.other, p.cosine, p.overlap, p.duplicate, p.why) for p in waves]  # before any verdict
+    cfg = DedupeConfig(semantic=True, semantic_verifier="judge", semantic_judge={"teacher": "t"})
+    counts = ask_judge(waves, texts, [], [], cfg, tmp_path, rank)
+    for p in every:  # every pair asked first, then the star
+        if p.why == ASK:
+            p.duplicate, p.why = answer[tuple(sorted((p.kept, p.other)))], "judge: asked"
+    star(every, rank)
+    assert {p.other for p in waves if p.duplicate} == {p.other for p in every if p.duplicate}
+    assert [p.duplicate for p in waves] == [p.duplicate for p in every]
+    assert len(asked) + counts["not_asked"] == len(edges) - len(high) == sum(p.why.startswith("judge") for p in waves)
+    assert counts["not_asked"] == sum(p.why == MOOT for p in waves) > 0

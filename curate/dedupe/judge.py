@@ -1,6 +1,7 @@
 """`dedupe --semantic --semantic-verifier judge`: a teacher decides whether a candidate pair is one request.
 
-Each candidate pair below `semantic_high` cosine is one request to the teacher through the judge machinery of
+Each candidate pair below `semantic_high` cosine that still matters is one request (curate/dedupe/semantic.py asks
+in waves and skips a pair whose row an earlier pair removed) to the teacher through the judge machinery of
 `curate score` (curate/score/judge.py): the synth client's bounded retries, rate limits and budget, its SQLite
 request cache and ledger (a rerun pays nothing, a killed run resumes with the rest). The prompt is fixed
 (PAIR_PROMPT): the same request worded differently, which one answer would serve, or different requests on the
@@ -11,15 +12,18 @@ whichever of its rows is kept. A pair the judge did not answer (budget, failures
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import Field
 
 from curate.score.judge import (
     JudgeTeacher,
+    budget_of,
     cut,
     judge_job,
     open_endpoint,
@@ -100,23 +104,62 @@ def pair_prompt(a: str, b: str, max_chars: int) -> list[dict[str, str]]:
     return [{"role": "system", "content": PAIR_PROMPT}, {"role": "user", "content": user}]
 
 
+class PairJudge:
+    """Asks the teacher about pairs, in as many calls (waves) as the caller needs, through one endpoint (a local
+    teacher is started at the first pair, once) and one budget; the counts add up over the calls."""
+
+    def __init__(self, settings: PairJudgeSettings, *, cache_dir: Path, progress: bool | None = None) -> None:
+        self.settings, self.cache_dir, self.progress = settings, cache_dir, progress
+        self.budget = budget_of(settings)
+        self.counts: dict[str, Any] = {"teacher": settings.teacher, "asked": 0, "answered": 0,
+                                       **dict.fromkeys(("same", "different", "failed", "budget"), 0)}
+        self._stack = ExitStack()
+        self._endpoint: Any = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def ask(self, pairs: Sequence[tuple[str, str]]) -> list[PairVerdict]:
+        """The verdicts on these pairs of texts, in order."""
+        if not pairs:
+            return []
+        if self._endpoint is None:
+            self._endpoint = self._stack.enter_context(open_endpoint(self.settings))
+        s, c = self.settings, self.counts
+        jobs = [judge_job(f"pair {k}", pair_prompt(a, b, s.max_chars), self._endpoint.model, s, PAIR_SCHEMA,
+                          check_same) for k, (a, b) in enumerate(pairs)]
+        sent = send(self._endpoint, jobs, s, cache_dir=self.cache_dir, progress=self.progress, budget=self.budget)
+        verdicts = []
+        for job in jobs:
+            value, out = parsed(sent.outcomes[job.key], parse_same)
+            v = PairVerdict(*value) if value is not None else PairVerdict(None, "", why_unanswered(
+                [out], self._endpoint.api_key))
+            c["same" if v.same else "different" if v.same is not None else "budget" if v.error == "budget"
+              else "failed"] += 1
+            verdicts.append(v)
+        c["asked"] += len(pairs)
+        c["answered"] = c["same"] + c["different"]
+        c["waves"] = c.get("waves", 0) + 1
+        n = sent.counts
+        for k, v in {**n, "tokens": n["prompt_tokens"] + n["completion_tokens"]}.items():
+            c[k] = c.get(k, 0) + v
+        for k, v in sent.summary.items():  # the facts: the last call's, what stopped any of them, errors summed
+            if k == "errors":
+                c[k] = dict(Counter(c.get(k, {})) + Counter(v))
+            elif k == "response_format_downgraded":
+                c[k] = c.get(k, False) or v
+            elif k != "stopped_by" or v is not None or k not in c:
+                c[k] = v
+        return verdicts
+
+
 def judge_pairs(pairs: Sequence[tuple[str, str]], settings: PairJudgeSettings, *, cache_dir: Path,
                 progress: bool | None = None) -> PairRun:
-    """Ask the teacher about each pair of texts, in order; nothing is sent (nor a local teacher started) for none."""
-    c = dict.fromkeys(("same", "different", "failed", "budget"), 0)
-    if not pairs:
-        return PairRun([], {"teacher": settings.teacher, "asked": 0, "answered": 0, **c})
-    with open_endpoint(settings) as endpoint:
-        jobs = [judge_job(f"pair {k}", pair_prompt(a, b, settings.max_chars), endpoint.model, settings, PAIR_SCHEMA,
-                          check_same) for k, (a, b) in enumerate(pairs)]
-        sent = send(endpoint, jobs, settings, cache_dir=cache_dir, progress=progress)
-    verdicts = []
-    for job in jobs:
-        value, out = parsed(sent.outcomes[job.key], parse_same)
-        v = PairVerdict(*value) if value is not None else PairVerdict(None, "", why_unanswered([out], endpoint.api_key))
-        c["same" if v.same else "different" if v.same is not None else "budget" if v.error == "budget" else "failed"] += 1
-        verdicts.append(v)
-    n = sent.counts
-    return PairRun(verdicts, {"teacher": sent.summary["teacher"], "asked": len(pairs), "answered": c["same"] + c["different"],
-                              **c, "tokens": n["prompt_tokens"] + n["completion_tokens"], **n,
-                              **{k: v for k, v in sent.summary.items() if k != "teacher"}})
+    """Ask the teacher about each pair of texts, in order, in one call; nothing is sent (nor a local teacher started)
+    for none."""
+    with PairJudge(settings, cache_dir=cache_dir, progress=progress) as judge:
+        verdicts = judge.ask(pairs)
+        return PairRun(verdicts, judge.counts)

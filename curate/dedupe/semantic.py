@@ -264,25 +264,55 @@ def star(pairs: list[Pair], rank: np.ndarray) -> None:
     not a removal (said in its verdict)."""
     removed: set[int] = set()
     for p in sorted(pairs, key=lambda p: (rank[p.kept], -p.cosine)):
-        if p.duplicate and p.kept not in removed and p.other not in removed:
-            removed.add(p.other)
-        elif p.duplicate:
-            p.duplicate, p.why = False, p.why + "; one of the pair already removed"
+        _settle(p, removed)
+
+
+def _settle(p: Pair, removed: set[int]) -> None:
+    """One step of the star: p removes its other row if verified and neither row has gone yet."""
+    if p.duplicate and p.kept not in removed and p.other not in removed:
+        removed.add(p.other)
+    elif p.duplicate:
+        p.duplicate, p.why = False, p.why + "; one of the pair already removed"
+
+
+MOOT = "judge: not asked: one of the pair already removed"
 
 
 def ask_judge(pairs: list[Pair], texts: list[str], contam: list[Pair], eval_texts: list[str], cfg: DedupeConfig,
-              cache_dir: Path) -> dict[str, Any]:
-    """The judge's verdicts on the ASK pairs (rows' pairs, then eval pairs, in order) and its counts."""
-    from curate.dedupe.judge import judge_pairs
+              cache_dir: Path, rank: np.ndarray) -> dict[str, Any]:
+    """The star with the judge's verdicts on the ASK pairs, asked in waves so that no pair is asked whose rows an
+    earlier pair removes: the same outcome as asking every pair first (a pair's fate depends only on the earlier
+    pairs that could remove one of its rows, and those are settled before it is asked), fewer requests. The eval
+    pairs are asked in the first wave. Returns the judge's counts."""
+    from curate.dedupe.judge import PairJudge
 
-    ask = [(p, texts[p.other]) for p in pairs if p.why == ASK] + [(p, eval_texts[p.other]) for p in contam
-                                                                   if p.why == ASK]
-    run = judge_pairs([(texts[p.kept], other) for p, other in ask], cfg.semantic_judge, cache_dir=cache_dir,
-                      progress=True)
-    for (p, _), v in zip(ask, run.verdicts):
-        p.duplicate, p.why = bool(v.same), v.why()
-    return {"passed_on_cosine": sum(p.cosine >= cfg.semantic_high for p in pairs + contam), **run.counts,
-            "config": cfg.semantic_judge.to_dict()}
+    first_wave = [(p, eval_texts[p.other]) for p in contam if p.why == ASK]
+    waiting = sorted(pairs, key=lambda p: (rank[p.kept], -p.cosine))  # the star's order
+    removed: set[int] = set()
+    moot = 0
+    with PairJudge(cfg.semantic_judge, cache_dir=cache_dir, progress=True) as judge:
+        while waiting or first_wave:
+            unsettled: set[int] = set()  # rows an earlier pair still waiting may remove
+            ask, later = list(first_wave), []
+            first_wave = []
+            for p in waiting:
+                if p.kept in unsettled or p.other in unsettled:
+                    later.append(p)
+                    unsettled.add(p.other)
+                elif p.why != ASK:
+                    _settle(p, removed)
+                elif p.kept in removed or p.other in removed:
+                    p.duplicate, p.why = False, MOOT
+                    moot += 1
+                else:
+                    ask.append((p, texts[p.other]))
+                    later.append(p)
+                    unsettled.add(p.other)
+            for (p, _), v in zip(ask, judge.ask([(texts[p.kept], other) for p, other in ask])):
+                p.duplicate, p.why = bool(v.same), v.why()
+            waiting = later
+    return {"passed_on_cosine": sum(p.cosine >= cfg.semantic_high for p in pairs + contam), "not_asked": moot,
+            **judge.counts, "config": cfg.semantic_judge.to_dict()}
 
 
 def run(outcome: Any, cfg: DedupeConfig, against: list[str | Path], cache_dir: Path | None = None) -> dict[str, Any]:
@@ -319,8 +349,9 @@ def run(outcome: Any, cfg: DedupeConfig, against: list[str | Path], cache_dir: P
     if cfg.semantic_verifier == "judge" and cfg.semantic_verify:
         if cache_dir is None:
             raise UsageError("the semantic judge needs a cache folder (cache_dir)")
-        judged = ask_judge(pairs, texts, contam, eval_texts, cfg, cache_dir)
-    star(pairs, rank)
+        judged = ask_judge(pairs, texts, contam, eval_texts, cfg, cache_dir, rank)
+    else:
+        star(pairs, rank)
     contaminated: dict[int, Pair] = {}
     for p in contam:
         if p.duplicate and p.kept not in contaminated:

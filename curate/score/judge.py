@@ -232,15 +232,20 @@ class Sent:
     summary: dict[str, Any]
 
 
+def budget_of(cfg: JudgeTeacher) -> Budget:
+    """The token and dollar limits of cfg, as the synth client counts them."""
+    return Budget(cfg.max_total_tokens, cfg.budget, (cfg.price_in or 0.0) / 1e6, (cfg.price_out or 0.0) / 1e6)
+
+
 def send(endpoint: Endpoint, jobs: Sequence[Job], cfg: JudgeTeacher, *, cache_dir: Path,
-         progress: bool | None = None) -> Sent:
+         progress: bool | None = None, budget: Budget | None = None) -> Sent:
     """Each distinct request of `jobs` (by key) through the synth client, within cfg's limits: served from the
-    cache (CACHE_FILE in cache_dir) when answered before, else sent and committed as its reply arrives."""
+    cache (CACHE_FILE in cache_dir) when answered before, else sent and committed as its reply arrives. `budget`:
+    one shared by several sends (default: a new one from cfg)."""
     t0 = time.monotonic()
     unique = list({j.key: j for j in jobs}.values())
-    p_in, p_out = (cfg.price_in or 0.0) / 1e6, (cfg.price_out or 0.0) / 1e6
     limits = Limits(cfg.concurrency, RateLimiter(cfg.rpm) if cfg.rpm else None, RateLimiter(cfg.tpm) if cfg.tpm else None,
-                    Budget(cfg.max_total_tokens, cfg.budget, p_in, p_out))
+                    budget if budget is not None else budget_of(cfg))
     teacher = Teacher(endpoint.model, endpoint.base_url, endpoint.api_key, timeout=cfg.timeout,
                       retry=RetryPolicy(max_retries=cfg.max_retries), response_format=endpoint.response_format,
                       max_connections=cfg.concurrency)
