@@ -77,46 +77,54 @@ def equal(a: Path, b: Path) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--stages", default="ingest,validate,dedupe",
+                    help="which stages (dedupe also runs the local 1-worker ingest it reads)")
+    ap.add_argument("--configs", default="local1,local2,ray1,ray2", help="engine and workers of each run")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     n = a.rows
+    stages = [s for s in ("ingest", "validate", "dedupe") if s in a.stages.split(",")]
+    configs = [(c.rstrip("0123456789"), int(c[len(c.rstrip("0123456789")):])) for c in a.configs.split(",")]
+    plan = [(stage, engine, w) for stage in stages for engine, w in configs]
+    if "dedupe" in stages and ("ingest", "local", 1) not in plan:
+        plan.insert(0, ("ingest", "local", 1))  # dedupe's input
     corpus, _ = make_corpus(n)
     raw, _ = make_raw(n)
     out = CACHE / f"bench_ray_{n}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     runs: list[dict] = []
-    for stage in ("ingest", "validate", "dedupe"):
-        for engine in ("local", "ray"):
-            for w in (1, 2):
-                tag = f"{stage}_{engine}{w}"
-                common = ["--engine", engine, "--workers", str(w)]
-                if stage == "ingest":
-                    cmd = ["ingest", str(raw), "-o", str(out / f"{tag}.parquet")]
-                    files = [f"{tag}.parquet"]
-                elif stage == "validate":
-                    cmd = ["validate", str(raw), "--no-tokens", "--max-error-rate", "1", "-o",
-                           str(out / f"{tag}.parquet"), "--quarantine", str(out / f"{tag}.q.parquet")]
-                    files = [f"{tag}.parquet", f"{tag}.q.parquet"]
-                else:
-                    # ingest's output (row groups of a block each, as `curate run` gives dedupe): on Ray the actors
-                    # read its row groups' texts themselves
-                    cmd = ["dedupe", str(out / "ingest_local1.parquet"), "-o", str(out / tag / "kept.parquet"), "--json"]
-                    files = [f"{tag}/kept.parquet", f"{tag}/kept.removed.parquet", f"{tag}/kept.clusters.parquet"]
-                r = measure(curate(cmd + common), ROOT, out / f"{tag}.out")
-                if r["rc"] != 0:
-                    raise SystemExit(f"{tag} failed ({r['rc']}): {r['stderr']}")
-                r.update(stage=stage, engine=engine, workers=w, files=files)
-                runs.append(r)
-                print(f"{tag:18} CPU {r['cpu_s']:7.1f} s  wall {r['wall_s']:7.1f} s  driver "
-                      f"{r['driver_mib']:6,.0f} MiB  largest other {r['other_mib']:6,.0f} MiB", file=sys.stderr,
-                      flush=True)
+    for stage, engine, w in plan:
+        tag = f"{stage}_{engine}{w}"
+        common = ["--engine", engine, "--workers", str(w)]
+        if stage == "ingest":
+            cmd = ["ingest", str(raw), "-o", str(out / f"{tag}.parquet")]
+            files = [f"{tag}.parquet"]
+        elif stage == "validate":
+            cmd = ["validate", str(raw), "--no-tokens", "--max-error-rate", "1", "-o",
+                   str(out / f"{tag}.parquet"), "--quarantine", str(out / f"{tag}.q.parquet")]
+            files = [f"{tag}.parquet", f"{tag}.q.parquet"]
+        else:
+            # ingest's output (row groups of a block each, as `curate run` gives dedupe): on Ray the actors
+            # read its row groups' texts themselves
+            cmd = ["dedupe", str(out / "ingest_local1.parquet"), "-o", str(out / tag / "kept.parquet"), "--json"]
+            files = [f"{tag}/kept.parquet", f"{tag}/kept.removed.parquet", f"{tag}/kept.clusters.parquet"]
+        r = measure(curate(cmd + common), ROOT, out / f"{tag}.out")
+        if r["rc"] != 0:
+            raise SystemExit(f"{tag} failed ({r['rc']}): {r['stderr']}")
+        r.update(stage=stage, engine=engine, workers=w, files=files)
+        runs.append(r)
+        print(f"{tag:18} CPU {r['cpu_s']:7.1f} s  wall {r['wall_s']:7.1f} s  driver "
+              f"{r['driver_mib']:6,.0f} MiB  largest other {r['other_mib']:6,.0f} MiB", file=sys.stderr,
+              flush=True)
     body = report(n, raw, corpus, out, runs)
     print(body)
     if not a.no_write:
         from _results import write_section
 
-        write_section("ray", "python3 benchmarks/bench_ray.py " + " ".join(sys.argv[1:]), body)
+        name = "ray" + ("" if n == 1_000_000 else f"-{n}") + ("" if a.stages == "ingest,validate,dedupe" else "-" +
+                                                              "-".join(stages))
+        write_section(name, "python3 benchmarks/bench_ray.py " + " ".join(sys.argv[1:]), body)
 
 
 def sizes(corpus: Path) -> dict:
@@ -151,14 +159,18 @@ def report(n: int, raw: Path, corpus: Path, out: Path, runs: list[dict]) -> str:
     base = {r["stage"]: r for r in runs if r["engine"] == "local" and r["workers"] == 1}
     one = {(r["stage"], r["engine"]): r for r in runs if r["workers"] == 1}
     for r in runs:
-        ref = base[r["stage"]]
-        same = all((out / f).exists() and equal(out / f, out / g) for f, g in zip(r["files"], ref["files"]))
-        first = one[(r["stage"], r["engine"])]
-        speed = first["wall_s"] / r["wall_s"]
+        ref = base.get(r["stage"])
+        same = "-" if ref is None else "yes" if all((out / f).exists() and equal(out / f, out / g)
+                                                    for f, g in zip(r["files"], ref["files"])) else "NO"
+        first = one.get((r["stage"], r["engine"]))
+        speed = f"{first['wall_s'] / r['wall_s']:.2f}x" if first else "-"
+        eff = f"{first['wall_s'] / r['wall_s'] / r['workers']:.0%}" if first else "-"
         rows.append(f"| {r['stage']} | {r['engine']} | {r['workers']} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | "
-                    f"{n / r['wall_s']:,.0f} | {r['driver_mib']:,.0f} | {r['other_mib']:,.0f} | {speed:.2f}x | "
-                    f"{speed / r['workers']:.0%} | {'yes' if same else 'NO'} |")
-    sign = next(r for r in runs if (r["stage"], r["engine"], r["workers"]) == ("dedupe", "ray", 2))
+                    f"{n / r['wall_s']:,.0f} | {r['driver_mib']:,.0f} | {r['other_mib']:,.0f} | {speed} | "
+                    f"{eff} | {same} |")
+    sign = next((r for r in runs if (r["stage"], r["engine"], r["workers"]) == ("dedupe", "ray", 2)), None)
+    if sign is None:
+        return "\n".join(rows)
     z = sizes(corpus)
     raw_row = raw.stat().st_size / n
     ing = (out / "ingest_local1.parquet").stat().st_size
