@@ -135,23 +135,32 @@ def _head(model: Any) -> tuple[Any, float | None] | None:
 def token_nll(model: Any, ids: list[int]) -> Any:
     """The negative log-likelihood of tokens 1..n-1 of `ids`, each given the ones before it (a 1-D tensor)."""
     import torch
-    import torch.nn.functional as F
 
     x = torch.tensor([ids])
-    target = x[0, 1:]
+    n = x.shape[1] - 1
+    return selected_nll(model, _head(model), x, torch.zeros(n, dtype=torch.long), torch.arange(n), x[0, 1:])
+
+
+def selected_nll(model: Any, head: tuple[Any, float | None] | None, x: Any, rows: Any, positions: Any,
+                 targets: Any) -> Any:
+    """The negative log-likelihood of `targets` as the tokens after (rows, positions) of the batch `x` (1-D
+    tensors of one length). With `head` (from _head) the logits are rebuilt from the hidden states CHUNK positions
+    at a time; without it the model's own logits are used."""
+    import torch
+    import torch.nn.functional as F
+
     with torch.inference_mode():
-        found = _head(model)
-        if found is None:
-            logits = model(input_ids=x, use_cache=False).logits[0, :-1].float()
-            return F.cross_entropy(logits, target, reduction="none")
-        head, cap = found
-        hidden = model.base_model(input_ids=x, use_cache=False).last_hidden_state[0, :-1]
+        if head is None:
+            logits = model(input_ids=x, use_cache=False).logits[rows, positions].float()
+            return F.cross_entropy(logits, targets, reduction="none")
+        layer, cap = head
+        hidden = model.base_model(input_ids=x, use_cache=False).last_hidden_state[rows, positions]
         parts = []
         for s in range(0, hidden.shape[0], CHUNK):
-            logits = head(hidden[s:s + CHUNK]).float()
+            logits = layer(hidden[s:s + CHUNK]).float()
             if cap:
                 logits = torch.tanh(logits / cap) * cap
-            parts.append(F.cross_entropy(logits, target[s:s + CHUNK], reduction="none"))
+            parts.append(F.cross_entropy(logits, targets[s:s + CHUNK], reduction="none"))
         return torch.cat(parts)
 
 

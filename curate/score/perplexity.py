@@ -80,9 +80,8 @@ def _nll_groups(scorer: PerplexityScorer, seqs: list[tuple[list[int], list[int]]
     """(summed negative log-likelihood of the reply tokens, their number) of each (ids, mask), batched by length;
     `advance(rows, rate=...)` after each group."""
     import torch
-    import torch.nn.functional as F
 
-    from curate.pickbase import CHUNK
+    from curate.pickbase import selected_nll
 
     t0 = time.perf_counter()
     out: list[tuple[float, int]] = [(0.0, 0)] * len(seqs)
@@ -104,20 +103,7 @@ def _nll_groups(scorer: PerplexityScorer, seqs: list[tuple[list[int], list[int]]
         if not targets:
             continue
         rows_t, pos_t, tgt = torch.tensor(rows_of), torch.tensor(pos_of), torch.tensor(targets)
-        with torch.inference_mode():
-            if scorer._head is None:  # a model whose logits this does not rebuild from the hidden states
-                logits = scorer.model(input_ids=x, use_cache=False).logits[rows_t, pos_t].float()
-                nll = F.cross_entropy(logits, tgt, reduction="none")
-            else:
-                head, cap = scorer._head
-                hidden = scorer.model.base_model(input_ids=x, use_cache=False).last_hidden_state[rows_t, pos_t]
-                parts = []
-                for s in range(0, hidden.shape[0], CHUNK):
-                    logits = head(hidden[s:s + CHUNK]).float()
-                    if cap:
-                        logits = torch.tanh(logits / cap) * cap
-                    parts.append(F.cross_entropy(logits, tgt[s:s + CHUNK], reduction="none"))
-                nll = torch.cat(parts)
+        nll = selected_nll(scorer.model, scorer._head, x, rows_t, pos_t, tgt)
         sums = torch.zeros(len(group), dtype=torch.float64).index_add_(0, rows_t, nll.double())
         counts = torch.bincount(rows_t, minlength=len(group))
         for b, i in enumerate(group):
