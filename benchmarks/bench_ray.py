@@ -2,6 +2,7 @@
 
     python3 benchmarks/bench_ray.py                      # 1M records, writes RESULTS.md (section ray)
     python3 benchmarks/bench_ray.py --rows 100000 --no-write
+    python3 benchmarks/bench_ray.py --stages dedupe --configs local1,ray2   # a subset (section ray-dedupe)
 
 Inputs: bench_raw.py's raw chat JSONL of bench_dedupe.py's seeded corpus (ingest and validate read it) and
 the local 1-worker ingest's Parquet of it (dedupe reads it). Each command runs as its own process tree, one after
