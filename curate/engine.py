@@ -128,6 +128,15 @@ class Engine:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def submit(self, fn: Callable[[Any, Any], Any], item: Any) -> Future:
+        """fn(state, item) as a Future (run at once here when there is no pool); for work that depends on
+        results map() gave, queued behind the calls map() has in flight."""
+        if self._pool is None:
+            done: Future = Future()
+            done.set_result(fn(self._state, item))
+            return done
+        return self._pool.submit(fn, self._state, item) if self.threads else self._pool.submit(_call, fn, item)
+
     def map(self, fn: Callable[[Any, Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         """fn(state, item) for every item, yielded in input order."""
         if self._pool is None:

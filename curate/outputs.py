@@ -198,19 +198,28 @@ class ParquetSink:
 
     background=True encodes and compresses on a writer thread (Arrow releases the GIL while it does), so the
     process that makes the rows goes on with the next batch meanwhile; at most QUEUED tables wait for it.
-    The file is the same either way: the tables are written in the order given.
+    stitch=True also takes parts encoded elsewhere (write_encoded: a pool's workers encode, this process only
+    appends their bytes; curate.stitch). The file is the same either way, byte for byte: the tables are
+    written in the order given, each as the row groups one writer makes of it.
     """
 
     QUEUED = 2
 
     def __init__(self, path: str | Path, schema: pa.Schema, outputs: OutputSet | None = None, *,
-                 background: bool = False):
+                 background: bool = False, stitch: bool = False):
         self.path = Path(path)
         self.schema = schema
         self.rows = 0
         self._own = outputs is None
         self.outputs = outputs if outputs is not None else OutputSet(self.path)
-        self._writer = pq.ParquetWriter(self.outputs.tmp(self.path), schema, **PARQUET_OPTIONS)
+        self._writer: pq.ParquetWriter | None = None
+        self._stitcher: Any = None
+        if stitch:
+            from curate.stitch import Stitcher
+
+            self._stitcher = Stitcher(open(self.outputs.tmp(self.path), "wb"))  # noqa: SIM115 closed in close()
+        else:
+            self._writer = pq.ParquetWriter(self.outputs.tmp(self.path), schema, **PARQUET_OPTIONS)
         self._queue: queue.Queue | None = None
         self._failed: BaseException | None = None
         self._skip = False
@@ -221,12 +230,41 @@ class ParquetSink:
 
     def _drain(self) -> None:
         assert self._queue is not None
-        while (table := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
             if self._failed is None and not self._skip:
                 try:
-                    self._writer.write_table(table)
+                    self._write(item)
                 except BaseException as e:  # noqa: BLE001 raised in the caller's thread at its next write or close
                     self._failed = e
+            if not isinstance(item, pa.Table):
+                item[0].close()
+
+    def _write(self, item: Any) -> None:
+        """Write a table, or append an encoded part: (its mapped file, its Layout)."""
+        if self._stitcher is None:
+            self._writer.write_table(item)
+        elif isinstance(item, pa.Table):
+            buf = pa.BufferOutputStream()
+            pq.write_table(item, buf, **PARQUET_OPTIONS)
+            self._stitcher.append(memoryview(buf.getvalue()))
+        else:
+            self._stitcher.append(memoryview(item[0].read_buffer()), item[1])
+
+    def write_encoded(self, path: str | Path, layout: Any) -> None:
+        """Append a Parquet file of this schema written elsewhere with PARQUET_OPTIONS (a stitching sink only);
+        its Layout (curate.stitch) says how many rows. The file is mapped now: it may be removed after this."""
+        if self._stitcher is None:
+            raise ValueError("write_encoded needs ParquetSink(stitch=True)")
+        item = (pa.memory_map(str(path)), layout)
+        if self._queue is None:
+            try:
+                self._write(item)
+            finally:
+                item[0].close()
+        else:
+            self._raise_failed()
+            self._queue.put(item)
+        self.rows += layout.rows
 
     def _raise_failed(self) -> None:
         if self._failed is not None:
@@ -237,8 +275,10 @@ class ParquetSink:
             self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
 
     def write_table(self, table: pa.Table) -> None:
+        if self._stitcher is not None and not table.schema.equals(self.schema):
+            raise ValueError(f"table schema does not match the sink's schema:\n{table.schema}\nvs\n{self.schema}")
         if self._queue is None:
-            self._writer.write_table(table)
+            self._write(table)
         else:
             self._raise_failed()
             self._queue.put(table)
@@ -256,14 +296,21 @@ class ParquetSink:
         if self._failed is not None:
             self.abort()
             raise self._failed
-        self._writer.close()
+        if self._stitcher is not None:
+            with self._stitcher.file:
+                self._stitcher.finish(self.schema, **PARQUET_OPTIONS)
+        else:
+            self._writer.close()
         if self._own:
             self.outputs.commit()
 
     def abort(self) -> None:
         self._skip = True  # the thread drops what is still queued
         self._finish_writing()
-        self._writer.close()
+        if self._stitcher is not None:
+            self._stitcher.file.close()
+        else:
+            self._writer.close()
         if self._own:
             self.outputs.abort()
         else:

@@ -360,9 +360,14 @@ def test_one_and_two_workers_give_the_same_parts(planted: Path, tmp_path: Path, 
 def test_cli_workers_outputs_identical(planted: Path, tmp_path: Path, monkeypatch) -> None:
     """`curate ingest --workers 1` and `--workers 2`: the same Parquet rows, rejects file and summary, over
     several inputs (JSONL, a JSON array between them) through one pool."""
+    from curate.outputs import ParquetSink
+
     monkeypatch.setattr(blocks, "BLOCK_BYTES", 2048)
     array = tmp_path / "planted.json"
     array.write_text(json.dumps(RECORDS, indent=1))
+    encoded = []
+    real = ParquetSink.write_encoded
+    monkeypatch.setattr(ParquetSink, "write_encoded", lambda self, *a: (encoded.append(a[1].rows), real(self, *a)))
     docs, tables, rejects = [], [], []
     for n in (1, 2):
         out = tmp_path / f"w{n}.parquet"
@@ -375,6 +380,10 @@ def test_cli_workers_outputs_identical(planted: Path, tmp_path: Path, monkeypatc
         rejects.append(Path(doc["outputs"]["rejects"]).read_text())
     assert docs[0] == docs[1]
     assert tables[0].equals(tables[1])
+    # byte for byte: 2 workers encode their blocks' rows and the parent stitches them (where /dev/shm is roomy)
+    assert (tmp_path / "w1.parquet").read_bytes() == (tmp_path / "w2.parquet").read_bytes()
+    if blocks.shutil.disk_usage("/dev/shm").free > 64 * 2 * 2048:  # the two JSONL files' rows came encoded
+        assert sum(encoded) == tables[1].num_rows - by_record(array, "mixed")[0].num_rows
     assert rejects[0] == rejects[1]
     want = [by_record(p, "mixed")[0] for p in (planted, array, planted)]
     assert tables[0].equals(pa.concat_tables(want))

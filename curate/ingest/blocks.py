@@ -21,8 +21,9 @@ import multiprocessing
 import os
 import shutil
 import tempfile
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.ipc
 
+from curate import stitch
 from curate.dataset import SCHEMA, SOURCE_TYPE
 from curate.engine import current, default_workers, make
 from curate.ingest import fast, formats, traces
 from curate.ingest.containers import Opened
 from curate.ingest.convert import SNIFF_RECORDS, Conversion, batch_replies, canonical
 from curate.ingest.readers import Layout, Record, Reject, inspect, jsonl_items
+from curate.outputs import PARQUET_OPTIONS
 
 BLOCK_BYTES = 4 << 20
 POOL_BLOCKS = 8  # a pool costs about a second of CPU to start: worth it from this many blocks on
@@ -95,6 +98,9 @@ class Part:
     per_format: Counter = field(default_factory=Counter)
     input: int = 0  # the position of its file among the inputs
     spilled: str | None = None  # an Arrow file in shared memory holding `table`, until the main process maps it
+    kept: int = 0  # rows in `table`, or in `encoded`
+    encoded: str | None = None  # a Parquet file in shared memory holding the rows (canonical_parts(encode=True))
+    layout: stitch.Layout | None = None  # `encoded`'s, for curate.stitch
 
     def unspill(self) -> Part:
         """Map the rows a worker wrote to shared memory (no copy) and remove the file (the mapping stays)."""
@@ -108,7 +114,7 @@ class Part:
     @property
     def read(self) -> int:
         """Records read: rows kept plus rejects."""
-        return (self.table.num_rows if self.table is not None else 0) + len(self.rejects)
+        return (self.table.num_rows if self.table is not None else self.kept) + len(self.rejects)
 
 
 @dataclass
@@ -147,12 +153,30 @@ def convert_block(_state: object, job: _Job) -> Part:
     """One block's part (a worker's call): its rows numbered from 1, its rejects, its per-format counts."""
     part = _convert_block(job)
     if job.spill is not None and part.table is not None:
+        part.kept = part.table.num_rows
         fd, path = tempfile.mkstemp(".arrow", dir=job.spill)
         os.close(fd)
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, part.table.schema) as writer:
             writer.write_table(part.table)
         part.table, part.spilled = None, path
     return part
+
+
+@dataclass
+class _Encode:
+    spilled: str  # a block's rows, numbered from 1 (an Arrow file in shared memory)
+    base: int  # the rows before the block
+
+
+def encode_block(_state: object, job: _Encode) -> tuple[str, stitch.Layout]:
+    """A block's rows numbered after the rows before it, encoded as a Parquet file of their own beside the Arrow
+    file they came in, which goes (a worker's call, once the rows before are known): (its path, its Layout)."""
+    with pa.memory_map(job.spilled) as source:
+        table = pa.ipc.open_file(source).read_all()
+    os.unlink(job.spilled)
+    table = _shift(Part("", table, [], 0), job.base).table
+    path = job.spilled.removesuffix(".arrow") + ".parquet"
+    return path, stitch.encode(table, path, **PARQUET_OPTIONS)
 
 
 def _convert_block(job: _Job) -> Part:
@@ -276,13 +300,24 @@ def _by_record(conv: Conversion, index: int) -> Iterator[Part]:
     conv.finish()
 
 
+def _encoded(waiting: deque[tuple[Part, Future]], keep: int) -> Iterator[Part]:
+    """The parts whose encoding is done, in order, until at most `keep` wait."""
+    while len(waiting) > keep or (waiting and waiting[0][1].done()):
+        part, future = waiting.popleft()
+        part.encoded, part.layout = future.result()
+        yield part
+
+
 def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str | None = None,
                     workers: int | None = 1, conversions: list[Conversion] | None = None,
-                    block_bytes: int | None = None, near: str | Path | None = None) -> Iterator[Part]:
+                    block_bytes: int | None = None, near: str | Path | None = None,
+                    encode: bool = False) -> Iterator[Part]:
     """Every input file's canonical rows and rejects, in parts, in file order (each file's Conversion, with its
     format counts and warnings, is appended to `conversions`). `workers`: processes for JSONL blocks (None: the
     usable cores); a pool starts only for POOL_BLOCKS blocks of JSONL or more. `near`: the output the parts go to
-    (on Ray, the actors read their blocks and write their rows beside it where they can: curate.ray_io)."""
+    (on Ray, the actors read their blocks and write their rows beside it where they can: curate.ray_io).
+    `encode`: a pool's workers also encode their blocks' rows as Parquet (Part.encoded, for a stitching
+    ParquetSink), so that the parent only appends bytes; a part's file lasts until the generator is closed."""
     paths = [Path(p) for p in paths]
     block_bytes = block_bytes or BLOCK_BYTES
     jsonl_bytes = sum(_size(p) for p in paths if _jsonl(p))
@@ -331,12 +366,19 @@ def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str 
                          to, where)
                     for b in blocks)
             base = 0
+            waiting: deque[tuple[Part, Future]] = deque()  # parts whose rows a worker is encoding
             for part in engine.map(convert_block, jobs):
-                part.unspill()
                 conv.per_format.update(part.per_format)
                 part.input = index
-                yield _shift(part, base)
+                if encode and part.spilled is not None:
+                    waiting.append((_shift(part, base), engine.submit(encode_block, _Encode(part.spilled, base))))
+                    part.spilled = None
+                else:
+                    yield from _encoded(waiting, 0)  # the parts before it first
+                    yield _shift(part.unspill(), base)
                 base += part.rows
+                yield from _encoded(waiting, n)
+            yield from _encoded(waiting, 0)
     for index, path in enumerate(paths):
         if replies is not None and path in replies.files:
             left = replies.left(path)

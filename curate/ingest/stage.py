@@ -89,12 +89,13 @@ def ingest(inputs: Iterable[str | Path], output: str | Path, config: IngestConfi
     read = 0
     # the output and its rejects file are one set: a stale rejects file of an earlier run goes with it
     with OutputSet(output, [rejects_path]) as outputs:
-        with ParquetSink(output, SCHEMA, outputs, background=True) as writer, progress("ingest") as advance, \
+        with ParquetSink(output, SCHEMA, outputs, background=True, stitch=True) as writer, progress("ingest") as advance, \
                 contextlib.ExitStack() as stack:
             checked = 0  # inputs checked for emptiness: its notice comes after those of the files before it
             # closed on failure too: its pools, and on Ray the folder of the actors' parts, go at once
+            # a pool's workers also encode their rows: this process appends the bytes (curate.stitch)
             parts = contextlib.closing(canonical_parts(paths, cfg.format, cfg.origin, cfg.workers, conversions,
-                                                       near=output))
+                                                       near=output, encode=True))
             for part in stack.enter_context(parts):
                 warnings += _empty(paths[checked : part.input + 1])
                 checked = max(checked, part.input + 1)
@@ -105,7 +106,9 @@ def ingest(inputs: Iterable[str | Path], output: str | Path, config: IngestConfi
                     notice = file_problem(item)
                     if notice and notice not in warnings:
                         warnings.append(notice)
-                if part.table is not None and part.table.num_rows:
+                if part.encoded is not None:
+                    writer.write_encoded(part.encoded, part.layout)
+                elif part.table is not None and part.table.num_rows:
                     writer.write_table(part.table)
                 advance(part.read)
             warnings += _empty(paths[checked:])
