@@ -96,9 +96,10 @@ def _skip(buf: bytes, pos: int, kind: int, in_list: bool = False) -> int:
                 pos = _skip(buf, pos, kv & 0x0F, in_list=True)
         return pos
     if kind == _STRUCT:
-        for *_, pos in _fields(buf, pos):
+        end = pos
+        for *_, end in _fields(buf, pos):
             pass
-        return pos + 1  # the stop byte
+        return end + 1  # the stop byte
     raise FooterError(f"unknown Thrift compact type {kind} at byte {pos}")
 
 
