@@ -119,7 +119,8 @@ def measure(cmd: list[str], cwd: Path, stdout: Path | None = None) -> dict:
     if stdout is not None:
         out.close()
     err = proc.stderr.read().decode() if proc.stderr else ""
-    return {"cpu_s": sum(cpu.values()), "wall_s": wall, "rss_sum_mib": peak_sum / 2**20,
+    return {"cpu_s": sum(cpu.values()), "parent_cpu_s": cpu.get(proc.pid, 0.0), "wall_s": wall,
+            "rss_sum_mib": peak_sum / 2**20,
             "rss_max_mib": peak_one / 2**20, "rc": proc.returncode, "stderr": err[-500:]}
 
 
