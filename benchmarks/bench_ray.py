@@ -3,6 +3,7 @@
     python3 benchmarks/bench_ray.py                      # 1M records, writes RESULTS.md (section ray)
     python3 benchmarks/bench_ray.py --rows 100000 --no-write
     python3 benchmarks/bench_ray.py --stages dedupe --configs local1,ray2   # a subset (section ray-dedupe)
+    python3 benchmarks/bench_ray.py --rows 10000000 --scale --stages dedupe  # scale_dedupe.py's 10M corpus
 
 Inputs: bench_raw.py's raw chat JSONL of bench_dedupe.py's seeded corpus (ingest and validate read it) and
 the local 1-worker ingest's Parquet of it (dedupe reads it). Each command runs as its own process tree, one after
@@ -81,6 +82,8 @@ def main() -> None:
     ap.add_argument("--stages", default="ingest,validate,dedupe",
                     help="which stages (dedupe also runs the local 1-worker ingest it reads)")
     ap.add_argument("--configs", default="local1,local2,ray1,ray2", help="engine and workers of each run")
+    ap.add_argument("--scale", action="store_true",
+                    help="scale_dedupe.py's vectorised corpus (minutes at 10^7 records; bench_dedupe.py's takes hours)")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     n = a.rows
@@ -89,8 +92,14 @@ def main() -> None:
     plan = [(stage, engine, w) for stage in stages for engine, w in configs]
     if "dedupe" in stages and ("ingest", "local", 1) not in plan:
         plan.insert(0, ("ingest", "local", 1))  # dedupe's input
-    corpus, _ = make_corpus(n)
-    raw, _ = make_raw(n)
+    if a.scale:
+        import scale_dedupe
+
+        corpus, _ = scale_dedupe.make_corpus(n)
+        raw = scale_dedupe.make_raw(corpus)
+    else:
+        corpus, _ = make_corpus(n)
+        raw, _ = make_raw(n)
     out = CACHE / f"bench_ray_{n}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -118,7 +127,7 @@ def main() -> None:
         print(f"{tag:18} CPU {r['cpu_s']:7.1f} s  wall {r['wall_s']:7.1f} s  driver "
               f"{r['driver_mib']:6,.0f} MiB  largest other {r['other_mib']:6,.0f} MiB", file=sys.stderr,
               flush=True)
-    body = report(n, raw, corpus, out, runs)
+    body = report(n, raw, corpus, out, runs, a.scale)
     print(body)
     if not a.no_write:
         from _results import write_section
@@ -153,7 +162,7 @@ def sizes(corpus: Path) -> dict:
     return {"bands": cfg.bands, "block": held / n, "ids": table.column("id").nbytes / n, "record": 3 * 8}
 
 
-def report(n: int, raw: Path, corpus: Path, out: Path, runs: list[dict]) -> str:
+def report(n: int, raw: Path, corpus: Path, out: Path, runs: list[dict], scale: bool = False) -> str:
     head = ("| stage | engine | workers | CPU s | wall s | records/s (wall) | driver peak MiB | largest other MiB | "
             "speed-up | scaling efficiency | outputs = local 1 worker |")
     rows = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -184,8 +193,10 @@ def report(n: int, raw: Path, corpus: Path, out: Path, runs: list[dict]) -> str:
                 f"{z['block'] * rows / nodes / gib:,.1f} GiB in each node's object store, the driver "
                 f"{(z['ids'] + 1) * rows / gib:,.1f} GiB of ids and flags")
 
+    made = ("scale_dedupe.py's corpus (a user turn a record, ~100 Zipf words, 20% planted copies)" if scale else
+            "bench_dedupe.py's corpus with a 12-word reply (bench_raw.py)")
     intro = (
-        f"Inputs: {n:,} records; raw chat JSONL {raw.stat().st_size / 2**20:,.0f} MiB (ingest, validate "
+        f"Inputs: {n:,} records of {made}; raw chat JSONL {raw.stat().st_size / 2**20:,.0f} MiB (ingest, validate "
         f"`--no-tokens`), dedupe reads the local ingest's Parquet of it ({ing / 2**20:,.0f} "
         "MiB, a row group per 4 MiB block of JSONL). Ray: a local "
         "instance of this machine's 2 cores, started by each command (its start-up is in the figures), so the "
