@@ -237,7 +237,7 @@ class ParquetSink:
                 except BaseException as e:  # noqa: BLE001 raised in the caller's thread at its next write or close
                     self._failed = e
             if not isinstance(item, pa.Table):
-                item[0].close()
+                self._done_with(item)
 
     def _write(self, item: Any) -> None:
         """Write a table, or append an encoded part: (its mapped file, its Layout)."""
@@ -250,17 +250,18 @@ class ParquetSink:
         else:
             self._stitcher.append(memoryview(item[0].read_buffer()), item[1])
 
-    def write_encoded(self, path: str | Path, layout: Any) -> None:
+    def write_encoded(self, path: str | Path, layout: Any, remove: bool = True) -> None:
         """Append a Parquet file of this schema written elsewhere with PARQUET_OPTIONS (a stitching sink only);
-        its Layout (curate.stitch) says how many rows. The file is mapped now: it may be removed after this."""
+        its Layout (curate.stitch) says how many rows. The file is mapped now (so it may go after this call) and
+        removed once appended (`remove`)."""
         if self._stitcher is None:
             raise ValueError("write_encoded needs ParquetSink(stitch=True)")
-        item = (pa.memory_map(str(path)), layout)
+        item = (pa.memory_map(str(path)), layout, Path(path) if remove else None)
         if self._queue is None:
             try:
                 self._write(item)
             finally:
-                item[0].close()
+                self._done_with(item)
         else:
             self._raise_failed()
             self._queue.put(item)
@@ -273,6 +274,12 @@ class ParquetSink:
     def write_rows(self, rows: list[dict]) -> None:
         if rows:
             self.write_table(pa.Table.from_pylist(rows, schema=self.schema))
+
+    @staticmethod
+    def _done_with(item: tuple) -> None:
+        item[0].close()
+        if item[2] is not None:
+            item[2].unlink(missing_ok=True)
 
     def write_table(self, table: pa.Table) -> None:
         if self._stitcher is not None and not table.schema.equals(self.schema):

@@ -103,6 +103,7 @@ class RayEngine:
         self.window = window or 2 * self.workers
         self._setup, self._args = setup, setup_args
         self._actors: list[Any] = []
+        self._submitted = 0
 
     def __enter__(self) -> RayEngine:
         actor = self.ray.remote(num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS)(_Worker)
@@ -123,6 +124,11 @@ class RayEngine:
                 yield self._get(pending.popleft())
         while pending:
             yield self._get(pending.popleft())
+
+    def submit(self, fn: Callable[[Any, Any], Any], item: Any) -> _Submitted:
+        """fn(state, item) on the next actor, queued behind its calls in flight: done() and result() as a Future's."""
+        self._submitted += 1
+        return _Submitted(self, self._actors[self._submitted % len(self._actors)].call.remote(fn, item))
 
     def map_held(self, fn: Callable[[Any, Any], tuple[Any, Any]], items: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
         """For every item, in input order: fn(state, item) = (small, large) on the actors, the small part fetched
@@ -154,3 +160,17 @@ class RayEngine:
             raise
         except RayActorError as exc:
             raise CurateError(f"ray: a worker died {RESTARTS + 1} times on one batch: {str(exc).splitlines()[0]}") from None
+
+
+class _Submitted:
+    """A call RayEngine.submit sent: the two methods of a Future that callers use."""
+
+    def __init__(self, engine: RayEngine, ref: Any):
+        self.engine, self.ref = engine, ref
+
+    def done(self) -> bool:
+        ready, _ = self.engine.ray.wait([self.ref], timeout=0)
+        return bool(ready)
+
+    def result(self) -> Any:
+        return self.engine._get(self.ref)

@@ -16,12 +16,15 @@ Python, drops fields newer than its schema (a footer read and written by it lost
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.ipc
 import pyarrow.parquet as pq
 
 MAGIC = b"PAR1"
@@ -293,3 +296,47 @@ class Stitcher:
 
         merged = b"".join(_struct(meta, 0, edit)[0])
         self.file.write(merged + len(merged).to_bytes(4, "little") + MAGIC)
+
+
+def encode_spilled(_state: object, spilled: str) -> tuple[str, Layout]:
+    """A table in an Arrow file (in shared memory) encoded as a Parquet file beside it, which replaces it (a pool
+    worker's call; curate.outputs.PARQUET_OPTIONS): (its path, its Layout)."""
+    from curate.outputs import PARQUET_OPTIONS
+
+    with pa.memory_map(spilled) as source:
+        table = pa.ipc.open_file(source).read_all()
+    os.unlink(spilled)
+    path = spilled.removesuffix(".arrow") + ".parquet"
+    return path, encode(table, path, **PARQUET_OPTIONS)
+
+
+class Offload:
+    """Tables for a stitching ParquetSink encoded by a pool's workers instead of this process, appended in order.
+
+    put() writes the table to an Arrow file in `folder` (shared memory: one copy, no pickling) and asks the pool
+    to encode it; the encoded parts are appended as they are done, in the order put, at most `window` waiting.
+    """
+
+    def __init__(self, sink: Any, engine: Any, folder: str, window: int):
+        self.sink, self.engine, self.folder, self.window = sink, engine, folder, window
+        self.waiting: deque[Any] = deque()
+        self._count = 0
+
+    def put(self, table: pa.Table) -> None:
+        if not table.schema.equals(self.sink.schema):
+            raise ValueError(f"table schema does not match the sink's schema:\n{table.schema}\nvs\n{self.sink.schema}")
+        self._count += 1
+        path = os.path.join(self.folder, f"{self._count}.arrow")
+        with pa.OSFile(path, "wb") as f, pa.ipc.new_file(f, table.schema) as writer:
+            writer.write_table(table)
+        self.waiting.append(self.engine.submit(encode_spilled, path))
+        self._append(self.window)
+
+    def _append(self, keep: int) -> None:
+        while len(self.waiting) > keep or (self.waiting and self.waiting[0].done()):
+            path, found = self.waiting.popleft().result()
+            self.sink.write_encoded(path, found)
+
+    def close(self) -> None:
+        """Append every part still waiting."""
+        self._append(0)

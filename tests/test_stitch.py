@@ -82,9 +82,10 @@ def test_sink_takes_tables_and_encoded_files_in_order(rows: pa.Table, tmp_path: 
                     sink.write_table(t)
                 else:
                     path = tmp_path / f"part{i}.parquet"
-                    sink.write_encoded(path, encode(t, path, **PARQUET_OPTIONS))
-                    path.unlink()  # mapped already: the sink may append it later
-        assert sink.rows == rows.num_rows
+                    sink.write_encoded(path, encode(t, path, **PARQUET_OPTIONS), remove=i != 2)
+                    if i == 2:
+                        path.unlink()  # mapped already: the sink may append it later
+        assert sink.rows == rows.num_rows and not list(tmp_path.glob("part*"))  # appended, then removed
         assert out.read_bytes() == (tmp_path / "plain.parquet").read_bytes()
     with pytest.raises(ValueError, match="schema"), ParquetSink(tmp_path / "x.parquet", rows.schema, stitch=True) as s:
         s.write_table(rows.select(["id"]))

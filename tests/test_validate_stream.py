@@ -206,3 +206,26 @@ if __name__ == "__main__" and sys.argv[1:] == ["golden"]:
 
     with tempfile.TemporaryDirectory() as d:
         GOLDEN.write_text(json.dumps(all_digests(_validate, {}, Path(d)), indent=1, sort_keys=True) + "\n")
+
+
+def test_two_workers_encode_the_valid_rows_and_the_file_is_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
+    """With a local pool the workers encode the valid rows as Parquet and this process stitches them
+    (curate.stitch.Offload): the valid file is byte for byte the one-worker file."""
+    from curate import stitch
+    from curate.ingest import blocks
+    from curate.validate import validate
+
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 2048)
+    put = []
+    real = stitch.Offload.put
+    monkeypatch.setattr(stitch.Offload, "put", lambda self, t: (put.append(t.num_rows), real(self, t)))
+    src = SHARED / "openai__openai-cookbook__toy_chat_fine_tuning.jsonl"
+    big = tmp_path / "toy20.jsonl"
+    big.write_text(src.read_text() * 20)  # duplicates across blocks: quarantined the same either way
+    outs = [validate(big, tmp_path / f"v{n}.parquet", quarantine=tmp_path / f"q{n}.parquet", tokens=False, workers=n,
+                     max_error_rate=1) for n in (1, 2)]
+    assert outs[0].counts == outs[1].counts and outs[0].counts["kept"] > 0
+    assert (tmp_path / "v1.parquet").read_bytes() == (tmp_path / "v2.parquet").read_bytes()
+    assert pq.read_table(tmp_path / "q1.parquet").equals(pq.read_table(tmp_path / "q2.parquet"))
+    if blocks.shutil.disk_usage("/dev/shm").free > 64 * 2 * 2048:
+        assert sum(put) == outs[1].counts["kept"] and len(put) > 1

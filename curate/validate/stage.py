@@ -120,7 +120,7 @@ def validate(source: str | Path | pa.Table, output: str | Path | None = None,
     kept = 0
     with _Sinks(output, quarantine, valid_schema, keep) as sinks, progress("validate") as advance, \
             _restored("TOKENIZERS_PARALLELISM"), _rare_collections():
-        for held, result in _blocks_done(_checked(batches, src.raw, spec, pool_spec, cfg.workers), notes):
+        for held, result in _blocks_done(_checked(batches, src.raw, spec, pool_spec, cfg.workers, sinks), notes):
             verdicts = tally.merge(result, _where(held, result, src.raw))
             tally.pairs.add_labels(result.rows if src.raw else held)  # the rows that reached the checks
             kept += _write(sinks, held, result, verdicts, tally.rows - len(verdicts), src.raw)
@@ -191,8 +191,9 @@ def _tokenizer_name(cfg: ValidateConfig) -> str:
 
 
 def _checked(batches: Iterator[tuple[Any, Any]], raw: bool, spec: Spec, pool_spec: Spec,
-             workers: int) -> Iterator[tuple[Any, BatchResult]]:
-    """(what this process keeps of a batch, the batch's BatchResult), in input order; a pool only for 2+ batches."""
+             workers: int, sinks: _Sinks | None = None) -> Iterator[tuple[Any, BatchResult]]:
+    """(what this process keeps of a batch, the batch's BatchResult), in input order; a pool only for 2+ batches.
+    With a local pool, its workers also encode the valid rows of `sinks` (curate.stitch.Offload)."""
     head = list(itertools.islice(batches, 2))
     workers = workers if len(head) > 1 else 1
     held: deque = deque()
@@ -204,9 +205,31 @@ def _checked(batches: Iterator[tuple[Any, Any]], raw: bool, spec: Spec, pool_spe
 
     remote = len(head) > 1 and current() == "ray"
     pool = make(workers, setup, (pool_spec,)) if workers > 1 or remote else Engine(1, setup, (spec,))
-    with pool as engine:
+    with pool as engine, _offload(sinks, engine):
         for result in engine.map(_check if raw else _check_canonical, feed()):
             yield held.popleft(), result
+
+
+@contextlib.contextmanager
+def _offload(sinks: _Sinks | None, engine: Any) -> Iterator[None]:
+    """The valid rows encoded by the pool's workers while the block runs (a local process pool, a file output,
+    a roomy /dev/shm), all appended when it ends; else nothing changes."""
+    from curate.ingest.blocks import _spill_folder
+    from curate.stitch import Offload
+
+    if sinks is None or sinks.valid is None or engine.kind != "local" or engine.workers < 2 or engine.threads:
+        yield
+        return
+    with _spill_folder(engine.workers) as folder:
+        if folder is None:
+            yield
+            return
+        sinks.offload = Offload(sinks.valid, engine, folder, engine.workers)
+        try:
+            yield
+            sinks.offload.close()
+        finally:
+            sinks.offload = None
 
 
 def _check(checker: Any, item: Any) -> Any:
@@ -433,8 +456,9 @@ class _Sinks:
             # valid rows and quarantine are one set: both appear together or neither does
             owned = [quarantine] if output is not None and quarantine is not None else []
             self.set = OutputSet(output if output is not None else quarantine, owned)
+        self.offload: Any = None  # curate.stitch.Offload, while a pool encodes the valid rows
         if output is not None:
-            self.valid = ParquetSink(output, valid_schema, self.set, background=True)
+            self.valid = ParquetSink(output, valid_schema, self.set, background=True, stitch=True)
             self.outputs["valid"] = str(Path(output))
         if quarantine is not None:
             self.quarantine = ParquetSink(quarantine, QUARANTINE_SCHEMA, self.set)
@@ -443,7 +467,9 @@ class _Sinks:
         self.rejected: list[pa.Table] | None = [] if keep and quarantine is None else None
 
     def write_valid(self, batch: pa.RecordBatch) -> None:
-        if self.valid is not None:
+        if self.offload is not None:
+            self.offload.put(pa.Table.from_batches([batch]))
+        elif self.valid is not None:
             self.valid.write_table(pa.Table.from_batches([batch]))
         elif self.kept is not None:
             self.kept.append(batch)
