@@ -16,12 +16,14 @@ does the same by row ranges (`ParquetRange`): the driver reads the ids only, eac
 
 Writes. A JSONL ingest's rows are written by the actor that converted them, as an Arrow IPC part in a folder beside
 the output (`parts_folder`, when every node saw the folder's token: the same filesystem), instead of
-travelling back through the object store. The driver maps each part (no copy), writes its rows into the one
-Parquet output of the output set, and removes it; the output set is published only when every part is in
-(curate.outputs.OutputSet), so a killed run leaves no output, and its parts folder is removed by the next run
-that writes beside it. The output stays one Parquet file because every stage's input is one (curate.inputs):
-so the driver still encodes the output rows. Validate's and dedupe's outputs depend on every row (duplicate ids,
-the dedupe plan), so their rows are written by the driver as on the local engine.
+travelling back through the object store. Once the driver knows how many rows come before a part, an actor
+numbers its rows and encodes them as a Parquet part beside it (curate.ingest.blocks.encode_block); the driver
+appends the part's row groups, as they are, to the one Parquet output of the output set and removes it
+(curate.stitch), so it neither decodes nor encodes the rows. The output set is published only when every part
+is in (curate.outputs.OutputSet), so a killed run leaves no output, and its parts folder is removed by the next
+run that writes beside it. The output stays one Parquet file because every stage's input is one
+(curate.inputs). Validate's and dedupe's outputs depend on every row (duplicate ids, the dedupe plan), so their
+rows are written by the driver as on the local engine.
 """
 
 from __future__ import annotations

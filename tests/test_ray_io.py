@@ -77,6 +77,15 @@ def _refuse_driver_reads(m: pytest.MonkeyPatch) -> list[bool]:
         return unspill(part)
 
     m.setattr(blocks.Part, "unspill", spy)
+    from curate.outputs import ParquetSink
+
+    append = ParquetSink.write_encoded
+
+    def encoded(sink, *args, **kwargs):  # rows an actor also encoded (the parts folder's Parquet)
+        spilled.append(True)
+        return append(sink, *args, **kwargs)
+
+    m.setattr(ParquetSink, "write_encoded", encoded)
     return spilled
 
 
@@ -185,13 +194,13 @@ from curate.engine import use
 from curate.ingest import blocks, ingest
 from curate.outputs import ParquetSink
 blocks.BLOCK_BYTES, blocks.POOL_BLOCKS = 16 << 10, 2
-write = ParquetSink.write_table
-def slow(self, table):
-    write(self, table)
+write = ParquetSink.write_encoded
+def slow(self, *args):
+    write(self, *args)
     if self.rows > 1_000:
         Path(sys.argv[3]).touch()
         time.sleep(600)
-ParquetSink.write_table = slow
+ParquetSink.write_encoded = slow  # the actors encode their rows: the driver appends them
 with use("ray"):
     ingest([sys.argv[2]], sys.argv[4])
 """
@@ -232,14 +241,14 @@ def test_a_failed_ray_ingest_leaves_no_output_and_no_parts(cluster, tmp_path, sm
     from curate.outputs import ParquetSink
 
     src = _damaged_corpus(tmp_path / "gen.jsonl")
-    write = ParquetSink.write_table
+    write = ParquetSink.write_encoded
 
-    def fail(self, table):
-        write(self, table)
+    def fail(self, *args):
+        write(self, *args)
         if self.rows > 1_000:
             raise OSError("disk full")
 
     with monkeypatch.context() as m, use("ray"), pytest.raises(OSError, match="disk full"):
-        m.setattr(ParquetSink, "write_table", fail)
+        m.setattr(ParquetSink, "write_encoded", fail)  # the actors encode their rows: the driver appends them
         ingest([src], tmp_path / "a.parquet", workers=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.jsonl"]
