@@ -250,13 +250,16 @@ class ParquetSink:
         else:
             self._stitcher.append(memoryview(item[0].read_buffer()), item[1])
 
-    def write_encoded(self, path: str | Path, layout: Any, remove: bool = True) -> None:
-        """Append a Parquet file of this schema written elsewhere with PARQUET_OPTIONS (a stitching sink only);
-        its Layout (curate.stitch) says how many rows. The file is mapped now (so it may go after this call) and
-        removed once appended (`remove`)."""
+    def write_encoded(self, path: str | Path | bytes, layout: Any, remove: bool = True) -> None:
+        """Append a Parquet file of this schema written elsewhere with PARQUET_OPTIONS (a stitching sink only), or
+        its bytes; its Layout (curate.stitch) says how many rows. The file is mapped now (so it may go after this
+        call) and removed once appended (`remove`)."""
         if self._stitcher is None:
             raise ValueError("write_encoded needs ParquetSink(stitch=True)")
-        item = (pa.memory_map(str(path)), layout, Path(path) if remove else None)
+        if isinstance(path, bytes):  # the part itself, from a worker elsewhere
+            item = (pa.BufferReader(pa.py_buffer(path)), layout, None)
+        else:
+            item = (pa.memory_map(str(path)), layout, Path(path) if remove else None)
         if self._queue is None:
             try:
                 self._write(item)

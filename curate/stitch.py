@@ -317,19 +317,25 @@ class Offload:
     to encode it; the encoded parts are appended as they are done, in the order put, at most `window` waiting.
     """
 
-    def __init__(self, sink: Any, engine: Any, folder: str, window: int):
+    def __init__(self, sink: Any, engine: Any, folder: str | None, window: int):
         self.sink, self.engine, self.folder, self.window = sink, engine, folder, window
         self.waiting: deque[Any] = deque()
         self._count = 0
 
     def put(self, table: pa.Table) -> None:
+        """Encode `table` on the pool (through `folder`, which this needs), then append it."""
         if not table.schema.equals(self.sink.schema):
             raise ValueError(f"table schema does not match the sink's schema:\n{table.schema}\nvs\n{self.sink.schema}")
         self._count += 1
         path = os.path.join(self.folder, f"{self._count}.arrow")
         with pa.OSFile(path, "wb") as f, pa.ipc.new_file(f, table.schema) as writer:
             writer.write_table(table)
-        self.waiting.append(self.engine.submit(encode_spilled, path))
+        self.submit(encode_spilled, path)
+
+    def submit(self, fn: Callable[[Any, Any], tuple[Any, Layout]], item: Any) -> None:
+        """Append what fn(state, item) encodes on the pool: (a Parquet file's path, or its bytes; its Layout), made
+        of rows of the sink's schema."""
+        self.waiting.append(self.engine.submit(fn, item))
         self._append(self.window)
 
     def _append(self, keep: int) -> None:

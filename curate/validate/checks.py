@@ -71,6 +71,9 @@ class BatchResult:
     compliant: list[bool | None]
     where: list[tuple[str | None, int | None]]  # (file, line) of each row
     rows: pa.RecordBatch | None = None  # raw input: the canonical rows of the rows that reached the checks
+    remote: Any = None  # on Ray, instead of `rows`: a reference to them in the object store (stage._checked)
+    base: int = 0  # rows before the block: `rows`' source.row still counts from its first (stage._blocks_done)
+    labels: Counter | None = None  # raw input on Ray: the KTO labels of `rows`, counted where they are
     styles: Counter = field(default_factory=Counter)
     systems: Counter = field(default_factory=Counter)
     input_formats: Counter = field(default_factory=Counter)

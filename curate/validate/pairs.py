@@ -158,18 +158,7 @@ class PairStats:
 
     def add_labels(self, batch: Any) -> None:
         """The KTO labels of a batch of canonical rows (those that reached the checks)."""
-        if batch is None or "meta" not in batch.schema.names:
-            return
-        import pyarrow.compute as pc
-
-        meta = batch.column("meta")
-        hit = pc.match_substring(meta, f'"{KTO_KEYS[0]}"')
-        for k in KTO_KEYS[1:]:
-            hit = pc.or_(hit, pc.match_substring(meta, f'"{k}"'))
-        for text in meta.filter(pc.fill_null(hit, False)).to_pylist():
-            label = kto_label(text)
-            if label is not None:
-                self.labels[label] += 1
+        self.labels.update(batch_labels(batch))
 
     def summary(self) -> dict[str, Any] | None:
         """The preference figures (None without pairs)."""
@@ -206,3 +195,21 @@ class PairStats:
             return None
         return {"records": n, "desirable": self.labels[True], "undesirable": self.labels[False],
                 "desirable_share": self.labels[True] / n}
+
+
+def batch_labels(batch: Any) -> Counter[bool]:
+    """The KTO labels of a batch of canonical rows, counted (where the batch is checked: a worker)."""
+    labels: Counter[bool] = Counter()
+    if batch is None or "meta" not in batch.schema.names:
+        return labels
+    import pyarrow.compute as pc
+
+    meta = batch.column("meta")
+    hit = pc.match_substring(meta, f'"{KTO_KEYS[0]}"')
+    for k in KTO_KEYS[1:]:
+        hit = pc.or_(hit, pc.match_substring(meta, f'"{k}"'))
+    for text in meta.filter(pc.fill_null(hit, False)).to_pylist():
+        label = kto_label(text)
+        if label is not None:
+            labels[label] += 1
+    return labels

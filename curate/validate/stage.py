@@ -21,7 +21,7 @@ import json
 import os
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from curate.validate.checks import (
 )
 from curate.validate.codes import Finding
 from curate.validate.compliance import OutputCheck
+from curate.validate.pairs import batch_labels
 from curate.validate.config import ValidateConfig
 from curate.validate.structure import FORMAT_SCHEMAS, SCHEMA_FORMATS, reject_code
 from curate.validate.tally import Tally, add_keys
@@ -122,7 +123,10 @@ def validate(source: str | Path | pa.Table, output: str | Path | None = None,
             _restored("TOKENIZERS_PARALLELISM"), _rare_collections():
         for held, result in _blocks_done(_checked(batches, src.raw, spec, pool_spec, cfg.workers, sinks), notes):
             verdicts = tally.merge(result, _where(held, result, src.raw))
-            tally.pairs.add_labels(result.rows if src.raw else held)  # the rows that reached the checks
+            if result.labels is not None:  # counted where the rows are (on Ray they stay there)
+                tally.pairs.labels.update(result.labels)
+            else:
+                tally.pairs.add_labels(result.rows if src.raw else held)  # the rows that reached the checks
             kept += _write(sinks, held, result, verdicts, tally.rows - len(verdicts), src.raw)
             advance(len(verdicts))
     total = tally.rows
@@ -206,8 +210,24 @@ def _checked(batches: Iterator[tuple[Any, Any]], raw: bool, spec: Spec, pool_spe
     remote = len(head) > 1 and current() == "ray"
     pool = make(workers, setup, (pool_spec,)) if workers > 1 or remote else Engine(1, setup, (spec,))
     with pool as engine, _offload(sinks, engine):
+        if remote and raw and sinks is not None and sinks.offload is not None:
+            # the rows stay in the cluster's object store; an actor encodes the valid ones (_write)
+            for small, rows in engine.map_held(_check_held, feed()):
+                (small[1] if isinstance(small, tuple) else small).remote = rows
+                yield held.popleft(), small
+            return
         for result in engine.map(_check if raw else _check_canonical, feed()):
             yield held.popleft(), result
+
+
+def _check_held(checker: Any, item: Any) -> tuple[Any, Any]:
+    """_check's result without its canonical rows (their KTO labels counted), and the rows: Ray's map_held
+    leaves them in the object store."""
+    got = _check(checker, item)
+    res = got[1] if isinstance(got, tuple) else got
+    rows, res.rows = res.rows, None
+    res.labels = batch_labels(rows)
+    return got, rows
 
 
 @contextlib.contextmanager
@@ -217,7 +237,18 @@ def _offload(sinks: _Sinks | None, engine: Any) -> Iterator[None]:
     from curate.ingest.blocks import _spill_folder
     from curate.stitch import Offload
 
-    if sinks is None or sinks.valid is None or engine.kind != "local" or engine.workers < 2 or engine.threads:
+    if sinks is None or sinks.valid is None:
+        yield
+        return
+    if engine.kind == "ray":  # parts travel by the object store: the actors may be on other machines
+        sinks.offload = Offload(sinks.valid, engine, None, engine.workers)
+        try:
+            yield
+            sinks.offload.close()
+        finally:
+            sinks.offload = None
+        return
+    if engine.workers < 2 or engine.threads:
         yield
         return
     with _spill_folder(engine.workers) as folder:
@@ -255,6 +286,7 @@ def _blocks_done(results: Iterator[tuple[Any, Any]], notes: list[str]) -> Iterat
         notes.extend(n for n in notices if n not in notes)
         if base and result.rows is not None and result.rows.num_rows:
             result.rows = _shift_rows(result.rows, base)
+        result.base = base  # for rows left on the cluster (result.remote), shifted where they are used
         base += spanned
         yield held, result
 
@@ -408,12 +440,15 @@ def _write(sinks: _Sinks, held: Any, res: BatchResult, verdicts: list[tuple[bool
              "validate_tokens": [c and c.tokens for c in tokens],
              "validate_assistant_tokens": [c and c.trainable for c in tokens],
              "validate_compliant": [res.compliant[i] for i in kept]}
-    rows = res.rows if raw else held
-    valid = rows if len(mask) == len(kept) == rows.num_rows else rows.filter(pa.array(mask, type=pa.bool_()))
-    valid = valid.drop_columns([c for c in valid.schema.names if c in ADDED_COLUMNS])
-    for name, typ in ADDED_COLUMNS.items():
-        valid = valid.append_column(pa.field(name, typ), pa.array(added[name], type=typ))
-    sinks.write_valid(valid)
+    if raw and res.remote is not None:  # the rows are on the cluster: an actor makes and encodes the valid part
+        sinks.offload.submit(encode_valid, _RemoteValid(res.remote, res.base, mask, added, sinks.valid_schema))
+    else:
+        sinks.write_valid(_valid_rows(res.rows if raw else held, mask, added))
+    if quarantined and raw and res.rows is None and res.remote is not None:
+        from curate.ray_engine import require
+
+        rows = require().get(res.remote)
+        res.rows = _shift_rows(rows, res.base) if res.base and rows.num_rows else rows
     if quarantined:
         canonical = _canonical_rows(held, res, quarantined, raw)
         out = []
@@ -431,7 +466,45 @@ def _write(sinks: _Sinks, held: Any, res: BatchResult, verdicts: list[tuple[bool
                 "validate_raw": raw_text_,
             })
         sinks.write_rejected(out)
-    return valid.num_rows
+    return len(kept)
+
+
+def _valid_rows(rows: pa.RecordBatch, mask: list[bool], added: dict[str, list]) -> pa.RecordBatch:
+    """A batch's valid rows (`mask` over its rows) with the validate_ columns (`added`, over the valid rows)."""
+    valid = rows if all(mask) and len(mask) == rows.num_rows else rows.filter(pa.array(mask, type=pa.bool_()))
+    valid = valid.drop_columns([c for c in valid.schema.names if c in ADDED_COLUMNS])
+    for name, typ in ADDED_COLUMNS.items():
+        valid = valid.append_column(pa.field(name, typ), pa.array(added[name], type=typ))
+    return valid
+
+
+@dataclass
+class _RemoteValid:
+    rows: Any  # a reference to the batch's canonical rows in Ray's object store
+    base: int  # rows before the batch: its source.row values count from its first
+    mask: list[bool]
+    added: dict[str, list]
+    schema: pa.Schema  # the valid file's
+
+
+def encode_valid(_state: object, job: _RemoteValid) -> tuple[bytes, Any]:
+    """A batch's valid rows made and encoded as Parquet where its rows are (a Ray actor's call): (bytes, Layout)."""
+    import pyarrow.parquet as pq
+    import ray
+
+    from curate import stitch
+    from curate.outputs import PARQUET_OPTIONS
+
+    rows = ray.get(job.rows)
+    if job.base and rows.num_rows:
+        rows = _shift_rows(rows, job.base)
+    table = pa.Table.from_batches([_valid_rows(rows, job.mask, job.added)])
+    if not table.schema.equals(job.schema):  # a part of another schema would corrupt the file it is stitched into
+        raise ValueError(f"valid rows of schema\n{table.schema}\nwhere the file has\n{job.schema}")
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **PARQUET_OPTIONS)
+    data = sink.getvalue().to_pybytes()
+    return data, stitch.layout(data)
 
 
 def _canonical_rows(held: Any, res: BatchResult, rows: list[int], raw: bool) -> list[dict | None]:
@@ -467,7 +540,7 @@ class _Sinks:
         self.rejected: list[pa.Table] | None = [] if keep and quarantine is None else None
 
     def write_valid(self, batch: pa.RecordBatch) -> None:
-        if self.offload is not None:
+        if self.offload is not None and self.offload.folder is not None:
             self.offload.put(pa.Table.from_batches([batch]))
         elif self.valid is not None:
             self.valid.write_table(pa.Table.from_batches([batch]))
