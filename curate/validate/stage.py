@@ -49,8 +49,8 @@ from curate.validate.checks import (
 )
 from curate.validate.codes import Finding
 from curate.validate.compliance import OutputCheck
-from curate.validate.pairs import batch_labels
 from curate.validate.config import ValidateConfig
+from curate.validate.pairs import batch_labels
 from curate.validate.structure import FORMAT_SCHEMAS, SCHEMA_FORMATS, reject_code
 from curate.validate.tally import Tally, add_keys
 
