@@ -22,8 +22,9 @@ appends the part's row groups, as they are, to the one Parquet output of the out
 (curate.stitch), so it neither decodes nor encodes the rows. The output set is published only when every part
 is in (curate.outputs.OutputSet), so a killed run leaves no output, and its parts folder is removed by the next
 run that writes beside it. The output stays one Parquet file because every stage's input is one
-(curate.inputs). Validate's and dedupe's outputs depend on every row (duplicate ids, the dedupe plan), so their
-rows are written by the driver as on the local engine.
+(curate.inputs). Validate's verdicts depend on every row (duplicate ids), so the driver decides them, but its
+rows stay in the object store and an actor makes and encodes each valid part (curate.validate.stage.encode_valid);
+dedupe's writing pass goes through the driver as on the local engine.
 """
 
 from __future__ import annotations
