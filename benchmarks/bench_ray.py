@@ -20,6 +20,7 @@ table works out, from per-row sizes measured here, what 10^7 and 10^8 records on
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -70,10 +71,31 @@ def curate(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "curate.cli", *args]
 
 
-def equal(a: Path, b: Path) -> bool:
+def equal(a: Path, b: Path, rows: int = 200_000) -> bool:
+    """The same rows in the same order, compared 200,000 rows at a time (a 10^7-row file does not fit twice)."""
+    import itertools
+
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(a).equals(pq.read_table(b))
+    def slices(path: Path):
+        f = pq.ParquetFile(path)
+        held, count = [], 0
+        for batch in f.iter_batches(rows):
+            held.append(batch)
+            count += batch.num_rows
+            while count >= rows:
+                table = pa.Table.from_batches(held)
+                yield table.slice(0, rows)
+                held, count = table.slice(rows).to_batches(), count - rows
+        if count:
+            yield pa.Table.from_batches(held)
+
+    fa, fb = pq.ParquetFile(a), pq.ParquetFile(b)
+    if fa.metadata.num_rows != fb.metadata.num_rows or not fa.schema_arrow.equals(fb.schema_arrow):
+        return False
+    return all(x is not None and y is not None and x.equals(y)
+               for x, y in itertools.zip_longest(slices(a), slices(b)))
 
 
 def main() -> None:
@@ -84,6 +106,8 @@ def main() -> None:
     ap.add_argument("--configs", default="local1,local2,ray1,ray2", help="engine and workers of each run")
     ap.add_argument("--scale", action="store_true",
                     help="scale_dedupe.py's vectorised corpus (minutes at 10^7 records; bench_dedupe.py's takes hours)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="the report of the runs an earlier invocation recorded (its folder's runs.json), none run")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     n = a.rows
@@ -101,9 +125,12 @@ def main() -> None:
         corpus, _ = make_corpus(n)
         raw, _ = make_raw(n)
     out = CACHE / f"bench_ray_{n}"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    runs: list[dict] = []
+    if a.report_only:
+        plan, runs = [], json.loads((out / "runs.json").read_text())
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        runs = []
     for stage, engine, w in plan:
         tag = f"{stage}_{engine}{w}"
         common = ["--engine", engine, "--workers", str(w)]
@@ -124,6 +151,7 @@ def main() -> None:
             raise SystemExit(f"{tag} failed ({r['rc']}): {r['stderr']}")
         r.update(stage=stage, engine=engine, workers=w, files=files)
         runs.append(r)
+        (out / "runs.json").write_text(json.dumps(runs, indent=1))  # what --report-only reads
         print(f"{tag:18} CPU {r['cpu_s']:7.1f} s  wall {r['wall_s']:7.1f} s  driver "
               f"{r['driver_mib']:6,.0f} MiB  largest other {r['other_mib']:6,.0f} MiB", file=sys.stderr,
               flush=True)
