@@ -236,9 +236,10 @@ def report(n: int, raw: Path, corpus: Path, out: Path, runs: list[dict], scale: 
         f"record of {z['record']} bytes per row and band, plus {z['record']} bytes a row of exact hashes; the driver "
         f"keeps the ids ({z['ids']:,.0f} bytes a row) and a flag a row while deciding, plus the edges. "
         f"{at(1e7, 4)}; {at(1e8, 16)}. The driver no longer reads the input (raw {raw_row:,.0f} bytes a record, "
-        f"Parquet {ing / n:,.0f}) for ingest, validate of JSONL and dedupe's first pass, but it still encodes every "
-        "output row (one Parquet file is every stage's input), reads dedupe's input again to write its outputs, and "
-        f"merges validate's rows. At the dedupe CPU measured here on Ray with 2 workers ({sign['cpu_s']:.0f} CPU s "
+        f"Parquet {ing / n:,.0f}) for ingest, validate of JSONL and dedupe's first pass; ingest's and validate's "
+        "actors encode their output rows as Parquet parts that the driver appends to the one output file (every "
+        "stage reads one file), and validate's rows stay in the object store; dedupe's writing pass still reads the "
+        f"input again on the driver and encodes its outputs there. At the dedupe CPU measured here on Ray with 2 workers ({sign['cpu_s']:.0f} CPU s "
         f"per {n:,}), 10^8 records are ~{sign['cpu_s'] * 1e8 / n / 3600:,.1f} CPU hours.")
     return "\n".join([intro, "", *rows, "", note])
 
