@@ -258,7 +258,6 @@ class Stitcher:
         self.pos = len(MAGIC)
         self.rows = 0
         self.groups: list[bytes] = []
-        self._footer: bytes | None = None
 
     def append(self, data: bytes | memoryview, found: Layout | None = None) -> int:
         """Add one Parquet file's row groups (`found`: its Layout, if known); its rows."""
@@ -268,24 +267,16 @@ class Stitcher:
         self.file.write(data[len(MAGIC) : found.end])
         self.pos += found.end - len(MAGIC)
         self.rows += found.rows
-        if self._footer is None:
-            self._footer = found.footer
         return found.rows
 
-    def append_file(self, path: str | Path, found: Layout | None = None) -> int:
-        """append() of a Parquet file on disk (mapped, not read into memory)."""
-        with pa.memory_map(str(path)) as f:
-            return self.append(memoryview(f.read_buffer()), found)
-
     def finish(self, schema: pa.Schema, **options: Any) -> None:
-        """Write the footer (for no parts, that of an empty file of `schema` written with `options`)."""
-        if self._footer is None:
-            sink = pa.BufferOutputStream()
-            pq.ParquetWriter(sink, schema, **options).close()  # what a writer given no rows writes
-            empty = memoryview(sink.getvalue())
-            self.file.write(empty[len(MAGIC) : layout(empty).end])
-            self._footer = layout(empty).footer
-        meta = self._footer
+        """Write the footer: that of a writer of `schema` and `options` given no rows (its Parquet and Arrow schema,
+        key-value metadata and writer name, as one writer of the whole file would write them, whatever metadata
+        the parts' tables carried), with the parts' row groups and rows."""
+        sink = pa.BufferOutputStream()
+        pq.ParquetWriter(sink, schema, **options).close()
+        empty = memoryview(sink.getvalue())
+        meta = layout(empty).footer
 
         def edit(fid: int, kind: int, value: int) -> Pieces | None:
             if fid == 3 and kind == _I64:

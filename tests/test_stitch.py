@@ -95,3 +95,13 @@ def test_sink_takes_tables_and_encoded_files_in_order(rows: pa.Table, tmp_path: 
 def test_not_parquet_is_refused() -> None:
     with pytest.raises(FooterError, match="not a Parquet file"):
         layout(b"PAR1 but not at the end")
+
+
+def test_the_footer_is_the_sinks_whatever_metadata_the_parts_carry(rows: pa.Table) -> None:
+    """Parts encoded from tables with other schema metadata: the file's footer is the one a writer of the sink's
+    schema writes (as pq.ParquetWriter, which takes such tables and keeps its own schema)."""
+    tagged = rows.replace_schema_metadata({"made_by": "a worker"})
+    parts = [tagged.slice(0, 10), tagged.slice(10, 20)]
+    data = stitched(parts, rows.schema)
+    assert data == one_writer(parts, rows.schema)
+    assert pq.read_schema(pa.BufferReader(data)).metadata in (None, rows.schema.metadata)
