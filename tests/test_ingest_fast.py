@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 from pathlib import Path
 
 import msgspec
@@ -438,3 +439,23 @@ def test_open_input_reads_raw_files_on_the_fast_path(planted: Path, tmp_path: Pa
         open_input(planted, "mixed").read()
     first = by_record(planted, "mixed")[1][0]
     assert first["reason"] in str(err.value) and f"{first['line']}" in str(err.value)
+
+
+def test_a_killed_runs_spill_folder_is_cleared_by_the_next_run() -> None:
+    """What a killed run left in /dev/shm (its process gone) is removed when the next run spills; a live run's
+    folder stays."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or blocks.shutil.disk_usage(shm).free < 64 * 2 * blocks.BLOCK_BYTES:
+        pytest.skip("no roomy /dev/shm")
+    dead = shm / f"{blocks.SPILL_PREFIX}999999999-test"  # above any pid_max: no such process
+    live = shm / f"{blocks.SPILL_PREFIX}{os.getpid()}-test"
+    for folder in (dead, live):
+        folder.mkdir(exist_ok=True)
+        (folder / "1.parquet").write_bytes(b"left behind")
+    try:
+        with blocks._spill_folder(2) as folder:
+            assert folder is not None and Path(folder).name.startswith(f"{blocks.SPILL_PREFIX}{os.getpid()}-")
+        assert not dead.exists() and (live / "1.parquet").exists()
+    finally:
+        blocks.shutil.rmtree(dead, ignore_errors=True)
+        blocks.shutil.rmtree(live, ignore_errors=True)

@@ -209,16 +209,18 @@ if __name__ == "__main__" and sys.argv[1:] == ["golden"]:
 
 
 def test_two_workers_encode_the_valid_rows_and_the_file_is_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
-    """With a local pool the workers encode the valid rows as Parquet and this process stitches them
-    (curate.stitch.Offload): the valid file is byte for byte the one-worker file."""
-    from curate import stitch
+    """With a local pool the rows stay in shared memory where the workers checked them, a worker makes and
+    encodes each batch's valid part and this process appends it (curate.stitch): the valid file is byte for byte
+    the one-worker file."""
     from curate.ingest import blocks
+    from curate.outputs import ParquetSink
     from curate.validate import validate
 
     monkeypatch.setattr(blocks, "BLOCK_BYTES", 2048)
     put = []
-    real = stitch.Offload.put
-    monkeypatch.setattr(stitch.Offload, "put", lambda self, t: (put.append(t.num_rows), real(self, t)))
+    real = ParquetSink.write_encoded
+    monkeypatch.setattr(ParquetSink, "write_encoded", lambda self, p, found, **k: (put.append(found.rows),
+                                                                                  real(self, p, found, **k)))
     src = SHARED / "openai__openai-cookbook__toy_chat_fine_tuning.jsonl"
     big = tmp_path / "toy20.jsonl"
     big.write_text(src.read_text() * 20)  # duplicates across blocks: quarantined the same either way

@@ -246,8 +246,31 @@ def _spill_folder(workers: int) -> Iterator[str | None]:
     if not roomy:
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="curate-ingest-", dir="/dev/shm") as folder:
+    _clear_stale_spills()
+    with tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir="/dev/shm") as folder:
         yield folder
+
+
+SPILL_PREFIX = "curate-spill-"
+
+
+def _clear_stale_spills() -> None:
+    """Remove the spill folders of killed runs (their process is gone): a killed run cannot remove its own, and
+    what is in /dev/shm takes memory until the machine restarts."""
+    for entry in os.scandir("/dev/shm"):
+        pid = entry.name[len(SPILL_PREFIX):].split("-", 1)[0]
+        if entry.name.startswith(SPILL_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 @contextlib.contextmanager

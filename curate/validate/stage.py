@@ -19,6 +19,7 @@ import gc
 import itertools
 import json
 import os
+import tempfile
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -216,8 +217,29 @@ def _checked(batches: Iterator[tuple[Any, Any]], raw: bool, spec: Spec, pool_spe
                 (small[1] if isinstance(small, tuple) else small).remote = rows
                 yield held.popleft(), small
             return
+        if raw and sinks is not None and sinks.offload is not None and sinks.offload.folder is not None:
+            # the rows stay in shared memory; a worker makes and encodes the valid ones (_write)
+            folder = sinks.offload.folder
+            for result in engine.map(_check_spilled, ((folder, item) for item in feed())):
+                yield held.popleft(), result
+            return
         for result in engine.map(_check if raw else _check_canonical, feed()):
             yield held.popleft(), result
+
+
+def _check_spilled(checker: Any, job: tuple[str, Any]) -> Any:
+    """_check's result with its canonical rows left in an Arrow file in `folder` (shared memory: res.remote), their
+    KTO labels counted."""
+    folder, item = job
+    got = _check(checker, item)
+    res = got[1] if isinstance(got, tuple) else got
+    if res.rows is not None:
+        res.labels = batch_labels(res.rows)
+        fd, path = tempfile.mkstemp(".arrow", dir=folder)
+        with os.fdopen(fd, "wb") as f, pa.ipc.new_file(f, res.rows.schema) as writer:
+            writer.write_batch(res.rows)
+        res.rows, res.remote = None, path
+    return got
 
 
 def _check_held(checker: Any, item: Any) -> tuple[Any, Any]:
@@ -440,15 +462,13 @@ def _write(sinks: _Sinks, held: Any, res: BatchResult, verdicts: list[tuple[bool
              "validate_tokens": [c and c.tokens for c in tokens],
              "validate_assistant_tokens": [c and c.trainable for c in tokens],
              "validate_compliant": [res.compliant[i] for i in kept]}
-    if raw and res.remote is not None:  # the rows are on the cluster: an actor makes and encodes the valid part
+    if quarantined and raw and res.rows is None and res.remote is not None:  # before a worker takes them
+        rows = _held_rows(res.remote)
+        res.rows = _shift_rows(rows, res.base) if res.base and rows.num_rows else rows
+    if raw and res.remote is not None:  # the rows are where they were checked: a worker makes and encodes the part
         sinks.offload.submit(encode_valid, _RemoteValid(res.remote, res.base, mask, added, sinks.valid_schema))
     else:
         sinks.write_valid(_valid_rows(res.rows if raw else held, mask, added))
-    if quarantined and raw and res.rows is None and res.remote is not None:
-        from curate.ray_engine import require
-
-        rows = require().get(res.remote)
-        res.rows = _shift_rows(rows, res.base) if res.base and rows.num_rows else rows
     if quarantined:
         canonical = _canonical_rows(held, res, quarantined, raw)
         out = []
@@ -478,29 +498,45 @@ def _valid_rows(rows: pa.RecordBatch, mask: list[bool], added: dict[str, list]) 
     return valid
 
 
+def _held_rows(where: Any) -> pa.RecordBatch:
+    """A batch's canonical rows where a worker left them: an Arrow file in shared memory (mapped, not copied), or
+    a reference into Ray's object store."""
+    if isinstance(where, str):
+        with pa.memory_map(where) as source:
+            return pa.ipc.open_file(source).get_batch(0)
+    from curate.ray_engine import require
+
+    return require().get(where)
+
+
 @dataclass
 class _RemoteValid:
-    rows: Any  # a reference to the batch's canonical rows in Ray's object store
+    rows: Any  # the batch's canonical rows where a worker left them (_held_rows)
     base: int  # rows before the batch: its source.row values count from its first
     mask: list[bool]
     added: dict[str, list]
     schema: pa.Schema  # the valid file's
 
 
-def encode_valid(_state: object, job: _RemoteValid) -> tuple[bytes, Any]:
-    """A batch's valid rows made and encoded as Parquet where its rows are (a Ray actor's call): (bytes, Layout)."""
+def encode_valid(_state: object, job: _RemoteValid) -> tuple[str | bytes, Any]:
+    """A batch's valid rows made and encoded as Parquet where its rows are (a worker's call): (a Parquet file in
+    shared memory that replaces the rows' Arrow file, or on Ray its bytes; its Layout)."""
     import pyarrow.parquet as pq
-    import ray
 
     from curate import stitch
     from curate.outputs import PARQUET_OPTIONS
 
-    rows = ray.get(job.rows)
+    rows = _held_rows(job.rows)
+    if isinstance(job.rows, str):
+        os.unlink(job.rows)  # mapped: the rows stay readable
     if job.base and rows.num_rows:
         rows = _shift_rows(rows, job.base)
     table = pa.Table.from_batches([_valid_rows(rows, job.mask, job.added)])
     if not table.schema.equals(job.schema):  # a part of another schema would corrupt the file it is stitched into
         raise ValueError(f"valid rows of schema\n{table.schema}\nwhere the file has\n{job.schema}")
+    if isinstance(job.rows, str):
+        path = job.rows.removesuffix(".arrow") + ".parquet"
+        return path, stitch.encode(table, path, **PARQUET_OPTIONS)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, **PARQUET_OPTIONS)
     data = sink.getvalue().to_pybytes()
