@@ -466,7 +466,10 @@ def _write(sinks: _Sinks, held: Any, res: BatchResult, verdicts: list[tuple[bool
         rows = _held_rows(res.remote)
         res.rows = _shift_rows(rows, res.base) if res.base and rows.num_rows else rows
     if raw and res.remote is not None:  # the rows are where they were checked: a worker makes and encodes the part
-        sinks.offload.submit(encode_valid, _RemoteValid(res.remote, res.base, mask, added, sinks.valid_schema))
+        # as Arrow arrays: pickled as buffers, where lists of a million small lists cost seconds each way
+        arrays = {name: pa.array(added[name], type=typ) for name, typ in ADDED_COLUMNS.items()}
+        sinks.offload.submit(encode_valid, _RemoteValid(res.remote, res.base, pa.array(mask, type=pa.bool_()), arrays,
+                                                        sinks.valid_schema))
     else:
         sinks.write_valid(_valid_rows(res.rows if raw else held, mask, added))
     if quarantined:
@@ -489,12 +492,16 @@ def _write(sinks: _Sinks, held: Any, res: BatchResult, verdicts: list[tuple[bool
     return len(kept)
 
 
-def _valid_rows(rows: pa.RecordBatch, mask: list[bool], added: dict[str, list]) -> pa.RecordBatch:
+def _valid_rows(rows: pa.RecordBatch, mask: list[bool] | pa.BooleanArray,
+                added: dict[str, list | pa.Array]) -> pa.RecordBatch:
     """A batch's valid rows (`mask` over its rows) with the validate_ columns (`added`, over the valid rows)."""
-    valid = rows if all(mask) and len(mask) == rows.num_rows else rows.filter(pa.array(mask, type=pa.bool_()))
+    mask = mask if isinstance(mask, pa.BooleanArray) else pa.array(mask, type=pa.bool_())
+    whole = len(mask) == rows.num_rows and mask.false_count == 0
+    valid = rows if whole else rows.filter(mask)
     valid = valid.drop_columns([c for c in valid.schema.names if c in ADDED_COLUMNS])
     for name, typ in ADDED_COLUMNS.items():
-        valid = valid.append_column(pa.field(name, typ), pa.array(added[name], type=typ))
+        col = added[name]
+        valid = valid.append_column(pa.field(name, typ), col if isinstance(col, pa.Array) else pa.array(col, type=typ))
     return valid
 
 
@@ -513,8 +520,8 @@ def _held_rows(where: Any) -> pa.RecordBatch:
 class _RemoteValid:
     rows: Any  # the batch's canonical rows where a worker left them (_held_rows)
     base: int  # rows before the batch: its source.row values count from its first
-    mask: list[bool]
-    added: dict[str, list]
+    mask: pa.BooleanArray  # over the batch's checked rows
+    added: dict[str, pa.Array]  # the validate_ columns, over the valid rows
     schema: pa.Schema  # the valid file's
 
 
