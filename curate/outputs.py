@@ -244,20 +244,21 @@ class ParquetSink:
         if self._stitcher is None:
             self._writer.write_table(item)
         elif isinstance(item, pa.Table):
-            buf = pa.BufferOutputStream()
-            pq.write_table(item, buf, **PARQUET_OPTIONS)
-            self._stitcher.append(memoryview(buf.getvalue()))
+            from curate.stitch import encode_buffer
+
+            data, found = encode_buffer(item)
+            self._stitcher.append(memoryview(data), found)
         else:
             self._stitcher.append(memoryview(item[0].read_buffer()), item[1])
 
-    def write_encoded(self, path: str | Path | bytes, layout: Any, remove: bool = True) -> None:
+    def write_encoded(self, path: str | Path | bytes | pa.Buffer, layout: Any, remove: bool = True) -> None:
         """Append a Parquet file of this schema written elsewhere with PARQUET_OPTIONS (a stitching sink only), or
         its bytes; its Layout (curate.stitch) says how many rows. The file is mapped now (so it may go after this
         call) and removed once appended (`remove`)."""
         if self._stitcher is None:
             raise ValueError("write_encoded needs ParquetSink(stitch=True)")
-        if isinstance(path, bytes):  # the part itself, from a worker elsewhere
-            item = (pa.BufferReader(pa.py_buffer(path)), layout, None)
+        if isinstance(path, (bytes, pa.Buffer)):  # the part itself, from a worker elsewhere
+            item = (pa.BufferReader(path), layout, None)
         else:
             item = (pa.memory_map(str(path)), layout, Path(path) if remove else None)
         if self._queue is None:

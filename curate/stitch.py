@@ -241,11 +241,38 @@ def layout(data: bytes | memoryview) -> Layout:
     return Layout(end, rows, groups, meta)
 
 
-def encode(table: pa.Table, path: str | Path, **options: Any) -> Layout:
-    """Write `table` as a Parquet file of its own at `path` (a worker's call); its Layout."""
-    pq.write_table(table, path, **options)
+def encode(table: pa.Table, path: str | Path) -> Layout:
+    """Write `table` as a Parquet file of its own at `path` (a worker's call; curate.outputs.PARQUET_OPTIONS); its
+    Layout."""
+    from curate.outputs import PARQUET_OPTIONS
+
+    pq.write_table(table, path, **PARQUET_OPTIONS)
     with pa.memory_map(str(path)) as f:
         return layout(memoryview(f.read_buffer()))
+
+
+def encode_buffer(table: pa.Table) -> tuple[pa.Buffer, Layout]:
+    """`table` as a Parquet file of its own in memory (curate.outputs.PARQUET_OPTIONS), and its Layout."""
+    from curate.outputs import PARQUET_OPTIONS
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **PARQUET_OPTIONS)
+    data = sink.getvalue()
+    return data, layout(memoryview(data))
+
+
+def read_spilled(spilled: str) -> pa.Table:
+    """The table in an Arrow file a worker left in shared memory, mapped (not copied); the file goes."""
+    with pa.memory_map(spilled) as source:
+        table = pa.ipc.open_file(source).read_all()
+    os.unlink(spilled)
+    return table
+
+
+def encode_beside(table: pa.Table, spilled: str) -> tuple[str, Layout]:
+    """`table` encoded as a Parquet file beside the Arrow file `spilled` it came from: (its path, its Layout)."""
+    path = spilled.removesuffix(".arrow") + ".parquet"
+    return path, encode(table, path)
 
 
 class Stitcher:
@@ -291,14 +318,8 @@ class Stitcher:
 
 def encode_spilled(_state: object, spilled: str) -> tuple[str, Layout]:
     """A table in an Arrow file (in shared memory) encoded as a Parquet file beside it, which replaces it (a pool
-    worker's call; curate.outputs.PARQUET_OPTIONS): (its path, its Layout)."""
-    from curate.outputs import PARQUET_OPTIONS
-
-    with pa.memory_map(spilled) as source:
-        table = pa.ipc.open_file(source).read_all()
-    os.unlink(spilled)
-    path = spilled.removesuffix(".arrow") + ".parquet"
-    return path, encode(table, path, **PARQUET_OPTIONS)
+    worker's call): (its path, its Layout)."""
+    return encode_beside(read_spilled(spilled), spilled)
 
 
 class Offload:

@@ -82,7 +82,7 @@ def test_sink_takes_tables_and_encoded_files_in_order(rows: pa.Table, tmp_path: 
                     sink.write_table(t)
                 else:
                     path = tmp_path / f"part{i}.parquet"
-                    sink.write_encoded(path, encode(t, path, **PARQUET_OPTIONS), remove=i != 2)
+                    sink.write_encoded(path, encode(t, path), remove=i != 2)
                     if i == 2:
                         path.unlink()  # mapped already: the sink may append it later
         assert sink.rows == rows.num_rows and not list(tmp_path.glob("part*"))  # appended, then removed

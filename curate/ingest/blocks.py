@@ -39,7 +39,7 @@ from curate.ingest import fast, formats, traces
 from curate.ingest.containers import Opened
 from curate.ingest.convert import SNIFF_RECORDS, Conversion, batch_replies, canonical
 from curate.ingest.readers import Layout, Record, Reject, inspect, jsonl_items
-from curate.outputs import PARQUET_OPTIONS
+from curate.outputs import _pid_alive
 
 BLOCK_BYTES = 4 << 20
 POOL_BLOCKS = 8  # a pool costs about a second of CPU to start: worth it from this many blocks on
@@ -171,12 +171,7 @@ class _Encode:
 def encode_block(_state: object, job: _Encode) -> tuple[str, stitch.Layout]:
     """A block's rows numbered after the rows before it, encoded as a Parquet file of their own beside the Arrow
     file they came in, which goes (a worker's call, once the rows before are known): (its path, its Layout)."""
-    with pa.memory_map(job.spilled) as source:
-        table = pa.ipc.open_file(source).read_all()
-    os.unlink(job.spilled)
-    table = _shift(Part("", table, [], 0), job.base).table
-    path = job.spilled.removesuffix(".arrow") + ".parquet"
-    return path, stitch.encode(table, path, **PARQUET_OPTIONS)
+    return stitch.encode_beside(shift_rows(stitch.read_spilled(job.spilled), job.base), job.spilled)
 
 
 def _convert_block(job: _Job) -> Part:
@@ -228,12 +223,19 @@ def _shift(part: Part, base: int) -> Part:
         if r.row is not None:
             r.row += base
     if part.table is not None:
-        i = part.table.schema.get_field_index("source")
-        src = part.table.column(i).combine_chunks()
-        file, line, row = src.flatten()
-        part.table = part.table.set_column(i, "source", pa.StructArray.from_arrays(
-            [file, line, pc.add(row, base)], fields=list(SOURCE_TYPE)))
+        part.table = shift_rows(part.table, base)
     return part
+
+
+def shift_rows(rows: pa.Table | pa.RecordBatch, base: int) -> pa.Table | pa.RecordBatch:
+    """Canonical rows with `source.row` counted after `base` rows before them."""
+    if not base or not rows.num_rows:
+        return rows
+    i = rows.schema.get_field_index("source")
+    src = rows.column(i)
+    file, line, row = (src.combine_chunks() if isinstance(src, pa.ChunkedArray) else src).flatten()
+    return rows.set_column(i, "source", pa.StructArray.from_arrays([file, line, pc.add(row, base)],
+                                                                  fields=list(SOURCE_TYPE)))
 
 
 @contextlib.contextmanager
@@ -259,18 +261,8 @@ def _clear_stale_spills() -> None:
     what is in /dev/shm takes memory until the machine restarts."""
     for entry in os.scandir("/dev/shm"):
         pid = entry.name[len(SPILL_PREFIX):].split("-", 1)[0]
-        if entry.name.startswith(SPILL_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+        if entry.name.startswith(SPILL_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 @contextlib.contextmanager

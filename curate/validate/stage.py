@@ -32,6 +32,7 @@ from curate.console import progress
 from curate.dataset import MESSAGE_TYPE, SCHEMA, SOURCE_TYPE
 from curate.engine import Engine, current, default_workers, make
 from curate.errors import MissingDependency, UsageError
+from curate.ingest.blocks import shift_rows
 from curate.ingest.convert import Conversion, raw_text
 from curate.ingest.readers import Reject, file_problem
 from curate.inputs import Input, open_input
@@ -227,28 +228,30 @@ def _checked(batches: Iterator[tuple[Any, Any]], raw: bool, spec: Spec, pool_spe
             yield held.popleft(), result
 
 
-def _check_spilled(checker: Any, job: tuple[str, Any]) -> Any:
-    """_check's result with its canonical rows left in an Arrow file in `folder` (shared memory: res.remote), their
-    KTO labels counted."""
-    folder, item = job
-    got = _check(checker, item)
-    res = got[1] if isinstance(got, tuple) else got
-    if res.rows is not None:
-        res.labels = batch_labels(res.rows)
-        fd, path = tempfile.mkstemp(".arrow", dir=folder)
-        with os.fdopen(fd, "wb") as f, pa.ipc.new_file(f, res.rows.schema) as writer:
-            writer.write_batch(res.rows)
-        res.rows, res.remote = None, path
-    return got
-
-
-def _check_held(checker: Any, item: Any) -> tuple[Any, Any]:
-    """_check's result without its canonical rows (their KTO labels counted), and the rows: Ray's map_held
-    leaves them in the object store."""
+def _rows_apart(checker: Any, item: Any) -> tuple[Any, BatchResult, pa.RecordBatch | None]:
+    """_check's result (and its BatchResult) without its canonical rows, whose KTO labels are counted here; the
+    rows."""
     got = _check(checker, item)
     res = got[1] if isinstance(got, tuple) else got
     rows, res.rows = res.rows, None
     res.labels = batch_labels(rows)
+    return got, res, rows
+
+
+def _check_spilled(checker: Any, job: tuple[str, Any]) -> Any:
+    """_check's result with its canonical rows left in an Arrow file in `folder` (shared memory: res.remote)."""
+    folder, item = job
+    got, res, rows = _rows_apart(checker, item)
+    if rows is not None:
+        fd, res.remote = tempfile.mkstemp(".arrow", dir=folder)
+        with os.fdopen(fd, "wb") as f, pa.ipc.new_file(f, rows.schema) as writer:
+            writer.write_batch(rows)
+    return got
+
+
+def _check_held(checker: Any, item: Any) -> tuple[Any, Any]:
+    """_check's result without its canonical rows, and the rows: Ray's map_held leaves them in the object store."""
+    got, _, rows = _rows_apart(checker, item)
     return got, rows
 
 
@@ -259,22 +262,12 @@ def _offload(sinks: _Sinks | None, engine: Any) -> Iterator[None]:
     from curate.ingest.blocks import _spill_folder
     from curate.stitch import Offload
 
-    if sinks is None or sinks.valid is None:
+    if sinks is None or sinks.valid is None or (engine.kind != "ray" and (engine.workers < 2 or engine.threads)):
         yield
         return
-    if engine.kind == "ray":  # parts travel by the object store: the actors may be on other machines
-        sinks.offload = Offload(sinks.valid, engine, None, engine.workers)
-        try:
-            yield
-            sinks.offload.close()
-        finally:
-            sinks.offload = None
-        return
-    if engine.workers < 2 or engine.threads:
-        yield
-        return
-    with _spill_folder(engine.workers) as folder:
-        if folder is None:
+    with contextlib.ExitStack() as stack:
+        folder = None  # on Ray, parts travel by the object store: the actors may be on other machines
+        if engine.kind != "ray" and (folder := stack.enter_context(_spill_folder(engine.workers))) is None:
             yield
             return
         sinks.offload = Offload(sinks.valid, engine, folder, engine.workers)
@@ -307,20 +300,10 @@ def _blocks_done(results: Iterator[tuple[Any, Any]], notes: list[str]) -> Iterat
         held, result, notices, spanned = result
         notes.extend(n for n in notices if n not in notes)
         if base and result.rows is not None and result.rows.num_rows:
-            result.rows = _shift_rows(result.rows, base)
+            result.rows = shift_rows(result.rows, base)
         result.base = base  # for rows left on the cluster (result.remote), shifted where they are used
         base += spanned
         yield held, result
-
-
-def _shift_rows(batch: pa.RecordBatch, base: int) -> pa.RecordBatch:
-    """Canonical rows with `source.row` counted after `base` rows before them."""
-    import pyarrow.compute as pc
-
-    i = batch.schema.get_field_index("source")
-    file, line, row = batch.column(i).flatten()
-    shifted = pa.StructArray.from_arrays([file, line, pc.add(row, base)], fields=list(SOURCE_TYPE))
-    return batch.set_column(i, "source", shifted)
 
 
 def _load_schema(schema: str | dict) -> tuple[dict, str]:
@@ -463,8 +446,7 @@ def _write(sinks: _Sinks, held: Any, res: BatchResult, verdicts: list[tuple[bool
              "validate_assistant_tokens": [c and c.trainable for c in tokens],
              "validate_compliant": [res.compliant[i] for i in kept]}
     if quarantined and raw and res.rows is None and res.remote is not None:  # before a worker takes them
-        rows = _held_rows(res.remote)
-        res.rows = _shift_rows(rows, res.base) if res.base and rows.num_rows else rows
+        res.rows = shift_rows(_held_rows(res.remote), res.base)
     if raw and res.remote is not None:  # the rows are where they were checked: a worker makes and encodes the part
         # as Arrow arrays: pickled as buffers, where lists of a million small lists cost seconds each way
         arrays = {name: pa.array(added[name], type=typ) for name, typ in ADDED_COLUMNS.items()}
@@ -525,29 +507,18 @@ class _RemoteValid:
     schema: pa.Schema  # the valid file's
 
 
-def encode_valid(_state: object, job: _RemoteValid) -> tuple[str | bytes, Any]:
+def encode_valid(_state: object, job: _RemoteValid) -> tuple[str | pa.Buffer, Any]:
     """A batch's valid rows made and encoded as Parquet where its rows are (a worker's call): (a Parquet file in
     shared memory that replaces the rows' Arrow file, or on Ray its bytes; its Layout)."""
-    import pyarrow.parquet as pq
-
     from curate import stitch
-    from curate.outputs import PARQUET_OPTIONS
 
     rows = _held_rows(job.rows)
     if isinstance(job.rows, str):
         os.unlink(job.rows)  # mapped: the rows stay readable
-    if job.base and rows.num_rows:
-        rows = _shift_rows(rows, job.base)
-    table = pa.Table.from_batches([_valid_rows(rows, job.mask, job.added)])
+    table = pa.Table.from_batches([_valid_rows(shift_rows(rows, job.base), job.mask, job.added)])
     if not table.schema.equals(job.schema):  # a part of another schema would corrupt the file it is stitched into
         raise ValueError(f"valid rows of schema\n{table.schema}\nwhere the file has\n{job.schema}")
-    if isinstance(job.rows, str):
-        path = job.rows.removesuffix(".arrow") + ".parquet"
-        return path, stitch.encode(table, path, **PARQUET_OPTIONS)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **PARQUET_OPTIONS)
-    data = sink.getvalue().to_pybytes()
-    return data, stitch.layout(data)
+    return stitch.encode_beside(table, job.rows) if isinstance(job.rows, str) else stitch.encode_buffer(table)
 
 
 def _canonical_rows(held: Any, res: BatchResult, rows: list[int], raw: bool) -> list[dict | None]:
