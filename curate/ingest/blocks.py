@@ -241,11 +241,7 @@ def shift_rows(rows: pa.Table | pa.RecordBatch, base: int) -> pa.Table | pa.Reco
 @contextlib.contextmanager
 def _spill_folder(workers: int) -> Iterator[str | None]:
     """A folder in shared memory for the workers' rows (None: there is no roomy /dev/shm, the rows take the pipe)."""
-    try:
-        roomy = workers > 1 and shutil.disk_usage("/dev/shm").free > 64 * workers * BLOCK_BYTES
-    except OSError:
-        roomy = False
-    if not roomy:
+    if not roomy_shm(workers):
         yield None
         return
     _clear_stale_spills()
@@ -254,6 +250,14 @@ def _spill_folder(workers: int) -> Iterator[str | None]:
 
 
 SPILL_PREFIX = "curate-spill-"
+
+
+def roomy_shm(workers: int) -> bool:
+    """Whether `workers` (2 or more) can spill their rows to /dev/shm: it exists, with room for many blocks each."""
+    try:
+        return workers > 1 and shutil.disk_usage("/dev/shm").free > 64 * workers * BLOCK_BYTES
+    except OSError:
+        return False
 
 
 def _clear_stale_spills() -> None:
