@@ -79,6 +79,9 @@ class _Worker:
     """One actor: the stage's setup, once, then calls."""
 
     def __init__(self, setup: Callable[..., Any] | None, args: tuple):
+        from curate.engine import worker_gc
+
+        worker_gc()
         self.state = setup(*args) if setup is not None else None
 
     def call(self, fn: Callable[[Any, Any], Any], item: Any) -> Any:

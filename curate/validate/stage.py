@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from curate.console import progress
 from curate.dataset import MESSAGE_TYPE, SCHEMA, SOURCE_TYPE
-from curate.engine import Engine, current, default_workers, make
+from curate.engine import GC_ALLOCATIONS, Engine, current, default_workers, make
 from curate.errors import MissingDependency, UsageError
 from curate.ingest.blocks import shift_rows
 from curate.ingest.convert import Conversion, raw_text
@@ -165,7 +165,7 @@ def _rare_collections() -> Iterator[None]:
     (pyarrow's and jsonschema's included), many times a file. Nothing here makes cycles: memory stays the same.
     """
     before = gc.get_threshold()
-    gc.set_threshold(max(before[0], 50_000), *before[1:])
+    gc.set_threshold(max(before[0], GC_ALLOCATIONS), *before[1:])
     try:
         yield
     finally:
