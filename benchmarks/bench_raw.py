@@ -135,6 +135,10 @@ def main() -> None:
         plan.append((f"dedupe{w}", f"curate dedupe --workers {w}",
                      curate(["dedupe", str(raw), "-o", str(out / f"dedupe{w}" / "kept.parquet"), "--workers", str(w),
                              "--json"])))
+    # the path `curate run` takes: dedupe of validate's output Parquet (the raw file is converted once, by validate)
+    plan.append(("dedupev1", "curate dedupe of validate's output --workers 1",
+                 curate(["dedupe", str(out / "valid1.parquet"), "-o", str(out / "dedupev1" / "kept.parquet"),
+                         "--workers", "1", "--json"])))
     for name in ("rensa", "datasketch"):
         if name not in skip:
             plan.append((name, f"{name} reference pipeline (dedupe only)",
@@ -142,7 +146,8 @@ def main() -> None:
                                                                  name=name, out=str(out / f"{name}.npy"))]))
     only = set(filter(None, a.only.split(",")))
     if only:
-        plan = [x for x in plan if x[0].removesuffix("pin").rstrip("0123456789") in only]
+        plan = [x for x in plan if x[0].removesuffix("pin").rstrip("0123456789") in only
+                or x[0] == "dedupev1" and {"validate", "dedupe"} <= only]
     res: dict[str, dict] = {}
     for key, label, cmd in plan:
         before = load()
@@ -233,11 +238,16 @@ def report(n: int, raw: Path, cores: int, res: dict, equal: dict, quality: dict,
         "", *rows, "",
     ]
     t = []
-    if "rensa" in res and "validate1" in res and "dedupe1" in res:
-        both = res["validate1"]["cpu_s"] + res["dedupe1"]["cpu_s"]
-        t.append(f"- validate (structure) + dedupe from raw JSONL, 1 worker, {both:.1f} CPU s, less than rensa's dedupe "
-                 f"alone ({res['rensa']['cpu_s']:.1f} CPU s): {'met' if both < res['rensa']['cpu_s'] else 'MISSED'}")
-    ours = [r for k, r in res.items() if k.rstrip("0123456789") in ("ingest", "validate", "tokens", "dedupe")]
+    if "rensa" in res and "validate1" in res and "dedupev1" in res:
+        both = res["validate1"]["cpu_s"] + res["dedupev1"]["cpu_s"]
+        t.append(f"- validate (structure) of raw JSONL, then dedupe of its output (as `curate run` does), 1 worker, "
+                 f"{both:.1f} CPU s, less than rensa's dedupe alone ({res['rensa']['cpu_s']:.1f} CPU s): "
+                 f"{'met' if both < res['rensa']['cpu_s'] else 'MISSED'}")
+        if "dedupe1" in res:
+            again = res["validate1"]["cpu_s"] + res["dedupe1"]["cpu_s"]
+            t.append(f"  - with dedupe reading the raw file again instead (converting it a second time): {again:.1f} "
+                     f"CPU s: {'met' if again < res['rensa']['cpu_s'] else 'MISSED'}")
+    ours = [r for k, r in res.items() if k.rstrip("0123456789") in ("ingest", "validate", "tokens", "dedupe", "dedupev")]
     worst = max(ours, key=lambda r: r["rss_sum_mib"]) if ours else None
     if worst:
         t.append(f"- every curate command at most 2 GiB peak RSS at this size: largest {worst['rss_sum_mib']:,.0f} MiB "
