@@ -108,25 +108,39 @@ def main() -> None:
                     help="scale_dedupe.py's vectorised corpus (minutes at 10^7 records; bench_dedupe.py's takes hours)")
     ap.add_argument("--report-only", action="store_true",
                     help="the report of the runs an earlier invocation recorded (its folder's runs.json), none run")
+    ap.add_argument("--add", action="store_true",
+                    help="add these runs to the ones an earlier invocation recorded in its folder (report on all)")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     n = a.rows
     stages = [s for s in ("ingest", "validate", "dedupe") if s in a.stages.split(",")]
     configs = [(c.rstrip("0123456789"), int(c[len(c.rstrip("0123456789")):])) for c in a.configs.split(",")]
     plan = [(stage, engine, w) for stage in stages for engine, w in configs]
-    if "dedupe" in stages and ("ingest", "local", 1) not in plan:
+    made_for_dedupe = "dedupe" in stages and ("ingest", "local", 1) not in plan
+    if made_for_dedupe:
         plan.insert(0, ("ingest", "local", 1))  # dedupe's input
     if a.scale:
         import scale_dedupe
 
         corpus, _ = scale_dedupe.make_corpus(n)
         raw = scale_dedupe.make_raw(corpus)
+        # its records are a user turn alone, which validate quarantines: validate reads them with a reply
+        checked = scale_dedupe.make_raw(corpus, reply=True) if "validate" in stages else raw
     else:
         corpus, _ = make_corpus(n)
         raw, _ = make_raw(n)
+        checked = raw
     out = CACHE / f"bench_ray_{n}"
-    if a.report_only:
-        plan, runs = [], json.loads((out / "runs.json").read_text())
+    if a.report_only or a.add:
+        runs = json.loads((out / "runs.json").read_text())
+        done = {(r["stage"], r["engine"], r["workers"]) for r in runs}
+        if a.report_only:
+            plan = []
+        elif made_for_dedupe and ("ingest", "local", 1) in done:
+            plan.remove(("ingest", "local", 1))  # dedupe's input is there
+        # a run made again replaces the recorded one
+        runs = [r for r in runs if (r["stage"], r["engine"], r["workers"]) not in plan]
+        stages = sorted({r["stage"] for r in runs} | set(stages), key=("ingest", "validate", "dedupe").index)
     else:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
@@ -138,7 +152,7 @@ def main() -> None:
             cmd = ["ingest", str(raw), "-o", str(out / f"{tag}.parquet")]
             files = [f"{tag}.parquet"]
         elif stage == "validate":
-            cmd = ["validate", str(raw), "--no-tokens", "--max-error-rate", "1", "-o",
+            cmd = ["validate", str(checked), "--no-tokens", "--max-error-rate", "1", "-o",
                    str(out / f"{tag}.parquet"), "--quarantine", str(out / f"{tag}.q.parquet")]
             files = [f"{tag}.parquet", f"{tag}.q.parquet"]
         else:
@@ -155,13 +169,12 @@ def main() -> None:
         print(f"{tag:18} CPU {r['cpu_s']:7.1f} s  wall {r['wall_s']:7.1f} s  driver "
               f"{r['driver_mib']:6,.0f} MiB  largest other {r['other_mib']:6,.0f} MiB", file=sys.stderr,
               flush=True)
-    body = report(n, raw, corpus, out, runs, a.scale)
+    body = report(n, raw, checked, corpus, out, runs, a.scale)
     print(body)
     if not a.no_write:
         from _results import write_section
 
-        name = "ray" + ("" if n == 1_000_000 else f"-{n}") + ("" if a.stages == "ingest,validate,dedupe" else "-" +
-                                                              "-".join(stages))
+        name = "ray" + ("" if n == 1_000_000 else f"-{n}") + ("" if len(stages) == 3 else "-" + "-".join(stages))
         write_section(name, "python3 benchmarks/bench_ray.py " + " ".join(sys.argv[1:]), body)
 
 
@@ -190,7 +203,7 @@ def sizes(corpus: Path) -> dict:
     return {"bands": cfg.bands, "block": held / n, "ids": table.column("id").nbytes / n, "record": 3 * 8}
 
 
-def report(n: int, raw: Path, corpus: Path, out: Path, runs: list[dict], scale: bool = False) -> str:
+def report(n: int, raw: Path, checked: Path, corpus: Path, out: Path, runs: list[dict], scale: bool = False) -> str:
     head = ("| stage | engine | workers | CPU s | wall s | records/s (wall) | driver peak MiB | largest other MiB | "
             "speed-up | scaling efficiency | outputs = local 1 worker |")
     rows = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -206,9 +219,27 @@ def report(n: int, raw: Path, corpus: Path, out: Path, runs: list[dict], scale: 
         rows.append(f"| {r['stage']} | {r['engine']} | {r['workers']} | {r['cpu_s']:.1f} | {r['wall_s']:.1f} | "
                     f"{n / r['wall_s']:,.0f} | {r['driver_mib']:,.0f} | {r['other_mib']:,.0f} | {speed} | "
                     f"{eff} | {same} |")
+    made = ("scale_dedupe.py's corpus (a user turn a record, ~100 Zipf words, 20% planted copies)" if scale else
+            "bench_dedupe.py's corpus with a 12-word reply (bench_raw.py)")
+    kinds = {r["stage"] for r in runs}
+    reads = [f"raw chat JSONL {raw.stat().st_size / 2**20:,.0f} MiB"
+             + (" (ingest" + (", validate `--no-tokens`)" if "validate" in kinds and checked == raw else ")")
+                if "ingest" in kinds or checked == raw else "")]
+    if "validate" in kinds and checked != raw:
+        reads.append(f"validate `--no-tokens` reads the same records with an assistant reply each (the user text's "
+                     f"first 12 words; a user turn alone is quarantined), {checked.stat().st_size / 2**20:,.0f} MiB")
+    if "dedupe" in kinds:
+        reads.append(f"dedupe reads the local ingest's Parquet of it "
+                     f"({(out / 'ingest_local1.parquet').stat().st_size / 2**20:,.0f} MiB, a row group per 4 MiB block "
+                     "of JSONL)")
+    intro = (
+        f"Inputs: {n:,} records of {made}; " + "; ".join(reads) + ". Ray: a local "
+        "instance of this machine's 2 cores, started by each command (its start-up is in the figures), so the "
+        "'nodes' share the driver's cores, disk and page cache. The machine was shared with other work while this "
+        "ran: compare CPU s more than wall. Speed-up and scaling efficiency are against the same engine's 1-worker run.")
     sign = next((r for r in runs if (r["stage"], r["engine"], r["workers"]) == ("dedupe", "ray", 2)), None)
     if sign is None:
-        return "\n".join(rows)
+        return "\n".join([intro, "", *rows])
     z = sizes(corpus)
     raw_row = raw.stat().st_size / n
     ing = (out / "ingest_local1.parquet").stat().st_size
@@ -221,15 +252,6 @@ def report(n: int, raw: Path, corpus: Path, out: Path, runs: list[dict], scale: 
                 f"{z['block'] * rows / nodes / gib:,.1f} GiB in each node's object store, the driver "
                 f"{(z['ids'] + 1) * rows / gib:,.1f} GiB of ids and flags")
 
-    made = ("scale_dedupe.py's corpus (a user turn a record, ~100 Zipf words, 20% planted copies)" if scale else
-            "bench_dedupe.py's corpus with a 12-word reply (bench_raw.py)")
-    intro = (
-        f"Inputs: {n:,} records of {made}; raw chat JSONL {raw.stat().st_size / 2**20:,.0f} MiB (ingest, validate "
-        f"`--no-tokens`), dedupe reads the local ingest's Parquet of it ({ing / 2**20:,.0f} "
-        "MiB, a row group per 4 MiB block of JSONL). Ray: a local "
-        "instance of this machine's 2 cores, started by each command (its start-up is in the figures), so the "
-        "'nodes' share the driver's cores, disk and page cache. The machine was shared with other work while this "
-        "ran: compare CPU s more than wall. Speed-up and scaling efficiency are against the same engine's 1-worker run.")
     note = (
         "How it grows (arithmetic from per-row sizes measured on this corpus, not a run): a signed block holds "
         f"{z['block']:,.0f} bytes a row in the object store until the decision; the shuffle moves one (band, key, row) "

@@ -116,17 +116,24 @@ def _table(rows: np.ndarray, content: pa.Array) -> pa.Table:
     )
 
 
-def make_raw(corpus: Path) -> Path:
+def make_raw(corpus: Path, reply: bool = False) -> Path:
     """The corpus as raw OpenAI chat JSONL (one user message a line; cached): what `--raw` deduplicates. Row r of
-    the corpus is line r + 1, so the removed rows' source lines give the planted copy rates."""
-    raw = corpus.with_suffix(".jsonl")
+    the corpus is line r + 1, so the removed rows' source lines give the planted copy rates. reply: each record
+    also has an assistant reply (the text's first 12 words), so that it is a valid chat record for validate
+    (a user turn alone is quarantined: no assistant message)."""
+    raw = corpus.with_name(corpus.stem + ("_chat" if reply else "") + ".jsonl")
     if raw.exists():
         return raw
     tmp = raw.with_suffix(".jsonl.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for batch in pq.ParquetFile(corpus).iter_batches(100_000, columns=["messages"]):
             texts = pc.list_flatten(batch.column(0)).field("content").to_pylist()
-            f.writelines('{"messages":[{"role":"user","content":%s}]}\n' % json.dumps(t) for t in texts)
+            if reply:
+                f.writelines(json.dumps({"messages": [{"role": "user", "content": t},
+                                                      {"role": "assistant", "content": " ".join(t.split()[:12])}]},
+                                        separators=(",", ":")) + "\n" for t in texts)
+            else:
+                f.writelines('{"messages":[{"role":"user","content":%s}]}\n' % json.dumps(t) for t in texts)
         print(f"  raw JSONL: {raw.name}", file=sys.stderr, flush=True)
     tmp.rename(raw)
     return raw
