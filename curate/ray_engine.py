@@ -56,13 +56,17 @@ def session(address: str | None = None) -> Iterator[Any]:
             from ray._private import ray_constants
 
             ray_constants.ENABLE_RAY_CLUSTER = False
-            ray.init(num_cpus=usable_cores(), _node_ip_address="127.0.0.1", **quiet)
+            # "local": a new instance even where one is running on this machine already (ray.init() would join
+            # the newest one, or the one RAY_ADDRESS names, and refuse num_cpus)
+            ray.init(address="local", num_cpus=usable_cores(), _node_ip_address="127.0.0.1", **quiet)
         elif address.startswith("ray://"):
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise UsageError(f"--ray-address {address}: cannot join the Ray cluster: {str(exc).splitlines()[0]}") from None
+        what = f"--ray-address {address}: cannot join the Ray cluster" if address not in (None, "", "local") else \
+            "--engine ray: cannot start a local Ray instance"
+        raise UsageError(f"{what}: {str(exc).splitlines()[0]}") from None
     try:
         yield ray
     finally:

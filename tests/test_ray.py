@@ -232,3 +232,45 @@ def test_a_run_keeps_its_finished_stages_across_engines(cluster, project, small_
     forced = run_recipe("r.yaml", engine="ray", force=["ingest", "validate", "dedupe"])
     assert statuses(forced)["ingest"] != "cached"
     assert pq.read_table(forced["final_dataset"]).equals(dataset)
+
+
+HOLD = """
+import sys
+from ray._private import ray_constants
+from ray.cluster_utils import Cluster
+
+ray_constants.ENABLE_RAY_CLUSTER = False
+c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
+                                                  "include_dashboard": False})
+print(c.address, flush=True)
+sys.stdin.read()  # until the test closes it
+c.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_without_an_address_a_new_local_instance_starts_beside_a_running_one(tmp_path):
+    """`--engine ray` without --ray-address starts its own local instance, also where another Ray instance runs
+    on this machine (another user's, a test's) and RAY_ADDRESS names it: ray.init() would join that one, and
+    then refuse the CPU count ("When connecting to an existing cluster, num_cpus and num_gpus must not be
+    provided"), as a benchmark run beside the test suite did."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        address = holder.stdout.readline().strip()
+        assert address
+        src = tmp_path / "a.jsonl"
+        src.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q {i}"},
+                                                         {"role": "assistant", "content": f"a {i}"}]}) + "\n"
+                               for i in range(50)))
+        env = {**os.environ, "RAY_ADDRESS": address}
+        got = subprocess.run([sys.executable, "-m", "curate.cli", "ingest", str(src), "-o", str(tmp_path / "o.parquet"),
+                              "--engine", "ray", "--workers", "1"], env=env, capture_output=True, text=True, timeout=300)
+        assert got.returncode == 0, got.stderr
+        assert pq.read_table(tmp_path / "o.parquet").num_rows == 50
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=120)
