@@ -194,7 +194,14 @@ class Parts:
         return str(self.folder) if self.visible else None
 
     def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the folder. Killed actors may still be writing for a moment (ray.kill does not wait): renamed
+        first, so that no new part can be made in it while it is removed."""
+        gone = self.folder.with_name(self.folder.name[: -len(PARTS_SUFFIX)] + "x" + PARTS_SUFFIX)
+        try:
+            self.folder.rename(gone)
+        except OSError:
+            gone = self.folder
+        shutil.rmtree(gone, ignore_errors=True)
 
 
 @contextlib.contextmanager

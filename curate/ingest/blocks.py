@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import multiprocessing
 import os
 import shutil
 import tempfile
@@ -343,11 +342,11 @@ def canonical_parts(paths: Iterable[str | Path], fmt: str = "auto", origin: str 
     count = -(-jsonl_bytes // block_bytes)
     n = 1 if count < POOL_BLOCKS else min(workers or default_workers(), count)
     remote = count >= POOL_BLOCKS and current() == "ray"  # Ray actors, maybe elsewhere: blocks carry their bytes
-    if n > 1 and not remote:  # workers forked from a server that holds this module start without importing it again
-        multiprocessing.set_forkserver_preload(["__main__", __name__])
     replies = batch_replies(paths, fmt)
-    with make(n, worth=n > 1 or remote) as engine, _spill_folder(1 if remote else n) as spill, \
-            _sharded(remote, near) as parts:
+    # the folders outlive the engine: its workers are stopped (a pool's waited for, actors killed) before the
+    # folders they write to are removed, so a failed run leaves no file behind
+    with _spill_folder(1 if remote else n) as spill, _sharded(remote, near) as parts, \
+            make(n, worth=n > 1 or remote) as engine:
         for index, path in enumerate(paths):
             conv = Conversion(path, fmt, origin, replies=replies)
             if conversions is not None:

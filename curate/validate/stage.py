@@ -212,7 +212,7 @@ def _checked(batches: Iterator[tuple[Any, Any]], raw: bool, spec: Spec, pool_spe
 
     remote = len(head) > 1 and current() == "ray"
     pool = make(workers, setup, (pool_spec,)) if workers > 1 or remote else Engine(1, setup, (spec,))
-    with pool as engine, _offload(sinks, engine):
+    with _offload(sinks, pool) as engine:
         if remote and raw and sinks is not None and sinks.offload is not None:
             # the rows stay in the cluster's object store; an actor encodes the valid ones (_write)
             for small, rows in engine.map_held(_check_held, feed()):
@@ -257,23 +257,26 @@ def _check_held(checker: Any, item: Any) -> tuple[Any, Any]:
 
 
 @contextlib.contextmanager
-def _offload(sinks: _Sinks | None, engine: Any) -> Iterator[None]:
-    """The valid rows encoded by the pool's workers while the block runs (a local process pool, a file output,
-    a roomy /dev/shm), all appended when it ends; else nothing changes."""
+def _offload(sinks: _Sinks | None, pool: Any) -> Iterator[Any]:
+    """The pool, entered; the valid rows encoded by its workers while the block runs (a local process pool, a
+    file output, a roomy /dev/shm), all appended when it ends; else nothing changes. The spill folder outlives
+    the pool: its workers are waited for (or on Ray killed) before the folder they write to is removed."""
     from curate.ingest.blocks import _spill_folder
     from curate.stitch import Offload
 
-    if sinks is None or sinks.valid is None or (engine.kind != "ray" and (engine.workers < 2 or engine.threads)):
-        yield
-        return
+    wanted = not (sinks is None or sinks.valid is None or (pool.kind != "ray" and (pool.workers < 2 or pool.threads)))
     with contextlib.ExitStack() as stack:
         folder = None  # on Ray, parts travel by the object store: the actors may be on other machines
-        if engine.kind != "ray" and (folder := stack.enter_context(_spill_folder(engine.workers))) is None:
-            yield
+        if wanted and pool.kind != "ray":
+            folder = stack.enter_context(_spill_folder(pool.workers))
+            wanted = folder is not None
+        engine = stack.enter_context(pool)
+        if not wanted:
+            yield engine
             return
         sinks.offload = Offload(sinks.valid, engine, folder, engine.workers)
         try:
-            yield
+            yield engine
             sinks.offload.close()
         finally:
             sinks.offload = None
