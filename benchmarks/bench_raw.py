@@ -262,6 +262,8 @@ def report(n: int, raw: Path, cores: int, res: dict, equal: dict, quality: dict,
                     y = res[f"{stage}{cores}"]["wall_s"] / res[f"{stage}1pin"]["wall_s"]
                     t.append(f"  - against 1 worker on one core: {y:.2f}x")
                 par = res[f"{stage}{cores}"]
+                if stage == "dedupe":  # its workers are threads of the parent: its CPU is theirs too, no bound
+                    continue
                 t.append(f"  - the parent's own CPU (its writer thread included; what more workers cannot spread): "
                          f"{par['parent_cpu_s']:.1f} of {par['cpu_s']:.1f} CPU s, so on any number of cores the wall "
                          f"stays above {par['parent_cpu_s']:.1f} s, at best {res[f'{stage}1']['wall_s'] / max(par['parent_cpu_s'], 1e-9):.1f}x "
