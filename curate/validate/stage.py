@@ -21,7 +21,7 @@ import json
 import os
 import tempfile
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -434,46 +434,55 @@ def _write(sinks: _Sinks, held: Any, res: BatchResult, verdicts: list[tuple[bool
     quarantined: list[int] = []
     mask: list[bool] = []  # over the rows of `rows` below
     kept: list[int] = []
-    codes: dict[int, tuple[list[Finding], list[str]]] = {}  # by the findings list's id: rows share lists (Tally.merge)
-    for i, (ok, findings) in enumerate(verdicts):
+    for i, (ok, _) in enumerate(verdicts):
         if res.checked[i] or not raw:
             mask.append(ok)
-        if ok:
-            kept.append(i)
-            if id(findings) not in codes:
-                codes[id(findings)] = (findings, [f.code for f in findings])
-        else:
-            quarantined.append(i)
+        (kept if ok else quarantined).append(i)
     tokens = [res.tokens[i] for i in kept]
-    added = {"validate_codes": [codes[id(verdicts[i][1])][1] for i in kept],
-             "validate_tokens": [c and c.tokens for c in tokens],
-             "validate_assistant_tokens": [c and c.trainable for c in tokens],
-             "validate_compliant": [res.compliant[i] for i in kept]}
+    # as Arrow arrays: a worker that makes the valid part gets them pickled as buffers, where lists of a million
+    # small lists cost seconds each way
+    added = {"validate_codes": _per_findings(verdicts, kept, [lambda f: f.code])[0],
+             **{name: pa.array(values, ADDED_COLUMNS[name]) for name, values in (
+                 ("validate_tokens", [c and c.tokens for c in tokens]),
+                 ("validate_assistant_tokens", [c and c.trainable for c in tokens]),
+                 ("validate_compliant", [res.compliant[i] for i in kept]))}}
+    valid = pa.array(mask, pa.bool_())
     if quarantined and raw and res.rows is None and res.remote is not None:  # before a worker takes them
         res.rows = shift_rows(_held_rows(res.remote), res.base)
     if raw and res.remote is not None:  # the rows are where they were checked: a worker makes and encodes the part
-        # as Arrow arrays: pickled as buffers, where lists of a million small lists cost seconds each way
-        arrays = {name: pa.array(added[name], type=typ) for name, typ in ADDED_COLUMNS.items()}
-        sinks.offload.submit(encode_valid, _RemoteValid(res.remote, res.base, pa.array(mask, type=pa.bool_()), arrays,
-                                                        sinks.valid_schema))
+        sinks.offload.submit(encode_valid, _RemoteValid(res.remote, res.base, valid, added, sinks.valid_schema))
     else:
-        sinks.write_valid(_valid_rows(res.rows if raw else held, mask, added))
+        sinks.write_valid(_valid_rows(res.rows if raw else held, valid, added))
     if quarantined:
         sinks.write_rejected(_quarantine_table(held, res, verdicts, quarantined, first_row, raw))
     return len(kept)
 
 
-def _valid_rows(rows: pa.RecordBatch, mask: list[bool] | pa.BooleanArray,
-                added: dict[str, list | pa.Array]) -> pa.RecordBatch:
+def _valid_rows(rows: pa.RecordBatch, mask: pa.BooleanArray, added: dict[str, pa.Array]) -> pa.RecordBatch:
     """A batch's valid rows (`mask` over its rows) with the validate_ columns (`added`, over the valid rows)."""
-    mask = mask if isinstance(mask, pa.BooleanArray) else pa.array(mask, type=pa.bool_())
     whole = len(mask) == rows.num_rows and mask.false_count == 0
     valid = rows if whole else rows.filter(mask)
     valid = valid.drop_columns([c for c in valid.schema.names if c in ADDED_COLUMNS])
     for name, typ in ADDED_COLUMNS.items():
-        col = added[name]
-        valid = valid.append_column(pa.field(name, typ), col if isinstance(col, pa.Array) else pa.array(col, type=typ))
+        valid = valid.append_column(pa.field(name, typ), added[name])
     return valid
+
+
+def _per_findings(verdicts: list[tuple[bool, list[Finding]]], rows: list[int],
+                  texts: list[Callable[[Finding], str]]) -> list[pa.Array]:
+    """For each of `texts`, a list<string> column over `rows`: the text of each finding of the row's list. Rows
+    share findings lists (Tally.merge), so each distinct list is made into texts once, by its id."""
+    which: dict[int, int] = {}
+    distinct: list[list[Finding]] = []
+    pick = []
+    for i in rows:
+        findings = verdicts[i][1]
+        k = which.setdefault(id(findings), len(distinct))
+        if k == len(distinct):
+            distinct.append(findings)
+        pick.append(k)
+    picked = pa.array(pick, pa.int64())
+    return [pa.array([[text(f) for f in fs] for fs in distinct], pa.list_(pa.string())).take(picked) for text in texts]
 
 
 def _held_rows(where: Any) -> pa.RecordBatch:
@@ -516,19 +525,7 @@ def _quarantine_table(held: Any, res: BatchResult, verdicts: list[tuple[bool, li
     data (null for a raw record that did not become a row), not through a Python dict a row, which cost ~50 us
     a row (a file whose every record fails took 557 CPU s at 10M records)."""
     n = len(rows)
-    # rows share findings lists (Tally.merge): each distinct list becomes codes and texts once
-    which: dict[int, int] = {}
-    distinct: list[list[Finding]] = []
-    pick = []
-    for i in rows:
-        findings = verdicts[i][1]
-        k = which.setdefault(id(findings), len(distinct))
-        if k == len(distinct):
-            distinct.append(findings)
-        pick.append(k)
-    picked = pa.array(pick, pa.int64())
-    codes = pa.array([[f.code for f in fs] for fs in distinct], pa.list_(pa.string())).take(picked)
-    errors = pa.array([[f"{f.code}: {f.message}" for f in fs] for fs in distinct], pa.list_(pa.string())).take(picked)
+    codes, errors = _per_findings(verdicts, rows, [lambda f: f.code, lambda f: f"{f.code}: {f.message}"])
     if raw:
         position = list(itertools.accumulate(res.checked))  # a checked row's index in res.rows is position - 1
         canonical = res.rows.take(pa.array([position[i] - 1 if res.checked[i] else None for i in rows], pa.int64())) \
