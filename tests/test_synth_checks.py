@@ -79,13 +79,17 @@ def test_consistency_keeps_only_rows_whose_answers_agree(tmp_path):
         kept = [r["messages"][0]["content"] for r in pq.read_table(tmp_path / "o.parquet").to_pylist()]
         assert kept == ["Triage: " + TICKETS[0], "Triage: " + TICKETS[3]]
         fails = pq.read_table(tmp_path / "o.failures.parquet").to_pylist()
-        assert [(ticket_of(f), f["synth_status"], f["synth_kind"], f["reason"]) for f in fails] == [
-            (TICKETS[1], "rejected_check", "generate", "inconsistent label category: billing vs account vs billing"),
-            (TICKETS[2], "rejected_check", "generate", "inconsistent label priority: low vs low vs high"),
-        ]
+        assert [(ticket_of(f), f["synth_status"], f["synth_kind"]) for f in fails] == [
+            (TICKETS[1], "rejected_check", "generate"), (TICKETS[2], "rejected_check", "generate")]
+        # the row's own answer first; the two extras go out together with equal bodies, so which of them the
+        # server answers second (and labels differently) is theirs to race
+        reasons = [f["reason"] for f in fails]
+        assert reasons[0] in {"inconsistent label category: billing vs account vs billing",
+                              "inconsistent label category: billing vs billing vs account"}
+        assert reasons[1] in {"inconsistent label priority: low vs low vs high",
+                              "inconsistent label priority: low vs high vs low"}
         assert json.loads(fails[0]["reply"]) == label(TICKETS[1], 0)  # the row's own answer, for a person
-        assert s.summary["failure_reasons"] == {"inconsistent label category: billing vs account vs billing": 1,
-                                                "inconsistent label priority: low vs low vs high": 1}
+        assert s.summary["failure_reasons"] == {r: 1 for r in reasons}
         # every check request is paid work: in the ledger with the usage the server billed
         assert s.summary["http_requests"] == 12
         assert s.summary["prompt_tokens"] == sum(r["usage"][0] for r in srv.requests)
