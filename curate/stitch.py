@@ -17,6 +17,7 @@ Python, drops fields newer than its schema (a footer read and written by it lost
 from __future__ import annotations
 
 import os
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -322,24 +323,32 @@ def encode_spilled(_state: object, spilled: str) -> tuple[str, Layout]:
     return encode_beside(read_spilled(spilled), spilled)
 
 
+def encode_table(_state: object, table: pa.Table) -> tuple[pa.Buffer, Layout]:
+    """`table` encoded as a Parquet file in memory (a worker's call, the table sent to it): its bytes, its Layout."""
+    return encode_buffer(table)
+
+
 class Offload:
     """Tables for a stitching ParquetSink encoded by a pool's workers instead of this process, appended in order.
 
     put() writes the table to an Arrow file in `folder` (shared memory: one copy, no pickling) and asks the pool
-    to encode it; the encoded parts are appended as they are done, in the order put, at most `window` waiting.
+    to encode it, or with no folder (Ray: the workers may be on other machines) sends the table itself; the encoded
+    parts are appended as they are done, in the order put, at most `window` waiting.
     """
 
     def __init__(self, sink: Any, engine: Any, folder: str | None, window: int):
         self.sink, self.engine, self.folder, self.window = sink, engine, folder, window
         self.waiting: deque[Any] = deque()
-        self._count = 0
 
     def put(self, table: pa.Table) -> None:
-        """Encode `table` on the pool (through `folder`, which this needs), then append it."""
+        """Encode `table` on the pool (through `folder`, where there is one), then append it."""
         if not table.schema.equals(self.sink.schema):
             raise ValueError(f"table schema does not match the sink's schema:\n{table.schema}\nvs\n{self.sink.schema}")
-        self._count += 1
-        path = os.path.join(self.folder, f"{self._count}.arrow")
+        if self.folder is None:
+            self.submit(encode_table, table)
+            return
+        fd, path = tempfile.mkstemp(".arrow", dir=self.folder)  # a name of its own: several Offloads may share a folder
+        os.close(fd)
         with pa.OSFile(path, "wb") as f, pa.ipc.new_file(f, table.schema) as writer:
             writer.write_table(table)
         self.submit(encode_spilled, path)

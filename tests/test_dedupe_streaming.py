@@ -60,6 +60,28 @@ def test_outputs_equal_for_one_and_two_workers(settings, monkeypatch):
     assert (one.summary["config"]["workers"], two.summary["config"]["workers"]) == (1, 2)
 
 
+def test_two_workers_encode_the_written_row_groups_and_the_files_are_the_same_bytes(tmp_path, monkeypatch):
+    """With 2+ workers the kept and removed row groups are encoded on a pool (started at the first full row group)
+    and appended here (curate.stitch): every file byte for byte the one-worker run's."""
+    from curate.dedupe import result
+    from curate.ingest.blocks import roomy_shm
+    from curate.outputs import ParquetSink
+
+    monkeypatch.setattr(result, "ROW_GROUP_BYTES", 4096)  # row groups of a few rows: many parts
+    appended = []
+    real = ParquetSink.write_encoded
+    monkeypatch.setattr(ParquetSink, "write_encoded", lambda self, p, found, **k: (appended.append(found.rows),
+                                                                                  real(self, p, found, **k)))
+    table = rows_to_table(corpus(600))
+    outs = [dedupe(table, tmp_path / f"w{n}" / "k.parquet", batch_size=50, workers=n) for n in (1, 2)]
+    assert outs[0].counts == outs[1].counts and outs[0].counts["rejected"] > 50
+    for name in ("k.parquet", "k.removed.parquet", "k.clusters.parquet"):
+        assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes(), name
+    assert pq.ParquetFile(tmp_path / "w1" / "k.parquet").num_row_groups > 5
+    if roomy_shm(2):  # all but the row groups before the pool started came from its workers
+        assert len(appended) > 5 and sum(appended) > outs[1].counts["in"] // 2
+
+
 def test_workers_default_to_the_usable_cores():
     from curate.engine import usable_cores
 

@@ -107,6 +107,27 @@ def test_real_files_equal_local(shared_data, tmp_path, on_cluster):
 
 
 @pytest.mark.slow
+def test_actors_encode_the_written_row_groups_and_the_files_are_the_same_bytes(shared_data, tmp_path, on_cluster,
+                                                                                monkeypatch):
+    """The kept and removed row groups are encoded on the actors and appended by the driver: the files are byte
+    for byte the one-worker local run's."""
+    from curate.dedupe import result
+    from curate.outputs import ParquetSink
+
+    monkeypatch.setattr(result, "ROW_GROUP_BYTES", 16384)
+    data = shared_data / "hiyouga__LLaMA-Factory__alpaca_en_demo.json"
+    dedupe(data, tmp_path / "local" / "kept.parquet", workers=1, batch_size=64)
+    appended = []
+    real = ParquetSink.write_encoded
+    monkeypatch.setattr(ParquetSink, "write_encoded", lambda self, p, found, **k: (appended.append(found.rows),
+                                                                                  real(self, p, found, **k)))
+    remote = on_cluster(data, tmp_path / "ray" / "kept.parquet", workers=2, batch_size=64)
+    assert len(appended) > 5 and remote.counts["rejected"] == 14
+    for name in ("kept.parquet", "kept.removed.parquet", "kept.clusters.parquet"):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes(), name
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("keep", ["first", "longest", "origin"])
 def test_planted_rows_equal_local_for_each_keep_rule(tmp_path, on_cluster, keep):
     table = rows_to_table(_planted())
