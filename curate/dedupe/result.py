@@ -56,6 +56,7 @@ CLUSTER_SCHEMA = pa.schema(
 )
 PREVIEW = 240
 ROW_GROUP_BYTES = 64 << 20  # in-memory Arrow bytes gathered into one row group of the kept / removed files
+ENCODE_ON_POOL = True  # the benchmark (bench_dedupe_write.py) turns it off to compare with encoding here
 
 
 @dataclass
@@ -294,7 +295,7 @@ class _Encoders:
     one writer makes. Encoding is ~60% of the writing pass's CPU (4.0 of 6.6 CPU s at 1M rows)."""
 
     def __init__(self, workers: int):
-        self.wanted = workers > 1
+        self.wanted = workers > 1 and ENCODE_ON_POOL
         self.workers = workers
         self.engine: Any = None
         self.folder: str | None = None
