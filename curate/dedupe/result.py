@@ -21,8 +21,8 @@ from curate.dedupe.decontam import REPORT_SCHEMA, where
 from curate.dedupe.keys import Keys, extract
 from curate.dedupe.plan import Plan
 from curate.dedupe.spill import ShingleSpill
-from curate.engine import make
-from curate.ingest.blocks import _spill_folder
+from curate.engine import current, make
+from curate.ingest.blocks import _spill_folder, roomy_shm
 from curate.inputs import Input
 from curate.outcome import StageOutcome
 from curate.outputs import OutputSet, ParquetSink, write_table
@@ -295,10 +295,12 @@ class _Encoders:
     one writer makes. Encoding is ~60% of the writing pass's CPU (4.0 of 6.6 CPU s at 1M rows)."""
 
     def __init__(self, workers: int):
-        self.wanted = workers > 1 and ENCODE_ON_POOL
+        # a local pool's parts go through shared memory, or the pool is not worth it
+        self.wanted = workers > 1 and ENCODE_ON_POOL and (current() == "ray" or roomy_shm(workers))
         self.workers = workers
         self.engine: Any = None
         self.folder: str | None = None
+        self._tried = False
         self._stack = ExitStack()
 
     def __enter__(self) -> Self:
@@ -309,12 +311,12 @@ class _Encoders:
 
     def offload(self, sink: ParquetSink) -> Offload | None:
         """An Offload for `sink` on the pool, started now if it is not yet; None where there is no pool."""
-        if self.wanted and self.engine is None:
-            self.wanted = False  # one try
+        if self.wanted and not self._tried:
+            self._tried = True
             pool = make(self.workers)
-            if pool.kind != "ray":  # a local pool's parts go through shared memory, or not at all
+            if pool.kind != "ray":
                 self.folder = self._stack.enter_context(_spill_folder(pool.workers))
-                if self.folder is None:
+                if self.folder is None:  # /dev/shm filled up since
                     return None
             self.engine = self._stack.enter_context(pool)
         return Offload(sink, self.engine, self.folder, self.engine.workers) if self.engine is not None else None
